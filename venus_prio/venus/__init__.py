@@ -1,0 +1,1 @@
+"""Talking to the GX: the Venus paths, the Source interface and one module per transport."""

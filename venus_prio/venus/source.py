@@ -1,0 +1,175 @@
+"""The one I/O seam to the GX: the ``Source`` interface every transport implements.
+
+A source keeps itself connected (``run``), keeps the latest value of every item in
+``venus_prio.venus.paths.INPUTS`` and when the GX last proved it is alive, and wakes the
+service whenever any of that changes. The service never sees a raw payload: ``snapshot``
+returns a validated ``Snapshot``.
+
+``InputStore`` is the shared bookkeeping every transport uses to turn parsed values into a
+``Snapshot``; ``MemorySource`` is an in-process fake for tests of the service.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import math
+from typing import Any, Dict, Optional, Set
+
+from venus_prio.errors import SourceUnavailable
+from venus_prio.model import Snapshot
+from venus_prio.venus import paths
+from venus_prio.venus.paths import VenusItem
+
+
+class InputStore:
+    """Latest parsed value of every input item, plus liveness and connection state.
+
+    A value is ``None`` when the source marked it invalid (null) or when the item is absent
+    (never published, or its service disappeared). Values are validated here: numbers must be
+    finite, codes must be integral; anything else is rejected and reported to the caller.
+    """
+
+    def __init__(self) -> None:
+        self._values: Dict[str, Optional[float]] = {item.field: None for item in paths.INPUTS}
+        self.setting_min: Optional[float] = None
+        self.setting_max: Optional[float] = None
+        self.alive_at: Optional[float] = None
+        self.connected = False
+        self.changed = asyncio.Event()
+
+    @staticmethod
+    def coerce(item: VenusItem, value: Any) -> Optional[float]:
+        """Return the value as the item's type, None for null; raise ValueError for garbage."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{item.path}: not a number: {value!r}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{item.path}: not a finite number: {value!r}")
+        if item.integer and not number.is_integer():
+            raise ValueError(f"{item.path}: not a whole number: {value!r}")
+        return number
+
+    def set(self, item: VenusItem, value: Optional[float]) -> None:
+        """Store an already coerced value and wake the service if it changed."""
+        if self._values.get(item.field) != value:
+            self._values[item.field] = value
+            self.changed.set()
+
+    def set_bounds(self, setting_min: Optional[float], setting_max: Optional[float]) -> None:
+        self.setting_min, self.setting_max = setting_min, setting_max
+
+    def mark_alive(self, now: float) -> None:
+        """Record that the source proved it is alive (heartbeat, read-back, GetValue)."""
+        was_stale = self.alive_at is None
+        self.alive_at = now
+        if was_stale:
+            self.changed.set()
+
+    def set_connected(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            self.changed.set()
+
+    def clear(self, fields: Optional[Set[str]] = None) -> None:
+        """Forget values (a service left): they become absent until published again."""
+        for name in fields if fields is not None else set(self._values):
+            self.set_field(name, None)
+
+    def set_field(self, name: str, value: Optional[float]) -> None:
+        if self._values.get(name) != value:
+            self._values[name] = value
+            self.changed.set()
+
+    def value(self, item: VenusItem) -> Optional[float]:
+        return self._values.get(item.field)
+
+    def snapshot(self) -> Snapshot:
+        def code(item: VenusItem) -> Optional[int]:
+            value = self._values[item.field]
+            return None if value is None else int(value)
+
+        return Snapshot(
+            soc=self._values[paths.SOC.field],
+            active_soc_limit=self._values[paths.ACTIVE_SOC_LIMIT.field],
+            min_soc_setting=self._values[paths.MIN_SOC_SETTING.field],
+            pv_dc_w=self._values[paths.PV_DC.field],
+            dc_system_w=self._values[paths.DC_SYSTEM.field],
+            battery_power_w=self._values[paths.BATTERY_POWER.field],
+            ac_input_source=code(paths.AC_INPUT_SOURCE),
+            hub4_mode=code(paths.HUB4_MODE),
+            battery_life_state=code(paths.BATTERY_LIFE_STATE),
+            dynamic_ess_mode=code(paths.DYNAMIC_ESS_MODE),
+            max_discharge_w=self._values[paths.MAX_DISCHARGE_POWER.field],
+            max_discharge_min=self.setting_min,
+            max_discharge_max=self.setting_max,
+            alive_at=self.alive_at,
+            connected=self.connected,
+        )
+
+
+class Source(abc.ABC):
+    """A connection to the GX that yields snapshots and writes MaxDischargePower."""
+
+    name: str = "source"
+
+    def __init__(self) -> None:
+        self.store = InputStore()
+        self.portal_id: Optional[str] = None
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Connect and stay connected (reconnecting with capped backoff) until cancelled."""
+
+    def snapshot(self) -> Snapshot:
+        """Return the latest validated view of the GX."""
+        return self.store.snapshot()
+
+    async def wait_changed(self, timeout: float) -> bool:
+        """Wait until an input, liveness or the connection changed; False on timeout."""
+        try:
+            await asyncio.wait_for(self.store.changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self.store.changed.clear()
+        return True
+
+    @abc.abstractmethod
+    async def write_max_discharge(self, value_w: float) -> None:
+        """Send a write of MaxDischargePower; raise ``SourceUnavailable`` when not connected."""
+
+    @abc.abstractmethod
+    async def read_max_discharge(self, timeout: float) -> Optional[float]:
+        """Ask the GX for the current value (read-back); None when it did not answer in time."""
+
+
+class MemorySource(Source):
+    """An in-process GX for tests: values are set directly, writes land in ``setting``."""
+
+    name = "memory"
+
+    def __init__(self, *, setting_w: float = -1.0, setting_max: float = 1_000_000.0) -> None:
+        super().__init__()
+        self.setting_w = setting_w
+        self.store.set_bounds(-1.0, setting_max)
+        self.store.set(paths.MAX_DISCHARGE_POWER, setting_w)
+        self.writes: list[float] = []
+        self.reachable = True
+
+    async def run(self) -> None:
+        self.store.set_connected(True)
+        await asyncio.Event().wait()  # nothing to maintain; runs until cancelled
+
+    async def write_max_discharge(self, value_w: float) -> None:
+        if not self.reachable:
+            raise SourceUnavailable("memory source unreachable")
+        self.writes.append(value_w)
+        lo, hi = self.store.setting_min, self.store.setting_max
+        if (lo is None or value_w >= lo) and (hi is None or value_w <= hi):
+            self.setting_w = value_w
+            self.store.set(paths.MAX_DISCHARGE_POWER, value_w)
+
+    async def read_max_discharge(self, timeout: float) -> Optional[float]:
+        return self.setting_w if self.reachable else None
