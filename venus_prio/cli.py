@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
 from venus_prio import __version__
 from venus_prio.config import Config, default_config, effective_config_yaml, load_config
@@ -123,9 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config.yaml (the sim section sets the plant)")
     p.set_defaults(func=_cmd_fake_gx)
     return parser
-
-
-COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

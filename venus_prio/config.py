@@ -9,11 +9,12 @@ starts with the key path (``control.prio_band: must be > 0, got -5``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -164,8 +165,6 @@ def default_config(max_inverter_power_w: float = 3000.0) -> Config:
     return Config(control=ControlConfig(max_inverter_power_w=max_inverter_power_w))
 
 
-T = TypeVar("T")
-Number = Union[int, float]
 _MISSING: Any = object()
 
 
@@ -218,6 +217,9 @@ class _Section:
             raise ConfigError(f"{self.key_path(key)}: must be <= {maximum:g}, got {value:g}")
         return float(value)
 
+    def positive(self, key: str, default: Any, *, maximum: Optional[float] = None) -> Any:
+        return self.number(key, default, minimum=0.0, maximum=maximum, exclusive_minimum=True)
+
     def integer(self, key: str, default: int, *, minimum: int, maximum: int) -> int:
         value = self._take(key)
         if value is _MISSING or value is None:
@@ -228,7 +230,7 @@ class _Section:
             raise ConfigError(
                 f"{self.key_path(key)}: must be between {minimum} and {maximum}, got {value}"
             )
-        return value
+        return int(value)
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._take(key)
@@ -245,7 +247,9 @@ class _Section:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # a numeric portal id or password is still text
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{self.key_path(key)}: must be a non-empty string, got {_show(value)}")
+            raise ConfigError(
+                f"{self.key_path(key)}: must be a non-empty string, got {_show(value)}"
+            )
         return value
 
     def choice(self, key: str, default: str, choices: Tuple[str, ...]) -> str:
@@ -259,7 +263,8 @@ class _Section:
         return value
 
     def section(self, key: str) -> _Section:
-        return _Section(self._take(key), self.key_path(key))
+        value = self._take(key)
+        return _Section(None if value is _MISSING else value, self.key_path(key))
 
     def raw(self, key: str) -> Any:
         value = self._take(key)
@@ -269,7 +274,9 @@ class _Section:
         """Reject keys nobody asked for."""
         unknown = sorted(str(k) for k in self._raw if k not in self._seen)
         if unknown:
-            raise ConfigError(f"{self.key_path(unknown[0])}: unknown key")
+            close = difflib.get_close_matches(unknown[0], [str(k) for k in self._seen], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{self.key_path(unknown[0])}: unknown key{hint}")
 
 
 def _show(value: Any) -> str:
@@ -314,22 +321,22 @@ def _read_control(sec: _Section) -> ControlConfig:
     elif isinstance(raw_min_soc, (int, float)) and not isinstance(raw_min_soc, bool):
         _check(
             0 <= raw_min_soc < 100,
-            f"{sec.key_path('min_soc')}: must be 'auto' or a number from 0 to 99, got {raw_min_soc}",
+            f"{sec.key_path('min_soc')}: must be 'auto' or a number from 0 to 99, "
+            f"got {raw_min_soc}",
         )
         min_soc = float(raw_min_soc)
     else:
         raise ConfigError(
             f"{sec.key_path('min_soc')}: must be 'auto' or a number, got {_show(raw_min_soc)}"
         )
-    positive = {"minimum": 0.0, "exclusive_minimum": True}
     control = ControlConfig(
         max_inverter_power_w=max_w,
         min_soc=min_soc,
         subtract_dc_loads=sec.boolean("subtract_dc_loads", d.subtract_dc_loads),
-        pv_window_s=sec.number("pv_window_s", d.pv_window_s, **positive),
-        prio_band=sec.number("prio_band", d.prio_band, maximum=100, **positive),
-        recover_band=sec.number("recover_band", d.recover_band, maximum=100, **positive),
-        pv_factor=sec.number("pv_factor", d.pv_factor, maximum=1.0, **positive),
+        pv_window_s=sec.positive("pv_window_s", d.pv_window_s),
+        prio_band=sec.positive("prio_band", d.prio_band, maximum=100),
+        recover_band=sec.positive("recover_band", d.recover_band, maximum=100),
+        pv_factor=sec.positive("pv_factor", d.pv_factor, maximum=1.0),
         pv_offset_w=sec.number("pv_offset_w", d.pv_offset_w, minimum=0),
         pv_min_w=sec.number("pv_min_w", d.pv_min_w, minimum=0),
         pv_min_hysteresis_w=sec.number("pv_min_hysteresis_w", d.pv_min_hysteresis_w, minimum=0),
@@ -337,11 +344,11 @@ def _read_control(sec: _Section) -> ControlConfig:
         half_power_fraction=sec.number(
             "half_power_fraction", d.half_power_fraction, maximum=1.0, minimum=0
         ),
-        ramp_w_per_min=sec.number("ramp_w_per_min", d.ramp_w_per_min, **positive),
+        ramp_w_per_min=sec.positive("ramp_w_per_min", d.ramp_w_per_min),
         step_w=sec.number("step_w", d.step_w, minimum=1),
         tick_s=sec.number("tick_s", d.tick_s, minimum=0.05, maximum=60),
-        stale_after_s=sec.number("stale_after_s", d.stale_after_s, **positive),
-        refresh_s=sec.number("refresh_s", d.refresh_s, **positive),
+        stale_after_s=sec.positive("stale_after_s", d.stale_after_s),
+        refresh_s=sec.positive("refresh_s", d.refresh_s),
         enabled=sec.boolean("enabled", d.enabled),
         trim=_read_trim(sec.section("trim")),
     )
@@ -444,21 +451,18 @@ def _read_venus(sec: _Section, env: Mapping[str, str]) -> VenusConfig:
     dbus_sec = sec.section("dbus")
     dbus = DbusConfig(address=dbus_sec.string("address", None))
     dbus_sec.done()
-    positive = {"minimum": 0.0, "exclusive_minimum": True}
     venus = VenusConfig(
         transport=sec.choice("transport", d.transport, TRANSPORTS),
         broker=broker,
         portal_id=portal_id,
         vrm=vrm,
-        portal_id_timeout_s=sec.number("portal_id_timeout_s", d.portal_id_timeout_s, **positive),
-        keepalive_interval_s=sec.number(
-            "keepalive_interval_s", d.keepalive_interval_s, maximum=55, **positive
+        portal_id_timeout_s=sec.positive("portal_id_timeout_s", d.portal_id_timeout_s),
+        keepalive_interval_s=sec.positive(
+            "keepalive_interval_s", d.keepalive_interval_s, maximum=55
         ),
-        full_publish_timeout_s=sec.number(
-            "full_publish_timeout_s", d.full_publish_timeout_s, **positive
-        ),
-        heartbeat_timeout_s=sec.number("heartbeat_timeout_s", d.heartbeat_timeout_s, **positive),
-        reconnect_max_s=sec.number("reconnect_max_s", d.reconnect_max_s, **positive),
+        full_publish_timeout_s=sec.positive("full_publish_timeout_s", d.full_publish_timeout_s),
+        heartbeat_timeout_s=sec.positive("heartbeat_timeout_s", d.heartbeat_timeout_s),
+        reconnect_max_s=sec.positive("reconnect_max_s", d.reconnect_max_s),
         dbus=dbus,
     )
     sec.done()
@@ -504,19 +508,16 @@ def _read_homeassistant(sec: _Section, env: Mapping[str, str]) -> HomeAssistantC
 
 def _read_sim(sec: _Section) -> SimConfig:
     d = SimConfig()
-    positive = {"minimum": 0.0, "exclusive_minimum": True}
     sim = SimConfig(
-        battery_kwh=sec.number("battery_kwh", d.battery_kwh, **positive),
-        inverter_w=sec.number("inverter_w", d.inverter_w, **positive),
+        battery_kwh=sec.positive("battery_kwh", d.battery_kwh),
+        inverter_w=sec.positive("inverter_w", d.inverter_w),
         reserve_soc=sec.number("reserve_soc", d.reserve_soc, minimum=0, maximum=95),
         start_soc=sec.number("start_soc", d.start_soc, minimum=0, maximum=100),
-        charge_efficiency=sec.number("charge_efficiency", d.charge_efficiency, maximum=1, **positive),
-        discharge_efficiency=sec.number(
-            "discharge_efficiency", d.discharge_efficiency, maximum=1, **positive
+        charge_efficiency=sec.positive("charge_efficiency", d.charge_efficiency, maximum=1),
+        discharge_efficiency=sec.positive(
+            "discharge_efficiency", d.discharge_efficiency, maximum=1
         ),
-        inverter_efficiency=sec.number(
-            "inverter_efficiency", d.inverter_efficiency, maximum=1, **positive
-        ),
+        inverter_efficiency=sec.positive("inverter_efficiency", d.inverter_efficiency, maximum=1),
         idle_w=sec.number("idle_w", d.idle_w, minimum=0),
         dt_s=sec.number("dt_s", d.dt_s, minimum=0.1, maximum=60),
         seed=sec.integer("seed", d.seed, minimum=0, maximum=2**31),
@@ -526,7 +527,7 @@ def _read_sim(sec: _Section) -> SimConfig:
 
 
 def parse_config(raw: Any, env: Optional[Mapping[str, str]] = None) -> Config:
-    """Turn the parsed YAML document into a ``Config``; raise ``ConfigError`` on the first problem."""
+    """Turn a parsed YAML document into a ``Config``; raise ``ConfigError`` on the first problem."""
     env = os.environ if env is None else env
     top = _Section(raw, "")
     control = _read_control(top.section("control"))
@@ -571,6 +572,8 @@ def effective_config_yaml(config: Config) -> str:
         data["control"]["min_soc"] = "auto"
     if data["venus"]["portal_id"] is None:
         data["venus"]["portal_id"] = "auto"
+    # The file spells the GX broker's keys directly under venus:, so show them there too.
+    data["venus"] = {**data["venus"].pop("broker"), **data["venus"]}
     data["state_dir"] = str(config.resolved_state_dir())
     return yaml.safe_dump(data, sort_keys=False)
 

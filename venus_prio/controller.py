@@ -184,9 +184,7 @@ _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
 )
 
 
-def _trimmed_factor(
-    state: ControllerState, snap: Snapshot, cfg: ControlConfig, dt: float
-) -> float:
+def _trimmed_factor(state: ControllerState, snap: Snapshot, cfg: ControlConfig, dt: float) -> float:
     """Nudge the PV factor so the battery charges by about target_charge_w (optional trim)."""
     factor = state.pv_factor if state.pv_factor is not None else cfg.pv_factor
     battery_w = _valid(snap.battery_power_w)

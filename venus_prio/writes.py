@@ -141,7 +141,7 @@ def record_write(
     state: WriteState, write: Write, *, previous_w: Optional[float], now: float
 ) -> WriteState:
     """Return the state after ``write`` went out at ``now``."""
-    recent = tuple(t for t in state.recent if now - t < DAY_S) + (now,)
+    recent = (*(t for t in state.recent if now - t < DAY_S), now)
     increase = previous_w is not None and write.value_w > _as_cap(previous_w)
     return WriteState(
         recent=recent,

@@ -50,9 +50,7 @@ HUB4_MODE = VenusItem(SETTINGS, "/Settings/CGwacs/Hub4Mode", "hub4_mode", intege
 DYNAMIC_ESS_MODE = VenusItem(
     SETTINGS, "/Settings/DynamicEss/Mode", "dynamic_ess_mode", integer=True
 )
-MAX_DISCHARGE_POWER = VenusItem(
-    SETTINGS, "/Settings/CGwacs/MaxDischargePower", "max_discharge_w"
-)
+MAX_DISCHARGE_POWER = VenusItem(SETTINGS, "/Settings/CGwacs/MaxDischargePower", "max_discharge_w")
 
 # Everything a Snapshot is built from, in one list (the transports subscribe to exactly these).
 INPUTS: Tuple[VenusItem, ...] = (

@@ -1,0 +1,168 @@
+"""The write policy of control.md section 4: deadband, classes, rate limit, budget, clamping."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from venus_prio.config import WritesConfig
+from venus_prio.model import TargetClass, Write
+from venus_prio.writes import (
+    WriteState,
+    classify_value,
+    counters,
+    plan_write,
+    record_write,
+)
+
+CFG = WritesConfig()
+MAX_W = 3000.0
+BASELINE = -1.0
+
+
+def plan(  # noqa: PLR0917  (positional arguments keep the tables short)
+    target: float,
+    klass: TargetClass,
+    current: Optional[float],
+    state: Optional[WriteState] = None,
+    now: float = 10_000.0,
+    cfg: WritesConfig = CFG,
+    bounds: Tuple[Optional[float], Optional[float]] = (-1.0, 1_000_000.0),
+) -> Optional[float]:
+    write = plan_write(
+        target_w=target,
+        target_class=klass,
+        current_w=current,
+        baseline_w=BASELINE,
+        hold_w=0.0,
+        max_w=MAX_W,
+        setting_min=bounds[0],
+        setting_max=bounds[1],
+        state=state or WriteState(),
+        cfg=cfg,
+        now=now,
+    )
+    return None if write is None else write.value_w
+
+
+P, H, B = TargetClass.POSITIVE, TargetClass.HOLD, TargetClass.BASELINE
+
+
+@pytest.mark.parametrize(
+    ("target", "klass", "current", "expected"),
+    [
+        (500.0, P, 500.0, None),  # the GX already has it
+        (550.0, P, 500.0, None),  # within the deadband
+        (599.0, P, 500.0, None),
+        (600.0, P, 500.0, 600.0),  # exactly the deadband: written
+        (450.0, P, 500.0, None),
+        (400.0, P, 500.0, 400.0),  # decreases by the deadband go out at once
+        (0.0, H, 50.0, 0.0),  # positive -> hold: class change beats the deadband
+        (50.0, P, 0.0, 50.0),  # hold -> positive
+        (BASELINE, B, 50.0, BASELINE),  # handing back always goes out
+        (50.0, P, BASELINE, 50.0),  # first cap below "no limit" is a decrease
+        (500.0, P, None, 500.0),  # GX value unknown: write
+        (5000.0, P, 500.0, MAX_W),  # clamped to max_inverter_power_w
+        (-200.0, P, 500.0, 0.0),  # and to 0
+    ],
+)
+def test_deadband_and_classes(
+    target: float, klass: TargetClass, current: Optional[float], expected: Optional[float]
+) -> None:
+    assert plan(target, klass, current) == expected
+
+
+def test_clamped_to_the_settings_live_bounds() -> None:
+    assert plan(2500.0, P, 500.0, bounds=(-1.0, 2000.0)) == 2000.0
+    assert plan(50_000.0, B, 500.0, bounds=(-1.0, 10_000.0)) == 10_000.0
+
+
+def test_increases_wait_for_the_interval_decreases_do_not() -> None:
+    state = record_write(WriteState(), _w(800.0), previous_w=500.0, now=1000.0)
+    assert state.last_increase_t == 1000.0
+    assert plan(1000.0, P, 800.0, state, now=1059.0) is None
+    assert plan(1000.0, P, 800.0, state, now=1060.0) == 1000.0
+    assert plan(500.0, P, 800.0, state, now=1001.0) == 500.0
+
+
+def test_budget_exhaustion_blocks_steering_but_not_baseline() -> None:
+    cfg = WritesConfig(max_writes_per_hour=3)
+    state = WriteState()
+    for i in range(3):
+        state = record_write(state, _w(1000.0 - i * 200), previous_w=None, now=float(i))
+    assert plan(100.0, P, 600.0, state, now=10.0, cfg=cfg) is None  # budget spent
+    assert plan(BASELINE, B, 600.0, state, now=10.0, cfg=cfg) == BASELINE  # hand-back goes out
+    assert plan(100.0, P, 600.0, state, now=3600.0, cfg=cfg) == 100.0  # oldest left the hour
+
+
+def test_counters_hour_day_total() -> None:
+    state = WriteState()
+    for t in (0.0, 100.0, 4000.0, 90_000.0):
+        state = record_write(state, _w(100.0), previous_w=200.0, now=t)
+    c = counters(state, 90_000.0)
+    assert (c.hour, c.day, c.total) == (1, 2, 4)
+
+
+@pytest.mark.parametrize(
+    ("value", "klass"),
+    [(BASELINE, B), (0.0, H), (1.0, P), (2500.0, P), (-5.0, P)],
+)
+def test_classify_value(value: float, klass: TargetClass) -> None:
+    assert classify_value(value, baseline_w=BASELINE, hold_w=0.0) is klass
+
+
+def _w(value: float) -> Write:
+    return Write(value_w=value, forced=False, why="test")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=300),  # seconds since the previous step
+            st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+                st.just(BASELINE),
+            ),
+            st.sampled_from([P, H, B]),
+        ),
+        max_size=200,
+    ),
+    budget=st.integers(min_value=1, max_value=40),
+)
+def test_steering_writes_never_exceed_the_hourly_budget(
+    steps: List[Tuple[float, float, TargetClass]], budget: int
+) -> None:
+    cfg = WritesConfig(max_writes_per_hour=budget)
+    state = WriteState()
+    current: Optional[float] = BASELINE
+    now = 0.0
+    steering: List[float] = []
+    for dt, drawn_target, klass in steps:
+        now += dt
+        target = BASELINE if klass is B else drawn_target
+        write = plan_write(
+            target_w=target,
+            target_class=klass,
+            current_w=current,
+            baseline_w=BASELINE,
+            hold_w=0.0,
+            max_w=MAX_W,
+            setting_min=-1.0,
+            setting_max=1_000_000.0,
+            state=state,
+            cfg=cfg,
+            now=now,
+        )
+        if write is None:
+            continue
+        assert write.value_w == BASELINE or 0.0 <= write.value_w <= MAX_W
+        assert write.forced == (klass is B)
+        if not write.forced:
+            steering.append(now)
+            assert sum(1 for t in steering if now - t < 3600.0) <= budget
+        state = record_write(state, write, previous_w=current, now=now)
+        current = write.value_w
