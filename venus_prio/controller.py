@@ -26,7 +26,7 @@ Pure: no clock, no I/O. ``now`` is any monotonic time in seconds supplied by the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 from venus_prio.config import ControlConfig
@@ -244,16 +244,23 @@ def decide(
         pv_share = min(max(raw_share, cfg.hold_w), max_w)
     else:
         pv_share = cfg.hold_w
-    next_state = replace(
-        state, phase=phase, pv_history=pv_history, sharing=sharing, last_t=now, pv_factor=factor
-    )
+
+    def after(level_w: Optional[float]) -> ControllerState:
+        return ControllerState(
+            phase=phase,
+            pv_history=pv_history,
+            sharing=sharing,
+            level_w=level_w,
+            last_t=now,
+            pv_factor=factor,
+        )
 
     for reason, test, text in _STAND_ASIDE_RULES:
         if test(snap, cfg, now, enabled):
             # Handing back: the ramp restarts from scratch when steering resumes.
             return (
                 decision(baseline_w, TargetClass.BASELINE, reason, f"standing aside: {text}"),
-                replace(next_state, level_w=None),
+                after(None),
             )
     assert d is not None and soc is not None and floor is not None  # the rules above ensure it
     where = f"SOC {soc:.1f} % is {d:+.1f} points from the floor {floor:g} %"
@@ -285,7 +292,7 @@ def decide(
             # Nothing of ours in force (start-up, after standing aside or after NORMAL): stock.
             return (
                 decision(baseline_w, TargetClass.BASELINE, Reason.NORMAL, f"{where}: stock ESS"),
-                replace(next_state, level_w=None),
+                after(None),
             )
         ramp = max(state.level_w + cfg.ramp_w_per_min * dt / 60.0, pv_share)
         if ramp >= max_w:
@@ -296,11 +303,11 @@ def decide(
                     Reason.NORMAL,
                     f"{where}: recovered, handed back to stock ESS",
                 ),
-                replace(next_state, level_w=None),
+                after(None),
             )
         target = floor_to_step(ramp, cfg.step_w)
         result = decision(
             target, _classify(target, cfg), Reason.RAMPING, f"{where}: ramping up, {target:.0f} W"
         )
-        return result, replace(next_state, level_w=ramp)
-    return result, replace(next_state, level_w=result.target_w)
+        return result, after(ramp)
+    return result, after(result.target_w)

@@ -1,0 +1,242 @@
+"""The simulated plant: energy balance, ESS #1 blocking, grid recharge, the cap, full battery."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from venus_prio.config import SimConfig
+from venus_prio.sim.plant import GRID_RECHARGE_W, Plant, PlantParams, PlantStep
+
+PARAMS = PlantParams(
+    battery_kwh=10.0,
+    inverter_w=3000.0,
+    charge_efficiency=0.96,
+    discharge_efficiency=0.96,
+    inverter_efficiency=0.93,
+    idle_w=20.0,
+    min_soc=10.0,
+)
+CAPACITY_WS = 10.0 * 1000 * 3600
+
+
+def soc_energy_w(before: float, after: float, dt: float) -> float:
+    """Return the stored power implied by a SOC change (chemistry side)."""
+    return (after - before) / 100.0 * CAPACITY_WS / dt
+
+
+# (start soc, dt, pv_dc, load, pv_ac, max_discharge)
+BALANCE_CASES: List[Tuple[float, float, float, float, float, float]] = [
+    (50.0, 1.0, 0.0, 930.0, 0.0, -1.0),  # night, inverting from the battery
+    (50.0, 1.0, 2000.0, 300.0, 0.0, -1.0),  # PV surplus charges
+    (50.0, 1.0, 500.0, 2000.0, 0.0, 400.0),  # capped
+    (50.0, 1.0, 500.0, 2000.0, 0.0, 0.0),  # cap 0: no inverting
+    (50.0, 1.0, 100.0, 250.0, 0.0, -1.0),  # low-power efficiency
+    (9.0, 1.0, 800.0, 300.0, 0.0, -1.0),  # blocked: all PV to the battery
+    (4.0, 1.0, 200.0, 300.0, 0.0, -1.0),  # grid recharge
+    (100.0, 1.0, 3000.0, 300.0, 0.0, -1.0),  # full: feed-in
+    (100.0, 1.0, 3000.0, 300.0, 0.0, 0.0),  # full, cap 0: curtailed
+    (100.0, 1.0, 5000.0, 300.0, 0.0, -1.0),  # full, beyond the inverter: part curtailed
+    (99.999, 10.0, 3000.0, 300.0, 0.0, -1.0),  # fills up within the step
+    (50.0, 1.0, 0.0, 300.0, 1200.0, -1.0),  # AC PV surplus charges through the charger
+    (100.0, 1.0, 0.0, 300.0, 1200.0, -1.0),  # ... and is exported when full
+    (50.0, 60.0, 1000.0, 1500.0, 700.0, 250.0),  # AC PV, DC PV and a cap together
+]
+
+
+@pytest.mark.parametrize("case", BALANCE_CASES)
+def test_energy_balance(case: Tuple[float, float, float, float, float, float]) -> None:
+    start, dt, pv_dc, load, pv_ac, cap = case
+    plant = Plant(PARAMS, start_soc=start)
+    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
+    stored = soc_energy_w(start, step.soc, dt)
+    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
+    energy_out = load + stored + step.loss_w
+    assert energy_in == pytest.approx(energy_out, abs=1e-6)
+    assert step.loss_w >= PARAMS.idle_w - 1e-9
+    assert step.curtailed_w >= 0
+    assert step.soc <= 100.0 + 1e-9
+
+
+def test_inverting_from_the_battery_at_night() -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=930.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.inverter_ac_w == pytest.approx(930.0)
+    assert step.grid_w == pytest.approx(0.0)
+    assert step.battery_w == pytest.approx(-(930.0 / 0.93 + 20.0))  # idle from the DC bus
+    assert step.soc == pytest.approx(50.0 - 1020.0 / 0.96 / CAPACITY_WS * 100)
+    assert step.loss_w == pytest.approx(70.0 + 20.0 + 1020.0 / 0.96 - 1020.0)
+
+
+def test_surplus_dc_pv_charges_the_battery() -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=2000.0, load_w=930.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.inverter_ac_w == pytest.approx(930.0)
+    assert step.battery_w == pytest.approx(2000.0 - 1000.0 - 20.0)
+    assert step.grid_w == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("cap", "inverter_ac", "grid"),
+    [
+        (-1.0, 2000.0, 0.0),  # no cap
+        (-5.0, 2000.0, 0.0),  # any negative means no cap
+        (500.0, 500.0, 1500.0),
+        (1.0, 1.0, 1999.0),
+        (5000.0, 2000.0, 0.0),  # above the load
+        (0.0, -20.0, 2020.0),  # no inverting; idle paid from the grid
+    ],
+)
+def test_cap_respected(cap: float, inverter_ac: float, grid: float) -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=300.0, load_w=2000.0, pv_ac_w=0.0, max_discharge_w=cap)
+    assert step.inverter_ac_w == pytest.approx(inverter_ac)
+    assert step.grid_w == pytest.approx(grid)
+
+
+def test_inverter_maximum_respected() -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=5000.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.inverter_ac_w == pytest.approx(3000.0)
+    assert step.grid_w == pytest.approx(2000.0)
+
+
+def test_cap_zero_sends_all_dc_pv_to_the_battery() -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=400.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=0.0)
+    assert step.battery_w == pytest.approx(400.0)
+    assert step.grid_w == pytest.approx(320.0)
+
+
+@pytest.mark.parametrize(
+    ("ac_w", "eta"),
+    [(0.0, 0.83), (150.0, 0.88), (300.0, 0.93), (2000.0, 0.93)],
+)
+def test_low_power_efficiency(ac_w: float, eta: float) -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    assert plant.inverter_dc_w(ac_w) == pytest.approx(ac_w / eta)
+
+
+def run(plant: Plant, steps: int, *, dt: float, pv: float, load: float) -> List[PlantStep]:
+    return [
+        plant.step(dt, pv_dc_w=pv, load_w=load, pv_ac_w=0.0, max_discharge_w=-1.0)
+        for _ in range(steps)
+    ]
+
+
+def test_discharge_blocked_at_min_soc_until_plus_three() -> None:
+    plant = Plant(PARAMS, start_soc=10.5)
+    # Discharge at night until the floor: blocked at SOC <= 10.
+    steps = run(plant, 120, dt=60.0, pv=0.0, load=600.0)
+    first_blocked = next(i for i, s in enumerate(steps) if s.blocked)
+    assert steps[first_blocked - 1].soc <= 10.0  # the step starts from a SOC at/below the floor
+    assert all(s.inverter_ac_w == pytest.approx(-20.0) for s in steps[first_blocked:])
+    floor_soc = steps[-1].soc
+    assert 9.9 < floor_soc <= 10.0
+    # While blocked, PV below the load still all goes to the battery.
+    steps = run(plant, 400, dt=10.0, pv=500.0, load=600.0)
+    released = [i for i, s in enumerate(steps) if not s.blocked]
+    assert released, "the block must clear at MinSOC + 3"
+    first = released[0]
+    assert all(s.battery_w == pytest.approx(500.0) for s in steps[:first])
+    assert steps[first - 1].soc >= 13.0
+    assert steps[first - 2].soc < 13.0
+    # Released: the inverter covers the load again and the battery discharges.
+    assert steps[first].inverter_ac_w == pytest.approx(600.0)
+    assert steps[first].battery_w < 0
+
+
+def test_block_holds_between_min_and_plus_three() -> None:
+    plant = Plant(PARAMS, start_soc=10.0)
+    assert plant.blocked
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=500.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.blocked and step.inverter_ac_w == pytest.approx(-20.0)
+    plant.soc = 12.9  # recharged by PV, but not to +3 yet
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=500.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.blocked and step.grid_w == pytest.approx(520.0)
+    plant.soc = 13.0
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=500.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert not step.blocked and step.inverter_ac_w == pytest.approx(500.0)
+
+
+def test_grid_recharge_below_min_minus_five() -> None:
+    plant = Plant(PARAMS, start_soc=5.5)
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert not step.grid_charging and step.battery_w == pytest.approx(0.0)
+    plant.soc = 5.0
+    step = plant.step(1.0, pv_dc_w=0.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.grid_charging
+    assert step.battery_w == pytest.approx(GRID_RECHARGE_W * 0.93)
+    assert step.grid_w == pytest.approx(300.0 + GRID_RECHARGE_W + 20.0)
+    # Keeps charging above MinSOC - 5 and stops at MinSOC.
+    steps = run(plant, 200, dt=60.0, pv=0.0, load=300.0)
+    stop = next(i for i, s in enumerate(steps) if not s.grid_charging)
+    assert steps[stop - 1].soc >= 10.0
+    assert steps[stop - 2].soc < 10.0
+    assert steps[stop].battery_w == pytest.approx(0.0)
+    assert steps[stop].blocked  # still below MinSOC + 3
+
+
+def test_full_battery_feeds_in_surplus_dc_pv() -> None:
+    plant = Plant(PARAMS, start_soc=100.0)
+    step = plant.step(1.0, pv_dc_w=2020.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    assert step.battery_w == pytest.approx(0.0)
+    assert step.curtailed_w == pytest.approx(0.0)
+    fed_dc = 2020.0 - 300.0 / 0.93 - 20.0
+    assert step.grid_w == pytest.approx(-fed_dc * 0.93)
+    assert step.soc == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("cap", "curtailed"),
+    [
+        (0.0, 2000.0),  # DC->AC path closed
+        (-1.0, 0.0),
+        (1.0, 0.0),  # 1 W still lets feed-in through
+    ],
+)
+def test_full_battery_curtails_when_the_path_is_closed(cap: float, curtailed: float) -> None:
+    plant = Plant(PARAMS, start_soc=100.0)
+    step = plant.step(1.0, pv_dc_w=2000.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=cap)
+    assert step.curtailed_w == pytest.approx(curtailed)
+
+
+def test_from_sim_config() -> None:
+    params = PlantParams.from_sim_config(SimConfig(battery_kwh=5.0, idle_w=10.0), min_soc=12.0)
+    assert params == PlantParams(
+        battery_kwh=5.0,
+        inverter_w=3000.0,
+        charge_efficiency=0.96,
+        discharge_efficiency=0.96,
+        inverter_efficiency=0.93,
+        idle_w=10.0,
+        min_soc=12.0,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=st.tuples(
+        st.floats(min_value=0.0, max_value=100.0),  # start SOC
+        st.sampled_from([0.5, 1.0, 5.0, 60.0]),  # dt
+        st.floats(min_value=0.0, max_value=6000.0),  # DC PV
+        st.floats(min_value=0.0, max_value=6000.0),  # load
+        st.floats(min_value=0.0, max_value=3000.0),  # AC PV
+        st.floats(min_value=-1.0, max_value=4000.0),  # MaxDischargePower
+    )
+)
+def test_energy_balance_property(case: Tuple[float, float, float, float, float, float]) -> None:
+    start, dt, pv_dc, load, pv_ac, cap = case
+    plant = Plant(PARAMS, start_soc=start)
+    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
+    stored = soc_energy_w(start, step.soc, dt)
+    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
+    assert energy_in == pytest.approx(load + stored + step.loss_w, abs=1e-6)
+    assert 0.0 <= step.curtailed_w <= pv_dc + 1e-9
+    assert step.soc <= 100.0 + 1e-9
+    assert step.inverter_ac_w <= PARAMS.inverter_w + 1e-9
+    if cap >= 0 and step.inverter_ac_w > cap + 1e-9:
+        assert step.soc == pytest.approx(100.0)  # only feed-in of surplus at full goes past it

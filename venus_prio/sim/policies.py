@@ -1,0 +1,192 @@
+"""The three policies the simulator compares, each stepped once per ``dt`` on a virtual clock.
+
+- ``stock``: writes nothing; MaxDischargePower stays at its start value -1 (no cap).
+- ``original``: a port of the original add-on's once-a-second loop as control.md section 7
+  describes it (plain 15-sample PV mean, its bands, the ``prio`` flag, its rounding formulas,
+  a write whenever its limit differs from the setting).
+- ``venus_prio``: the real ``controller.decide`` and ``writes.plan_write``/``record_write``.
+
+Every policy sees what a controller on the GX would read before the step (SOC, measured DC PV,
+battery power, the setting) and returns the setting in force for the step, whether it wrote,
+and the reason for the time-per-reason metric.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Deque, NamedTuple, Optional, Tuple
+
+from venus_prio.config import Config
+from venus_prio.controller import ControllerState, decide
+from venus_prio.model import Snapshot
+from venus_prio.writes import WriteState, plan_write, record_write
+
+START_SETTING_W = -1.0  # Victron's factory default: no cap; the baseline of every run
+SETTING_MIN_W = -1.0
+SETTING_MAX_W = 1_000_000.0
+
+# Reasons of the policies that have no controller (time-per-reason rows).
+STOCK = "STOCK"
+ORIGINAL_HIGH = "ORIGINAL_HIGH"  # SOC >= min + 10: limit only rises with PV
+ORIGINAL_PRIO = "ORIGINAL_PRIO"  # prio: limit = PV share
+ORIGINAL_HALF = "ORIGINAL_HALF"  # not prio: limit = max(max / 2, PV share)
+ORIGINAL_BELOW = "ORIGINAL_BELOW"  # SOC < min: limit = 0
+
+ORIGINAL_SAMPLES = 15  # the original averaged the last 15 one-second PV samples
+
+
+class PolicyStep(NamedTuple):
+    """The setting in force after the policy ran, whether it wrote, and why."""
+
+    setting_w: float
+    wrote: bool
+    reason: str
+
+
+class Policy:
+    """Interface of a simulated policy."""
+
+    name = ""
+
+    def step(
+        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
+    ) -> PolicyStep:
+        """Return the setting for the coming step."""
+        raise NotImplementedError
+
+
+class StockPolicy(Policy):
+    """Venus's own behaviour: nothing writes the setting."""
+
+    name = "stock"
+
+    def step(
+        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
+    ) -> PolicyStep:
+        """Return the setting unchanged."""
+        return PolicyStep(setting_w, False, STOCK)
+
+
+def original_share(pv: float, *, limit: float) -> float:
+    """Return the original add-on's PV share for the mean PV ``pv`` and its current ``limit``.
+
+    Python's ``round`` (round half to even), as the add-on itself is a Python script.
+    """
+    if pv > 300:
+        return float(round((0.8 * pv - 5) / 10) * 10)
+    if pv > 100 or (pv > 90 and limit > 0):
+        return float(round((0.7 * pv - 5) / 10) * 10 - 10)
+    return 0.0
+
+
+def original_limit(
+    *, soc: float, min_soc: float, pv: float, limit: float, prio: bool, max_w: float
+) -> Tuple[float, bool, str]:
+    """Return the original add-on's next (limit, prio, reason) from its bands (pure)."""
+    if soc >= min_soc + 10:
+        if soc > 90:
+            candidate = min(max_w, pv * 2)
+        elif soc >= min_soc + 13:
+            candidate = min(max_w, pv * 1.5)
+        else:
+            candidate = min(max_w, pv)
+        return (candidate if candidate > limit else limit), False, ORIGINAL_HIGH
+    if soc >= min_soc:
+        if soc <= min_soc + 5:
+            prio = True
+        share = original_share(pv, limit=limit)
+        if prio:
+            return share, True, ORIGINAL_PRIO
+        return max(max_w / 2, share), False, ORIGINAL_HALF
+    return 0.0, True, ORIGINAL_BELOW
+
+
+class OriginalPolicy(Policy):
+    """The original add-on's loop (control.md section 7), run once per step."""
+
+    name = "original"
+
+    def __init__(self, *, min_soc: float, max_w: float, start_soc: float, dt: float) -> None:
+        self.min_soc = min_soc
+        self.max_w = max_w
+        # It sampled once a second; at other dt the window keeps its 15 s length.
+        self._samples: Deque[float] = collections.deque(maxlen=max(1, round(ORIGINAL_SAMPLES / dt)))
+        self._sum = 0.0
+        self.prio = not start_soc >= min_soc + 10
+        self.limit = 0.0 if self.prio else max_w
+
+    def step(
+        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
+    ) -> PolicyStep:
+        """Update the PV mean, apply the bands and write when the limit differs."""
+        samples = self._samples
+        if len(samples) == samples.maxlen:
+            self._sum -= samples[0]
+        samples.append(pv_dc_w)
+        self._sum += pv_dc_w
+        pv = self._sum / len(samples)
+        self.limit, self.prio, reason = original_limit(
+            soc=soc, min_soc=self.min_soc, pv=pv, limit=self.limit, prio=self.prio, max_w=self.max_w
+        )
+        value = min(self.limit, self.max_w)
+        if value != setting_w:
+            return PolicyStep(value, True, reason)
+        return PolicyStep(setting_w, False, reason)
+
+
+class VenusPrioPolicy(Policy):
+    """venus-prio: the real controller and write policy, fed a snapshot built from the plant."""
+
+    name = "venus_prio"
+
+    def __init__(self, config: Config, *, min_soc: float) -> None:
+        self.config = config
+        self.min_soc = min_soc
+        self.state = ControllerState()
+        self.writes = WriteState()
+        # The baseline is the setting's start value, the same for every policy of a comparison
+        # (writes.baseline_w describes a real GX, not the simulated one).
+        self.baseline_w = START_SETTING_W
+        self.last_reason: Optional[str] = None
+
+    def step(
+        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
+    ) -> PolicyStep:
+        """Decide, plan the write and apply it (unless ``writes.dry_run``)."""
+        control = self.config.control
+        snap = Snapshot(
+            soc=soc,
+            active_soc_limit=self.min_soc,
+            min_soc_setting=self.min_soc,
+            pv_dc_w=pv_dc_w,
+            battery_power_w=battery_w,
+            max_discharge_w=setting_w,
+            max_discharge_min=SETTING_MIN_W,
+            max_discharge_max=SETTING_MAX_W,
+            alive_at=now,
+            connected=True,
+        )
+        decision, self.state = decide(
+            snap, self.state, control, baseline_w=self.baseline_w, now=now
+        )
+        reason = decision.reason.value
+        write = plan_write(
+            target_w=decision.target_w,
+            target_class=decision.target_class,
+            current_w=setting_w,
+            baseline_w=self.baseline_w,
+            hold_w=control.hold_w,
+            max_w=control.max_inverter_power_w,
+            setting_min=SETTING_MIN_W,
+            setting_max=SETTING_MAX_W,
+            state=self.writes,
+            cfg=self.config.writes,
+            now=now,
+        )
+        if write is None or self.config.writes.dry_run:
+            return PolicyStep(setting_w, False, reason)
+        self.writes = record_write(self.writes, write, previous_w=setting_w, now=now)
+        return PolicyStep(write.value_w, True, reason)
+
+
+POLICY_NAMES = ("stock", "original", "venus_prio")

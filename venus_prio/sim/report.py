@@ -1,0 +1,154 @@
+"""The ``simulate`` command: run the comparison, print a table or JSON, optionally plot.
+
+JSON output (``--json``) is one document on stdout::
+
+    {"scenarios": {<scenario>: {<policy>: <metrics>}}, "wall_time_s": <float>}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from venus_prio.config import Config
+from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.policies import POLICY_NAMES
+from venus_prio.sim.runner import Trace, compare_with_traces, min_soc_for, start_soc_for
+from venus_prio.sim.scenarios import SCENARIOS, Profile, builtin, load_profile_csv
+
+EXIT_OK = 0
+EXIT_NO_MATPLOTLIB = 2
+
+Results = Dict[str, Tuple[Dict[str, Metrics], Dict[str, Trace]]]
+
+# Table rows: (label, how to show one policy's metrics).
+_ROWS: List[Tuple[str, Callable[[Metrics], str]]] = [
+    ("battery charged kWh", lambda m: f"{m.battery_charged_kwh:.2f}"),
+    ("battery discharged kWh", lambda m: f"{m.battery_discharged_kwh:.2f}"),
+    ("throughput kWh", lambda m: f"{m.throughput_kwh:.2f}"),
+    ("equivalent full cycles", lambda m: f"{m.equivalent_full_cycles:.3f}"),
+    ("micro-cycles (>= 0.5 %)", lambda m: f"{m.micro_cycles}"),
+    ("grid import kWh", lambda m: f"{m.grid_import_kwh:.2f}"),
+    ("grid import adjusted kWh", lambda m: f"{m.grid_import_adjusted_kwh:.2f}"),
+    ("grid export kWh", lambda m: f"{m.grid_export_kwh:.2f}"),
+    ("conversion losses kWh", lambda m: f"{m.conversion_losses_kwh:.2f}"),
+    ("curtailed PV kWh", lambda m: f"{m.curtailed_kwh:.2f}"),
+    ("writes total", lambda m: f"{m.writes_total}"),
+    ("writes max per hour", lambda m: f"{m.writes_max_per_hour}"),
+    ("min SOC %", lambda m: f"{m.min_soc:.1f}"),
+    ("max SOC %", lambda m: f"{m.max_soc:.1f}"),
+    ("end SOC %", lambda m: f"{m.end_soc:.1f}"),
+]
+
+
+def _profiles(config: Config, scenario: str, profile: Optional[Path]) -> List[Profile]:
+    if profile is not None:
+        return [load_profile_csv(profile)]
+    names = list(SCENARIOS) if scenario == "all" else [scenario]
+    return [builtin(name, config.sim.seed) for name in names]
+
+
+def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
+    """Return the comparison table of one scenario (rows = metrics, columns = policies)."""
+    rows: List[Tuple[str, ...]] = [("", *POLICY_NAMES)]
+    rows.append(("Venus MinSOC %", *(f"{min_soc_for(config, p):g}" for p in POLICY_NAMES)))
+    rows.extend((label, *(show(metrics[p]) for p in POLICY_NAMES)) for label, show in _ROWS)
+    reasons = sorted({r for m in metrics.values() for r in m.reason_seconds})
+    for reason in reasons:
+        rows.append(
+            (
+                f"h in {reason}",
+                *(f"{metrics[p].reason_seconds.get(reason, 0.0) / 3600:.2f}" for p in POLICY_NAMES),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        f"== {name}: reserve {config.sim.reserve_soc:g} %, start SOC {start_soc_for(config):g} %, "
+        f"battery {config.sim.battery_kwh:g} kWh =="
+    ]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def to_json(results: Results, wall_time_s: float) -> str:
+    """Return the JSON document of ``--json``."""
+    doc: Dict[str, Any] = {
+        "scenarios": {
+            name: {policy: m.to_dict() for policy, m in metrics.items()}
+            for name, (metrics, _traces) in results.items()
+        },
+        "wall_time_s": round(wall_time_s, 3),
+    }
+    return json.dumps(doc, indent=2)
+
+
+def plot_results(results: Results, path: Path) -> bool:
+    """Draw SOC, PV/load, limit and battery power per scenario; return False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415  (optional dependency, imported only for --plot)
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return False
+    columns = len(results)
+    fig, axes = plt.subplots(4, columns, figsize=(7 * columns, 12), sharex=True, squeeze=False)
+    for col, (name, (_metrics, traces)) in enumerate(results.items()):
+        soc_ax, power_ax, limit_ax, batt_ax = (axes[row][col] for row in range(4))
+        first = traces[POLICY_NAMES[0]]
+        hours = [t / 3600 for t in first.t]
+        power_ax.plot(hours, first.pv_dc, label="DC PV", color="orange", linewidth=0.8)
+        power_ax.plot(hours, first.load, label="AC load", color="grey", linewidth=0.8)
+        for policy in POLICY_NAMES:
+            trace = traces[policy]
+            h = [t / 3600 for t in trace.t]
+            soc_ax.plot(h, trace.soc, label=policy, linewidth=1)
+            limit_ax.step(h, trace.limit, where="post", label=policy, linewidth=1)
+            batt_ax.plot(h, trace.battery_w, label=policy, linewidth=0.7)
+        soc_ax.set_title(name)
+        soc_ax.set_ylabel("SOC %")
+        power_ax.set_ylabel("W")
+        limit_ax.set_ylabel("MaxDischargePower W (-1 = none)")
+        batt_ax.set_ylabel("battery W (+ charging)")
+        batt_ax.set_xlabel("hour of day")
+        for ax in (soc_ax, power_ax, limit_ax, batt_ax):
+            ax.grid(True, alpha=0.3)
+            ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=100)
+    plt.close(fig)
+    return True
+
+
+def simulate_command(
+    config: Config,
+    *,
+    scenario: str,
+    profile: Optional[Path],
+    as_json: bool,
+    plot: Optional[Path],
+) -> int:
+    """Run the comparison for one scenario, ``all``, or a CSV profile; print; optionally plot."""
+    started = time.perf_counter()
+    results: Results = {}
+    for prof in _profiles(config, scenario, profile):
+        results[prof.name] = compare_with_traces(prof, config)
+    wall = time.perf_counter() - started
+    if plot is not None and not plot_results(results, plot):
+        sys.stderr.write("venus-prio: --plot needs matplotlib: pip install 'venus-prio[plot]'\n")
+        return EXIT_NO_MATPLOTLIB
+    if as_json:
+        sys.stdout.write(to_json(results, wall) + "\n")
+        return EXIT_OK
+    for name, (metrics, _traces) in results.items():
+        sys.stdout.write(format_table(name, metrics, config) + "\n\n")
+    sys.stdout.write(f"simulated {len(results)} scenario(s) x {len(POLICY_NAMES)} policies ")
+    sys.stdout.write(f"in {wall:.2f} s wall time (dt = {config.sim.dt_s:g} s)\n")
+    if plot is not None:
+        sys.stdout.write(f"plot written to {plot}\n")
+    return EXIT_OK

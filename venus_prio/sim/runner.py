@@ -1,0 +1,170 @@
+"""Run policies over a day profile with the fair configuration of control.md section 7.
+
+Fair configuration for a wanted reserve R (``sim.reserve_soc``): ``stock`` runs with Venus's
+MinSOC = R; ``original`` and ``venus_prio`` with MinSOC = R - ``control.prio_band`` (their users
+set it that much lower, as the original add-on advised). All start at ``sim.start_soc``, default
+R + 1. Each step the policy reads what a controller on the GX would read before the step (SOC,
+DC PV as measured by the MPPTs, i.e. minus last step's curtailment, battery power, the setting),
+then the plant runs the step with the setting in force.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Dict, List, Tuple
+
+from venus_prio.config import Config
+from venus_prio.errors import InputError
+from venus_prio.sim.metrics import Metrics, MetricsAccumulator
+from venus_prio.sim.plant import Plant, PlantParams
+from venus_prio.sim.policies import (
+    POLICY_NAMES,
+    START_SETTING_W,
+    OriginalPolicy,
+    Policy,
+    StockPolicy,
+    VenusPrioPolicy,
+)
+from venus_prio.sim.scenarios import Profile
+
+TRACE_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One policy's day sampled every ``TRACE_EVERY_S`` for the plot."""
+
+    t: Tuple[float, ...]
+    soc: Tuple[float, ...]
+    pv_dc: Tuple[float, ...]
+    load: Tuple[float, ...]
+    limit: Tuple[float, ...]
+    battery_w: Tuple[float, ...]
+
+
+def min_soc_for(config: Config, policy_name: str) -> float:
+    """Return Venus's MinSOC for this policy under the fair configuration."""
+    reserve = config.sim.reserve_soc
+    if policy_name == "stock":
+        return reserve
+    return max(0.0, reserve - config.control.prio_band)
+
+
+def start_soc_for(config: Config) -> float:
+    """Return the start SOC of every policy: ``sim.start_soc``, else reserve + 1."""
+    sim = config.sim
+    return sim.start_soc if sim.start_soc is not None else sim.reserve_soc + 1.0
+
+
+def make_policy(config: Config, policy_name: str, *, min_soc: float) -> Policy:
+    """Return a fresh policy object by name."""
+    if policy_name == "stock":
+        return StockPolicy()
+    if policy_name == "original":
+        return OriginalPolicy(
+            min_soc=min_soc,
+            max_w=config.control.max_inverter_power_w,
+            start_soc=start_soc_for(config),
+            dt=config.sim.dt_s,
+        )
+    if policy_name == "venus_prio":
+        return VenusPrioPolicy(config, min_soc=min_soc)
+    raise InputError(f"unknown policy {policy_name!r}; valid: {', '.join(POLICY_NAMES)}")
+
+
+def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Metrics, Trace]:
+    """Run one policy over the profile; the adjusted import is relative to its own end SOC."""
+    sim = config.sim
+    dt = sim.dt_s
+    min_soc = min_soc_for(config, policy_name)
+    start_soc = start_soc_for(config)
+    plant = Plant(PlantParams.from_sim_config(sim, min_soc=min_soc), start_soc=start_soc)
+    policy = make_policy(config, policy_name, min_soc=min_soc)
+    acc = MetricsAccumulator(policy=policy_name, battery_kwh=sim.battery_kwh, start_soc=start_soc)
+
+    times, pv_dc, loads, pv_ac = profile.time_s, profile.pv_dc_w, profile.load_w, profile.pv_ac_w
+    last_row = len(times) - 1
+    start = profile.start_s
+    steps = max(1, math.ceil((profile.end_s - start) / dt - 1e-9))
+    trace_every = max(1, round(TRACE_EVERY_S / dt))
+    tr_t: List[float] = []
+    tr_soc: List[float] = []
+    tr_pv: List[float] = []
+    tr_load: List[float] = []
+    tr_limit: List[float] = []
+    tr_batt: List[float] = []
+
+    setting = START_SETTING_W
+    battery_w = 0.0
+    curtailed_w = 0.0
+    row = 0
+    for k in range(steps):
+        t = start + k * dt
+        while row < last_row and times[row + 1] <= t:
+            row += 1
+        pv_w = pv_dc[row]
+        load_w = loads[row]
+        measured_pv = pv_w - curtailed_w if pv_w > curtailed_w else 0.0
+        soc_before = plant.soc
+        setting, wrote, reason = policy.step(
+            now=t, soc=soc_before, pv_dc_w=measured_pv, battery_w=battery_w, setting_w=setting
+        )
+        result = plant.step(
+            dt, pv_dc_w=pv_w, load_w=load_w, pv_ac_w=pv_ac[row], max_discharge_w=setting
+        )
+        battery_w = result.battery_w
+        curtailed_w = result.curtailed_w
+        acc.add(
+            t=t,
+            dt=dt,
+            soc=result.soc,
+            battery_w=battery_w,
+            grid_w=result.grid_w,
+            loss_w=result.loss_w,
+            curtailed_w=curtailed_w,
+            wrote=wrote,
+            reason=reason,
+        )
+        if k % trace_every == 0:
+            tr_t.append(t)
+            tr_soc.append(soc_before)
+            tr_pv.append(pv_w)
+            tr_load.append(load_w)
+            tr_limit.append(setting)
+            tr_batt.append(battery_w)
+    metrics = acc.result(
+        discharge_efficiency=sim.discharge_efficiency,
+        inverter_efficiency=sim.inverter_efficiency,
+    )
+    trace = Trace(
+        t=tuple(tr_t),
+        soc=tuple(tr_soc),
+        pv_dc=tuple(tr_pv),
+        load=tuple(tr_load),
+        limit=tuple(tr_limit),
+        battery_w=tuple(tr_batt),
+    )
+    return metrics, trace
+
+
+def compare_with_traces(
+    profile: Profile, config: Config
+) -> Tuple[Dict[str, Metrics], Dict[str, Trace]]:
+    """Run every policy; adjust grid imports to stock's end SOC; return metrics and traces."""
+    metrics: Dict[str, Metrics] = {}
+    traces: Dict[str, Trace] = {}
+    for name in POLICY_NAMES:
+        metrics[name], traces[name] = run_scenario(profile, config, name)
+    reference = metrics["stock"].end_soc
+    sim = config.sim
+    for name, m in metrics.items():
+        held_kwh = (m.end_soc - reference) / 100.0 * sim.battery_kwh
+        adjusted = m.grid_import_kwh - held_kwh * sim.discharge_efficiency * sim.inverter_efficiency
+        metrics[name] = replace(m, grid_import_adjusted_kwh=adjusted)
+    return metrics, traces
+
+
+def compare(profile: Profile, config: Config) -> Dict[str, Metrics]:
+    """Run stock, original and venus_prio on the profile under the fair configuration."""
+    return compare_with_traces(profile, config)[0]
