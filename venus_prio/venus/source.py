@@ -14,12 +14,32 @@ from __future__ import annotations
 import abc
 import asyncio
 import math
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set, TypeVar
 
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import Snapshot
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
+
+T = TypeVar("T")
+
+
+async def wait_future(future: asyncio.Future[T], timeout: float) -> Optional[T]:
+    """Return the future's result, None after ``timeout`` (without bpo-42130's lost cancel)."""
+    try:
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+    finally:
+        if not future.done():
+            future.cancel()
+    return future.result() if done else None
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Return whether ``event`` was set within ``timeout``."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    return await wait_future(waiter, timeout) is not None
 
 
 class InputStore:
@@ -129,9 +149,7 @@ class Source(abc.ABC):
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait until an input, liveness or the connection changed; False on timeout."""
-        try:
-            await asyncio.wait_for(self.store.changed.wait(), timeout)
-        except asyncio.TimeoutError:
+        if not await wait_event(self.store.changed, timeout):
             return False
         self.store.changed.clear()
         return True
@@ -155,7 +173,7 @@ class MemorySource(Source):
         self.setting_w = setting_w
         self.store.set_bounds(-1.0, setting_max)
         self.store.set(paths.MAX_DISCHARGE_POWER, setting_w)
-        self.writes: list[float] = []
+        self.writes: List[float] = []
         self.reachable = True
 
     async def run(self) -> None:

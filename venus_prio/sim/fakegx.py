@@ -1,0 +1,431 @@
+"""A fake GX: the dbus-flashmq plugin's MQTT behaviour over a real broker, for tests and demos.
+
+How it works: ``FakeGx.run`` connects an aiomqtt client to a broker (reconnecting when it goes
+away), publishes the retained ``N/<id>/system/0/Serial`` and then serves, in one loop, what
+venus-mqtt.md describes: ``R/<id>/keepalive`` makes the system "alive" for ``alive_timeout_s``
+(a full keepalive republishes every item, then ``full_publish_completed`` with the echo, at
+most 3 full republishes per second); while alive a heartbeat goes out every
+``heartbeat_interval_s`` and changed values are published; ``R/<id>/<path>`` is answered even
+when not alive; ``W/<id>/settings/0/<path>`` is applied only when it is valid and in range,
+anything else is silently dropped, exactly like localsettings.
+
+The knobs ``heartbeat_enabled``, ``answer_reads`` and ``paused`` let tests break the GX in
+the ways a real one breaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, List, Optional, Union
+
+import aiomqtt
+
+from venus_prio.config import default_config, load_config
+from venus_prio.errors import SourceUnavailable
+from venus_prio.sim import scenarios
+from venus_prio.sim.plant import Plant, PlantParams, PlantStep
+from venus_prio.sim.scenarios import Profile
+from venus_prio.venus import flashmq, paths
+from venus_prio.venus.mqtt import MessagePump
+from venus_prio.venus.paths import VenusItem
+from venus_prio.venus.source import wait_event
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORTAL_ID = "c0619ab00001"
+FULL_REPUBLISH_LIMIT = 3  # per second, across all clients (dbus-flashmq)
+ItemValue = Union[int, float, str, None]
+
+
+@dataclass
+class _Entry:
+    """One item of the fake D-Bus: its value, and bounds for settings."""
+
+    value: ItemValue
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    present: bool = True  # False after remove_service: the service left
+
+
+@dataclass(frozen=True)
+class AcceptedWrite:
+    """A W/ that the fake localsettings applied."""
+
+    suffix: str
+    value: float
+    at: float  # loop time
+
+
+@dataclass(frozen=True)
+class KeepaliveSeen:
+    """An ``R/<id>/keepalive`` the fake received."""
+
+    at: float  # loop time
+    full: bool
+    echo: Optional[str]
+    dumped: bool  # False when over the full-republish rate limit
+
+
+def default_items() -> Dict[str, _Entry]:
+    """Return the static values a fresh fake GX serves (an ESS near its floor at noon)."""
+    return {
+        paths.SERIAL.topic_suffix(): _Entry(DEFAULT_PORTAL_ID),
+        paths.SOC.topic_suffix(): _Entry(55.0),
+        paths.ACTIVE_SOC_LIMIT.topic_suffix(): _Entry(10.0),
+        paths.PV_DC.topic_suffix(): _Entry(500.0),
+        paths.DC_SYSTEM.topic_suffix(): _Entry(None),  # no DC system measurement: null
+        paths.BATTERY_POWER.topic_suffix(): _Entry(0.0),
+        paths.AC_INPUT_SOURCE.topic_suffix(): _Entry(1),
+        "system/0/Ac/Consumption/L1/Power": _Entry(300.0),  # not subscribed by venus-prio
+        paths.MIN_SOC_SETTING.topic_suffix(): _Entry(10.0, 0.0, 100.0),
+        paths.BATTERY_LIFE_STATE.topic_suffix(): _Entry(1, 0.0, 12.0),
+        paths.HUB4_MODE.topic_suffix(): _Entry(1, 1.0, 3.0),
+        paths.DYNAMIC_ESS_MODE.topic_suffix(): _Entry(0, 0.0, 4.0),
+        paths.MAX_DISCHARGE_POWER.topic_suffix(): _Entry(-1.0, -1.0, 1_000_000.0),
+    }
+
+
+def entry_payload(entry: _Entry) -> bytes:
+    """Return the N/ payload of an item: 0 bytes when absent, settings with min/max."""
+    if not entry.present:
+        return b""
+    obj: Dict[str, Any] = {"value": entry.value}
+    if entry.minimum is not None and entry.maximum is not None:
+        obj = {"max": entry.maximum, "min": entry.minimum, "value": entry.value}
+    return json.dumps(obj).encode()
+
+
+def apply_write(entry: _Entry, payload: bytes) -> Optional[Union[int, float]]:
+    """Return the value a W/ payload sets on a setting, None when localsettings drops it."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict) or "value" not in obj:
+        return None
+    raw = obj["value"]
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not entry.present:
+        return None
+    if not math.isfinite(float(raw)):
+        return None
+    # localsettings converts to the setting's own type, then checks the range.
+    new: Union[int, float] = int(raw) if isinstance(entry.value, int) else float(raw)
+    if entry.minimum is not None and new < entry.minimum:
+        return None
+    if entry.maximum is not None and new > entry.maximum:
+        return None
+    return new
+
+
+class FakeGx:
+    """The dbus-flashmq side of a GX, talking to a real MQTT broker."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        portal_id: str = DEFAULT_PORTAL_ID,
+        alive_timeout_s: float = 60.0,
+        heartbeat_interval_s: float = 3.0,
+        reconnect_s: float = 0.2,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.portal_id = portal_id
+        self.alive_timeout_s = alive_timeout_s
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.reconnect_s = reconnect_s
+        self.items = default_items()
+        self.items[paths.SERIAL.topic_suffix()].value = portal_id
+        self.writes: List[AcceptedWrite] = []
+        self.keepalives: List[KeepaliveSeen] = []
+        self.reads: List[str] = []  # suffixes of the R/ reads answered
+        self.heartbeat_enabled = True
+        self.answer_reads = True
+        self.paused = False
+        self._alive_until = -math.inf
+        self._full_times: Deque[float] = collections.deque()
+        self._client: Optional[aiomqtt.Client] = None
+        self._started = False
+        self._connected = asyncio.Event()
+        self.connections = 0
+
+    # -- state for tests -----------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Return whether some client's keepalive keeps the system publishing."""
+        return _now() < self._alive_until
+
+    @property
+    def setting(self) -> float:
+        """Return the current MaxDischargePower setting."""
+        value = self.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value
+        assert isinstance(value, (int, float))
+        return float(value)
+
+    def value(self, item_or_suffix: Union[VenusItem, str]) -> ItemValue:
+        return self.items[_suffix(item_or_suffix)].value
+
+    async def wait_connected(self, timeout: float = 10.0) -> None:
+        """Wait until the fake is connected and has published its Serial."""
+        if not await wait_event(self._connected, timeout):
+            raise SourceUnavailable(f"fake GX not connected within {timeout:g}s")
+
+    def full_keepalives(self) -> List[KeepaliveSeen]:
+        return [k for k in self.keepalives if k.full]
+
+    # -- changing the plant --------------------------------------------------------------
+
+    async def set_value(
+        self,
+        item_or_suffix: Union[VenusItem, str],
+        value: ItemValue,
+        *,
+        minimum: Optional[float] = None,
+        maximum: Optional[float] = None,
+    ) -> None:
+        """Change an item; publish N/ only when it changed and only while alive."""
+        suffix = _suffix(item_or_suffix)
+        entry = self.items.get(suffix)
+        if entry is None:
+            entry = self.items[suffix] = _Entry(value, minimum, maximum, present=False)
+        changed = not entry.present or entry.value != value or type(entry.value) is not type(value)
+        entry.value = value
+        entry.present = True
+        if minimum is not None:
+            entry.minimum = minimum
+        if maximum is not None:
+            entry.maximum = maximum
+        if changed and self.alive:
+            await self._publish_item(suffix)
+
+    async def remove_service(self, service: str) -> None:
+        """Make a service leave the bus: its items become 0-byte payloads."""
+        for suffix, entry in self.items.items():
+            if suffix.startswith(f"{service}/") and entry.present:
+                entry.present = False
+                if self.alive:
+                    await self._publish_item(suffix)
+
+    async def publish_raw(self, suffix: str, payload: bytes) -> None:
+        """Publish an arbitrary payload on ``N/<id>/<suffix>`` (garbage tests)."""
+        await self._publish(flashmq.n_topic(self.portal_id, suffix), payload)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the broker until cancelled, reconnecting when it goes away."""
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, identifier=f"fake-gx-{self.portal_id}"
+                ) as client:
+                    await self._serve(client)
+            except aiomqtt.MqttError as exc:
+                log.debug("fake GX lost the broker: %s", exc)
+            finally:
+                self._client = None
+                self._connected.clear()
+            await asyncio.sleep(self.reconnect_s)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        pid = self.portal_id
+        await client.subscribe([(f"R/{pid}/#", 0), (f"W/{pid}/#", 0)])
+        self._client = client
+        self.connections += 1
+        await client.publish(
+            flashmq.n_topic(pid, paths.SERIAL.topic_suffix()),
+            entry_payload(self.items[paths.SERIAL.topic_suffix()]),
+            retain=True,
+        )
+        if not self._started:
+            self._started = True
+            await client.publish(flashmq.n_topic(pid, "keepalive"), b"1")
+        self._connected.set()
+        next_heartbeat = _now()
+        pump = MessagePump(client)
+        try:
+            while True:
+                message = await pump.get(next_heartbeat - _now())
+                if message is not None and not self.paused:
+                    await self._on_message(message.topic.value, bytes(message.payload))
+                if _now() >= next_heartbeat:
+                    next_heartbeat = _now() + self.heartbeat_interval_s
+                    if self.alive and self.heartbeat_enabled and not self.paused:
+                        heartbeat = json.dumps({"value": int(time.time())}).encode()
+                        await self._publish(flashmq.heartbeat_topic(pid), heartbeat)
+        finally:
+            await pump.aclose()
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/", 2)
+        if len(parts) != 3 or parts[1] != self.portal_id:
+            return
+        kind, suffix = parts[0], parts[2]
+        if kind == "R" and suffix == "keepalive":
+            await self._on_keepalive(payload)
+        elif kind == "R":
+            if self.answer_reads:
+                await self._on_read(suffix)
+        elif kind == "W":
+            await self._on_write(suffix, payload)
+
+    async def _on_keepalive(self, payload: bytes) -> None:
+        now = _now()
+        full, echo = flashmq.parse_keepalive_request(payload)
+        self._alive_until = now + self.alive_timeout_s
+        dumped = False
+        if full:
+            while self._full_times and now - self._full_times[0] >= 1.0:
+                self._full_times.popleft()
+            if len(self._full_times) < FULL_REPUBLISH_LIMIT:
+                self._full_times.append(now)
+                dumped = True
+        self.keepalives.append(KeepaliveSeen(at=now, full=full, echo=echo, dumped=dumped))
+        if not dumped:
+            return
+        for suffix in list(self.items):
+            await self._publish_item(suffix)
+        completion: Dict[str, Any] = {"value": int(time.time())}
+        if echo is not None:
+            completion = {flashmq.ECHO_KEY: echo, "value": int(time.time())}
+        await self._publish(
+            flashmq.completed_topic(self.portal_id), json.dumps(completion).encode()
+        )
+
+    async def _on_read(self, suffix: str) -> None:
+        # A read of a subtree fans out into its leaves.
+        hits = [s for s in self.items if s == suffix or s.startswith(f"{suffix.rstrip('/')}/")]
+        for hit in hits:
+            self.reads.append(hit)
+            await self._publish_item(hit)
+
+    async def _on_write(self, suffix: str, payload: bytes) -> None:
+        entry = self.items.get(suffix)
+        if entry is None or not suffix.startswith("settings/0/"):
+            return  # unknown path (or a read-only system path): silently dropped
+        new = apply_write(entry, payload)
+        if new is None:
+            return
+        self.writes.append(AcceptedWrite(suffix=suffix, value=float(new), at=_now()))
+        changed = entry.value != new or type(entry.value) is not type(new)
+        entry.value = new
+        if changed and self.alive:
+            await self._publish_item(suffix)
+
+    async def _publish_item(self, suffix: str) -> None:
+        await self._publish(
+            flashmq.n_topic(self.portal_id, suffix), entry_payload(self.items[suffix])
+        )
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is None or self.paused:
+            return
+        try:
+            await client.publish(topic, payload, qos=0)
+        except aiomqtt.MqttError as exc:
+            log.debug("fake GX could not publish %s: %s", topic, exc)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _suffix(item_or_suffix: Union[VenusItem, str]) -> str:
+    if isinstance(item_or_suffix, VenusItem):
+        return item_or_suffix.topic_suffix()
+    return item_or_suffix
+
+
+def plant_values(step: PlantStep) -> Dict[VenusItem, float]:
+    """Return what systemcalc would publish after a plant step (rounded like the GUI shows)."""
+    return {
+        paths.SOC: round(step.soc, 1),
+        paths.PV_DC: float(round(step.pv_dc_w - step.curtailed_w)),
+        paths.BATTERY_POWER: float(round(step.battery_w)),
+    }
+
+
+async def drive_scenario(
+    gx: FakeGx,
+    *,
+    profile: Profile,
+    plant: Plant,
+    dt_s: float,
+    speed: float,
+    tick_s: float = 0.2,
+) -> None:
+    """Step ``plant`` through ``profile`` on a clock ``speed`` times real time, until cancelled.
+
+    Each real tick advances the plant by ``speed * tick_s`` simulated seconds (in steps of
+    ``dt_s``) with the fake's current MaxDischargePower, then publishes the new values. The
+    profile starts over when it ends.
+    """
+    t = profile.start_s
+    carry = 0.0
+    while True:
+        carry += speed * tick_s
+        last: Optional[PlantStep] = None
+        while carry >= dt_s:
+            carry -= dt_s
+            row = profile.index_at(t)
+            last = plant.step(
+                dt_s,
+                pv_dc_w=profile.pv_dc_w[row],
+                load_w=profile.load_w[row],
+                pv_ac_w=profile.pv_ac_w[row],
+                max_discharge_w=gx.setting,
+            )
+            t += dt_s
+            if t >= profile.end_s:
+                t = profile.start_s
+        if last is not None:
+            for item, value in plant_values(last).items():
+                await gx.set_value(item, value)
+        await asyncio.sleep(tick_s)
+
+
+def fake_gx_command(args: argparse.Namespace) -> int:
+    """Run the fake GX for the ``fake-gx`` sub-command until interrupted."""
+    config = default_config() if args.config is None else load_config(args.config)
+    sim = config.sim
+    profile = scenarios.builtin(args.scenario, sim.seed)
+    start_soc = sim.start_soc if sim.start_soc is not None else sim.reserve_soc + 1.0
+    plant = Plant(PlantParams.from_sim_config(sim, min_soc=sim.reserve_soc), start_soc=start_soc)
+    log.info(
+        "fake GX %s on %s:%s playing %r at %gx speed",
+        args.portal_id,
+        args.host,
+        args.port,
+        args.scenario,
+        args.speed,
+    )
+
+    async def main() -> None:
+        gx = FakeGx(host=args.host, port=args.port, portal_id=args.portal_id)
+        for item in (paths.MIN_SOC_SETTING, paths.ACTIVE_SOC_LIMIT):
+            gx.items[item.topic_suffix()].value = sim.reserve_soc
+        gx.items[paths.SOC.topic_suffix()].value = round(start_soc, 1)
+        drive = drive_scenario(gx, profile=profile, plant=plant, dt_s=sim.dt_s, speed=args.speed)
+        tasks = [asyncio.ensure_future(gx.run()), asyncio.ensure_future(drive)]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    return 0
