@@ -1,0 +1,655 @@
+"""The D-Bus transport: read the Venus items straight from ``com.victronenergy.*`` on the bus.
+
+How it works: one connection to the system bus (or ``venus.dbus.address``) per session. A session
+first subscribes (AddMatch) to ``NameOwnerChanged`` of the two services and to the BusItem
+signals of the items we read (``PropertiesChanged`` on each item path, ``ItemsChanged`` on ``/``),
+then looks up who owns each service and reads it whole (``GetItems`` on ``/``, per-path
+``GetValue`` when the service is too old to have it; ``GetMin``/``GetMax`` of MaxDischargePower).
+Subscribing before reading means no change can slip in between. Signals carry the sender's unique
+name, so the owner map tells which service a signal came from.
+
+Liveness (control.md section 5): every ``refresh_s`` a ``GetValue`` of the SOC proves the GX is
+alive. A service that leaves the bus makes its items absent (None) and stops the proof; when it
+comes back it is read again. A dropped bus connection ends the session; ``run`` reconnects with
+capped exponential backoff.
+
+Works with ``dbus_fast`` (preinstalled on Venus OS) when importable, else ``dbus_next``: the two
+share the low-level API used here (``MessageBus``, ``Message``, ``Variant``, ``call``,
+``add_message_handler``), so there is one code path; ``load_backend`` picks one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from venus_prio.config import ControlConfig, VenusConfig
+from venus_prio.errors import SourceUnavailable
+from venus_prio.venus import paths
+from venus_prio.venus.paths import VenusItem
+from venus_prio.venus.source import InputStore, Source
+
+log = logging.getLogger(__name__)
+
+BACKENDS: Tuple[str, ...] = ("dbus_fast", "dbus_next")
+BUS_ITEM = "com.victronenergy.BusItem"
+DBUS_NAME = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+ERROR_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+SYSTEM_SERVICE = f"com.victronenergy.{paths.SYSTEM}"
+SETTINGS_SERVICE = f"com.victronenergy.{paths.SETTINGS}"
+SERVICES: Tuple[str, ...] = (SYSTEM_SERVICE, SETTINGS_SERVICE)
+CALL_TIMEOUT_S = 5.0
+RECONNECT_MIN_S = 0.5
+CONFIRM_TOLERANCE_W = 0.5  # as the MQTT transport: the setting is a float, so this is "equal"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The few names both D-Bus libraries share, taken from the one that was imported."""
+
+    name: str
+    message_bus: Any  # <lib>.aio.MessageBus
+    message: Any  # <lib>.Message
+    variant: Any  # <lib>.Variant
+    bus_type: Any  # <lib>.BusType
+    message_type: Any  # <lib>.MessageType
+    name_flag: Any  # <lib>.NameFlag
+    request_name_reply: Any  # <lib>.RequestNameReply
+
+
+def load_backend(name: Optional[str] = None) -> Backend:
+    """Import ``name`` (dbus_fast or dbus_next), or the first of them that is installed."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"unknown D-Bus backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    for candidate in BACKENDS if name is None else (name,):
+        try:
+            top = importlib.import_module(candidate)
+            aio = importlib.import_module(f"{candidate}.aio")
+        except ImportError:
+            continue
+        return Backend(
+            name=candidate,
+            message_bus=aio.MessageBus,
+            message=top.Message,
+            variant=top.Variant,
+            bus_type=top.BusType,
+            message_type=top.MessageType,
+            name_flag=top.NameFlag,
+            request_name_reply=top.RequestNameReply,
+        )
+    wanted = name or " or ".join(BACKENDS)
+    raise SourceUnavailable(f"D-Bus transport needs {wanted}, which is not installed")
+
+
+async def open_bus(backend: Backend, address: Optional[str]) -> Any:
+    """Connect to ``address`` (None = the system bus); raise ``SourceUnavailable`` on failure."""
+    kwargs: Dict[str, Any] = {"bus_type": backend.bus_type.SYSTEM}
+    if address:
+        kwargs["bus_address"] = address
+    error: Optional[str] = None
+    # A failed connect leaves the library's half-made socket open until the garbage collector
+    # finds it (a ResourceWarning then, and one file descriptor per retry until then): collect
+    # it here, at once, and keep the warning about it out of the log.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            bus = backend.message_bus(**kwargs)
+            return await asyncio.wait_for(bus.connect(), CALL_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            error = "no answer from the bus"
+        except Exception as exc:  # the libraries raise OSError, EOFError, their own AuthError...
+            error = str(exc) or type(exc).__name__
+        gc.collect()
+    raise SourceUnavailable(f"cannot connect to D-Bus {address or '(system bus)'}: {error}")
+
+
+async def close_bus(bus: Any) -> None:
+    """Disconnect (unless the bus already dropped us) and release the socket."""
+    if bus.connected:
+        bus.disconnect()
+    await asyncio.gather(bus.wait_for_disconnect(), return_exceptions=True)
+    # dbus-next shuts its socket down but never closes it: one leaked fd per reconnect.
+    for attribute in ("_stream", "_sock"):
+        close = getattr(getattr(bus, attribute, None), "close", None)
+        if close is not None:
+            close()
+
+
+def unwrap(value: Any, variant_type: Any) -> Any:
+    """Open (nested) Variants; an empty array is how Venus says "invalid" and becomes None."""
+    while isinstance(value, variant_type):
+        value = value.value
+    if isinstance(value, (list, bytes)) and len(value) == 0:
+        return None
+    return value
+
+
+def is_error(reply: Any, backend: Backend) -> bool:
+    """Return whether a reply is a D-Bus error rather than a method return."""
+    return bool(reply.message_type == backend.message_type.ERROR)
+
+
+def _describe(reply: Any) -> str:
+    text = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+    return f"{reply.error_name}: {text}" if text else str(reply.error_name)
+
+
+def _items_by_service() -> Dict[str, Dict[str, VenusItem]]:
+    table: Dict[str, Dict[str, VenusItem]] = {name: {} for name in SERVICES}
+    for item in (*paths.INPUTS, paths.SERIAL):
+        table[item.bus_name][item.path] = item
+    return table
+
+
+class DbusSource(Source):
+    """Read the GX's inputs from D-Bus and write MaxDischargePower with ``SetValue``.
+
+    ``ready`` / ``wait_ready`` tell when the state is complete after a (re)connect: every
+    service on the bus has been read once. ``portal_id`` comes from system ``/Serial``.
+    Construct it inside the running event loop (the store holds asyncio events).
+    """
+
+    name = "dbus"
+
+    def __init__(
+        self,
+        *,
+        venus: VenusConfig,
+        control: ControlConfig,
+        clock: Optional[Callable[[], float]] = None,
+        backend: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self._venus = venus
+        self._control = control
+        self._clock = clock
+        self._backend = load_backend(backend)
+        self._items = _items_by_service()
+        self._bus: Optional[Any] = None
+        self._ready = asyncio.Event()
+        self._owners: Dict[str, Optional[str]] = dict.fromkeys(SERVICES)
+        self._pending: Set[str] = set()  # services to (re-)read
+        self._wake: Optional[asyncio.Event] = None  # made in the loop (3.8 binds it at creation)
+        self._garbage: Set[str] = set()  # item paths whose last value was garbage (logged once)
+        self._absent_logged: Set[str] = set()  # services reported missing
+        self._unanswered: Set[str] = set()  # services reported not answering a read
+        self._down = False  # the bus connection is lost and that was logged
+        self._bus_was_up = False  # the last session got as far as serving
+        self._liveness_failing = False
+        self._tracking = False  # NameOwnerChanged is acted on (a session is set up)
+        self._owner_events: Set[str] = set()  # services whose owner changed during set-up
+        # Answers to reads can be older than signals handled while the read was in flight:
+        # every signal gets a sequence number, and a read only applies to items not signalled
+        # since it started.
+        self._seq = 0
+        self._last_signal: Dict[Tuple[str, str], int] = {}
+        self.last_write_code: Optional[int] = None  # SetValue's answer to the last write
+
+    @property
+    def backend(self) -> str:
+        """Return the name of the D-Bus library in use (dbus_fast or dbus_next)."""
+        return self._backend.name
+
+    @property
+    def ready(self) -> bool:
+        """Return whether every service on the bus was read since the last (re)connect."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the state is complete after a (re)connect; False on timeout."""
+        if self._ready.is_set():
+            return True
+        waiter = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            waiter.cancel()
+            await asyncio.gather(waiter, return_exceptions=True)
+        return self._ready.is_set()
+
+    def _now(self) -> float:
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time()
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected to the bus, reconnecting with capped backoff, until cancelled."""
+        first_delay = min(RECONNECT_MIN_S, self._venus.reconnect_max_s)
+        delay = first_delay
+        while True:
+            try:
+                await self._session()
+            except SourceUnavailable as exc:
+                if self._bus_was_up:
+                    delay = first_delay  # it worked for a while: start the backoff over
+                if not self._down:
+                    log.warning("D-Bus unavailable: %s; retrying", exc)
+                    self._down = True
+                else:
+                    log.debug("D-Bus still unavailable: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._venus.reconnect_max_s)
+
+    async def _session(self) -> None:
+        self._bus_was_up = False
+        self._wake = wake = asyncio.Event()
+        bus = await open_bus(self._backend, self._venus.dbus.address)
+        disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
+        bus.add_message_handler(self._on_message)
+        self._tracking = True
+        self._owner_events.clear()
+        try:
+            await self._subscribe(bus)
+            for service in SERVICES:
+                owner = await self._name_owner(bus, service)
+                if service in self._owner_events:
+                    continue  # a NameOwnerChanged handled meanwhile is newer than this answer
+                self._owners[service] = owner
+                if owner is None:
+                    self._service_absent(service)
+                else:
+                    self._pending.add(service)
+            self._bus = bus
+            self._bus_was_up = True
+            self.store.set_connected(True)
+            if self._down:
+                log.info("D-Bus connection restored")
+                self._down = False
+            else:
+                log.info("connected to D-Bus (%s)", self._backend.name)
+            await self._serve(bus, disconnected, wake)
+        finally:
+            self._bus = None
+            self._ready.clear()
+            self._tracking = False
+            bus.remove_message_handler(self._on_message)
+            await close_bus(bus)
+            await asyncio.gather(disconnected, return_exceptions=True)
+            self._owners = dict.fromkeys(SERVICES)
+            self._pending.clear()
+            for service in SERVICES:
+                self._forget(service)
+            self.store.set_connected(False)
+
+    async def _serve(
+        self, bus: Any, disconnected: asyncio.Future[Any], wake: asyncio.Event
+    ) -> None:
+        """Read what is pending, prove liveness every ``refresh_s``, until the bus drops."""
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time()
+        retry: Set[str] = set()  # services that did not answer a read: try again next refresh
+        while True:
+            wake.clear()
+            read_any = False
+            while self._pending:
+                service = self._pending.pop()
+                if self._owners[service] is not None:
+                    if await self._read_service(bus, service):
+                        read_any = True
+                    else:
+                        retry.add(service)
+            if read_any or loop.time() >= next_refresh:
+                self._pending |= retry
+                retry.clear()
+                await self._prove_alive(bus)
+                next_refresh = loop.time() + self._control.refresh_s
+            self._ready.set()  # the first pass is done: all there is to know is known
+            woken = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait(
+                    {disconnected, woken},
+                    timeout=max(0.0, next_refresh - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                woken.cancel()
+                await asyncio.gather(woken, return_exceptions=True)
+            if disconnected.done():
+                error = disconnected.exception() if not disconnected.cancelled() else None
+                raise SourceUnavailable(f"connection to D-Bus lost: {error or 'closed'}")
+
+    async def _subscribe(self, bus: Any) -> None:
+        rules: List[str] = []
+        for service, items in self._items.items():
+            rules.append(
+                f"type='signal',sender='{DBUS_NAME}',path='{DBUS_PATH}',"
+                f"interface='{DBUS_NAME}',member='NameOwnerChanged',arg0='{service}'"
+            )
+            rules.append(
+                f"type='signal',sender='{service}',path='/',"
+                f"interface='{BUS_ITEM}',member='ItemsChanged'"
+            )
+            # One rule per item rather than per service: systemcalc changes hundreds of paths a
+            # second and we want only ours.
+            rules.extend(
+                f"type='signal',sender='{service}',path='{path}',"
+                f"interface='{BUS_ITEM}',member='PropertiesChanged'"
+                for path in items
+            )
+        for rule in rules:
+            reply = await self._call(
+                bus,
+                DBUS_NAME,
+                DBUS_PATH,
+                "AddMatch",
+                interface=DBUS_NAME,
+                signature="s",
+                body=[rule],
+            )
+            if reply is None or is_error(reply, self._backend):
+                problem = "no answer" if reply is None else _describe(reply)
+                raise SourceUnavailable(f"D-Bus refused the subscription {rule}: {problem}")
+
+    async def _name_owner(self, bus: Any, service: str) -> Optional[str]:
+        reply = await self._call(
+            bus, DBUS_NAME, DBUS_PATH, "GetNameOwner", interface=DBUS_NAME, signature="s",
+            body=[service],
+        )  # fmt: skip
+        if reply is None:
+            raise SourceUnavailable("D-Bus did not answer GetNameOwner")
+        if is_error(reply, self._backend):
+            return None  # NameHasNoOwner: the service is not running
+        owner = reply.body[0]
+        return owner if isinstance(owner, str) and owner else None
+
+    async def _call(
+        self,
+        bus: Any,
+        destination: str,
+        path: str,
+        member: str,
+        *,
+        interface: str = BUS_ITEM,
+        signature: str = "",
+        body: Sequence[Any] = (),
+        timeout: float = CALL_TIMEOUT_S,
+    ) -> Optional[Any]:
+        """Call a method; return the reply (maybe an error reply), None when it timed out."""
+        message = self._backend.message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
+        )
+        try:
+            return await asyncio.wait_for(bus.call(message), timeout)
+        except asyncio.TimeoutError:
+            return None
+        except Exception as exc:  # a broken connection surfaces as assorted library errors
+            raise SourceUnavailable(f"D-Bus {member} {destination}{path} failed: {exc}") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_service(self, bus: Any, service: str) -> bool:
+        """Read every item of ``service``: GetItems on ``/``, else GetValue per path.
+
+        Return False when the service did not answer in time (nothing was changed).
+        """
+        items = self._items[service]
+        owner, start = self._owners[service], self._seq
+        found: Dict[str, Dict[str, Any]] = {}
+        reply = await self._call(bus, service, "/", "GetItems")
+        if reply is None:
+            if service not in self._unanswered:
+                log.warning("%s did not answer GetItems; trying again later", service)
+                self._unanswered.add(service)
+            return False
+        if service in self._unanswered:
+            log.info("%s answers again", service)
+            self._unanswered.discard(service)
+        if not is_error(reply, self._backend) and reply.signature == "a{sa{sv}}":
+            found = {
+                path: props
+                for path, props in reply.body[0].items()
+                if path in items and isinstance(props, dict)
+            }
+        else:
+            if reply.error_name != ERROR_UNKNOWN_METHOD:
+                log.debug("GetItems on %s failed; reading item by item", service)
+            for path in items:
+                value_reply = await self._call(bus, service, path, "GetValue")
+                if value_reply is not None and not is_error(value_reply, self._backend):
+                    found[path] = {"Value": value_reply.body[0]}
+        bounds = await self._read_bounds(bus) if service == SETTINGS_SERVICE else None
+        if self._owners[service] != owner:
+            # It left or changed hands meanwhile: that owner change decides what follows.
+            return True
+        for path, item in items.items():
+            if not self._unsignalled_since(service, path, start):
+                continue
+            if path in found:
+                self._apply(service, path, found[path])
+            elif item.field:
+                self.store.set(item, None)  # this system does not publish it: absent
+        if bounds is not None:
+            self.store.set_bounds(*bounds)
+        if service in self._absent_logged:
+            log.info("%s is back on D-Bus; values re-read", service)
+            self._absent_logged.discard(service)
+        return True
+
+    def _unsignalled_since(self, service: str, path: str, start: int) -> bool:
+        return self._last_signal.get((service, path), -1) <= start
+
+    async def _read_bounds(self, bus: Any) -> Tuple[Optional[float], Optional[float]]:
+        bounds: List[Optional[float]] = []
+        for member in ("GetMin", "GetMax"):
+            reply = await self._call(bus, SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, member)
+            ok = reply is not None and not is_error(reply, self._backend)
+            bounds.append(self._number(reply.body[0]) if ok and reply is not None else None)
+        return bounds[0], bounds[1]
+
+    def _number(self, raw: Any) -> Optional[float]:
+        value = unwrap(raw, self._backend.variant)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) else None
+
+    async def _prove_alive(self, bus: Any) -> None:
+        """GetValue of the SOC; an answer while both services are present proves liveness."""
+        if any(owner is None for owner in self._owners.values()):
+            return  # a service is gone: nothing to prove, the inputs go stale
+        timeout = min(CALL_TIMEOUT_S, self._control.refresh_s)
+        start = self._seq
+        reply = await self._call(bus, SYSTEM_SERVICE, paths.SOC.path, "GetValue", timeout=timeout)
+        if any(owner is None for owner in self._owners.values()):
+            return  # it left while we asked
+        if reply is None or is_error(reply, self._backend):
+            if not self._liveness_failing:
+                problem = "no answer" if reply is None else _describe(reply)
+                log.warning("GetValue %s on %s failed: %s", paths.SOC.path, SYSTEM_SERVICE, problem)
+                self._liveness_failing = True
+            return
+        if self._liveness_failing:
+            log.info("GetValue %s answers again", paths.SOC.path)
+            self._liveness_failing = False
+        if self._unsignalled_since(SYSTEM_SERVICE, paths.SOC.path, start):
+            self._apply(SYSTEM_SERVICE, paths.SOC.path, {"Value": reply.body[0]})
+        self.store.mark_alive(self._now())
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _on_message(self, message: Any) -> None:
+        """Route a signal from the bus; never raises (the libraries would log a traceback)."""
+        if message.message_type != self._backend.message_type.SIGNAL:
+            return
+        try:
+            if (
+                message.member == "NameOwnerChanged"
+                and message.sender == DBUS_NAME
+                and message.interface == DBUS_NAME
+                and message.signature == "sss"
+            ):
+                name, _old, new = message.body
+                self._owner_changed(name, new)
+                return
+            if message.interface != BUS_ITEM:
+                return
+            service = self._service_of(message.sender)
+            if service is None:
+                return
+            if message.member == "PropertiesChanged" and message.signature == "a{sv}":
+                self._signalled(service, message.path, message.body[0])
+            elif message.member == "ItemsChanged" and message.signature == "a{sa{sv}}":
+                for path, props in message.body[0].items():
+                    if isinstance(props, dict):
+                        self._signalled(service, path, props)
+        except Exception:  # a malformed signal must not take the transport down
+            log.exception("ignoring a malformed D-Bus signal %s", message.member)
+
+    def _signalled(self, service: str, path: str, props: Dict[str, Any]) -> None:
+        if path in self._items[service]:
+            self._seq += 1
+            self._last_signal[(service, path)] = self._seq
+            self._apply(service, path, props)
+
+    def _service_of(self, sender: Optional[str]) -> Optional[str]:
+        for service, owner in self._owners.items():
+            if owner is not None and owner == sender:
+                return service
+        return None
+
+    def _owner_changed(self, name: str, new_owner: str) -> None:
+        if name not in self._owners or not self._tracking:
+            return
+        self._owner_events.add(name)
+        if new_owner:
+            self._owners[name] = new_owner
+            self._pending.add(name)
+            if self._wake is not None:
+                self._wake.set()
+        else:
+            self._owners[name] = None
+            self._service_absent(name)
+            self._forget(name)
+
+    def _service_absent(self, service: str) -> None:
+        if service not in self._absent_logged:
+            log.warning("%s is not on D-Bus; its values are absent", service)
+            self._absent_logged.add(service)
+
+    def _forget(self, service: str) -> None:
+        for path, item in self._items[service].items():
+            self._garbage.discard(path)
+            if item.field:
+                self.store.set(item, None)
+        if service == SETTINGS_SERVICE:
+            self.store.set_bounds(None, None)
+
+    def _apply(self, service: str, path: str, props: Dict[str, Any]) -> None:
+        """Take ``Value`` (and Min/Max of the setting) from one item's properties."""
+        item = self._items[service].get(path)
+        if item is None:
+            return
+        if item is paths.MAX_DISCHARGE_POWER and ("Min" in props or "Max" in props):
+            low = self._number(props["Min"]) if "Min" in props else self.store.setting_min
+            high = self._number(props["Max"]) if "Max" in props else self.store.setting_max
+            self.store.set_bounds(low, high)
+        if "Value" not in props:
+            return
+        value = unwrap(props["Value"], self._backend.variant)
+        if item is paths.SERIAL:
+            if isinstance(value, str) and value:
+                self.portal_id = value
+            return
+        try:
+            number = InputStore.coerce(item, value)
+        except ValueError as exc:
+            if path not in self._garbage:
+                log.warning("ignoring a value of %s on %s: %s", path, service, exc)
+                self._garbage.add(path)
+            return
+        self._garbage.discard(path)
+        self.store.set(item, number)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def set_max_discharge(
+        self, value_w: float, *, timeout: float = CALL_TIMEOUT_S
+    ) -> Optional[int]:
+        """Send ``SetValue``; return its code (0 = accepted), None when it did not answer."""
+        bus = self._bus
+        if bus is None:
+            raise SourceUnavailable("not connected to D-Bus")
+        reply = await self._call(
+            bus,
+            SETTINGS_SERVICE,
+            paths.MAX_DISCHARGE_POWER.path,
+            "SetValue",
+            signature="v",
+            body=[self._backend.variant("d", float(value_w))],
+            timeout=timeout,
+        )
+        if reply is None:
+            return None
+        if is_error(reply, self._backend):
+            raise SourceUnavailable(f"SetValue on {SETTINGS_SERVICE} failed: {_describe(reply)}")
+        code = reply.body[0] if reply.body else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise SourceUnavailable(f"SetValue on {SETTINGS_SERVICE} answered {reply.body!r}")
+        self.last_write_code = code
+        if code != 0:
+            log.warning(
+                "the GX rejected MaxDischargePower %s (SetValue returned %d); value unchanged",
+                value_w,
+                code,
+            )
+        return code
+
+    async def write_max_discharge(self, value_w: float) -> None:
+        """Write MaxDischargePower; a rejection is logged and left in ``last_write_code``."""
+        if await self.set_max_discharge(value_w) is None:
+            raise SourceUnavailable("SetValue of MaxDischargePower: no answer from the GX")
+
+    async def read_max_discharge(self, timeout: float) -> Optional[float]:
+        """GetValue MaxDischargePower; None when there is no (valid) answer in time."""
+        bus = self._bus
+        if bus is None:
+            return None
+        start = self._seq
+        reply = await self._call(
+            bus, SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, "GetValue", timeout=timeout
+        )
+        if reply is None or is_error(reply, self._backend):
+            return None
+        if self._owners[SETTINGS_SERVICE] is None:
+            return None  # it left while we asked
+        if self._unsignalled_since(SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, start):
+            self._apply(SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, {"Value": reply.body[0]})
+        if all(owner is not None for owner in self._owners.values()):
+            self.store.mark_alive(self._now())
+        return self._number(reply.body[0])
+
+    async def write_confirmed(
+        self, value_w: float, *, attempts: int = 3, timeout: float = 2.0
+    ) -> bool:
+        """Write MaxDischargePower and read it back, retrying; return whether the GX shows it.
+
+        Raises ``SourceUnavailable`` when the bus is not connected at a write. A value the GX
+        refuses (SetValue answers non-zero: out of range) is not retried.
+        """
+        delay = 0.5
+        for attempt in range(attempts):
+            code = await self.set_max_discharge(value_w, timeout=timeout)
+            if code is not None and code != 0:
+                return False
+            if code is not None:
+                shown = await self.read_max_discharge(timeout)
+                if shown is not None and abs(shown - value_w) <= CONFIRM_TOLERANCE_W:
+                    return True
+            if attempt + 1 < attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        log.warning("MaxDischargePower %s not confirmed after %d attempts", value_w, attempts)
+        return False
