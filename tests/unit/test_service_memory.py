@@ -1,0 +1,638 @@
+"""The service shell, driven step by step against ``MemorySource`` with a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, Callable, Coroutine, List, Optional, TypeVar
+
+import pytest
+
+from venus_prio.config import Config, ControlConfig, WritesConfig
+from venus_prio.journal import Journal, journal_path, load_journal, save_journal
+from venus_prio.model import Reason
+from venus_prio.service import Service
+from venus_prio.venus import paths
+from venus_prio.venus.source import MemorySource
+
+T = TypeVar("T")
+BASELINE = 2500.0
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class LaggingSource(MemorySource):
+    """A GX whose echo of a write arrives only when the test delivers it (like MQTT's N/).
+
+    ``lose_echoes``: writes land at once but their echo never comes; ``drop_writes``: writes
+    are silently dropped. A read-back updates the store, as the real transports do.
+    """
+
+    def __init__(self, *, setting_w: float) -> None:
+        super().__init__(setting_w=setting_w)
+        self.pending: List[float] = []
+        self.lose_echoes = False
+        self.drop_writes = False
+
+    async def write_max_discharge(self, value_w: float) -> None:
+        self.writes.append(value_w)
+        if self.lose_echoes:
+            self.setting_w = value_w
+        elif not self.drop_writes:
+            self.pending.append(value_w)
+
+    async def read_max_discharge(self, timeout: float) -> Optional[float]:
+        self.store.set(paths.MAX_DISCHARGE_POWER, self.setting_w)
+        return self.setting_w
+
+    def deliver(self, count: Optional[int] = None) -> None:
+        """Let the GX apply and echo the oldest ``count`` pending writes (all by default)."""
+        count = len(self.pending) if count is None else count
+        for value in self.pending[:count]:
+            self.setting_w = value
+            self.store.set(paths.MAX_DISCHARGE_POWER, value)
+        del self.pending[:count]
+
+
+class JournalWitness(MemorySource):
+    """A GX that notes what the journal said at the moment of each write."""
+
+    def __init__(self, *, setting_w: float, journal: Path) -> None:
+        super().__init__(setting_w=setting_w)
+        self.journal = journal
+        self.seen: List[Optional[Journal]] = []
+
+    async def write_max_discharge(self, value_w: float) -> None:
+        self.seen.append(load_journal(self.journal))
+        await super().write_max_discharge(value_w)
+
+
+def make_config(tmp_path: Path, *, tick_s: float = 1.0, **writes: Any) -> Config:
+    return Config(
+        control=ControlConfig(max_inverter_power_w=3000.0, tick_s=tick_s),
+        writes=WritesConfig(**writes),
+        state_dir=str(tmp_path),
+    )
+
+
+def gx_state(source: MemorySource, clock: Clock, *, soc: float = 12.0, pv: float = 1000.0) -> None:
+    """Fill the source like a GX near the floor (MinimumSocLimit 10 %) with DC PV."""
+    store = source.store
+    store.set(paths.SOC, soc)
+    store.set(paths.MIN_SOC_SETTING, 10.0)
+    store.set(paths.PV_DC, pv)
+    store.set(paths.AC_INPUT_SOURCE, 1.0)
+    store.set(paths.HUB4_MODE, 1.0)
+    store.set(paths.BATTERY_LIFE_STATE, 10.0)
+    store.set(paths.DYNAMIC_ESS_MODE, 0.0)
+    store.set_connected(True)
+    store.mark_alive(clock())
+
+
+def journal_of(tmp_path: Path) -> Journal:
+    journal = load_journal(journal_path(tmp_path))
+    assert journal is not None
+    return journal
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(scenario())
+
+
+def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = JournalWitness(setting_w=BASELINE, journal=journal_path(tmp_path))
+        gx_state(source, clock, soc=12.0, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        decision = await service.evaluate()
+        assert decision is not None
+        assert decision.reason is Reason.PV_PRIORITY
+        # 0.8 * 1000 W - 20 W = 780 W, down to the 50 W step.
+        assert source.writes == [750.0]
+        witnessed = source.seen[0]
+        assert witnessed is not None
+        assert witnessed.baseline_w == BASELINE and not witnessed.clean
+        journal = journal_of(tmp_path)
+        assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
+            BASELINE,
+            750.0,
+            False,
+        )
+        status = service.status
+        assert status.baseline_w == BASELINE
+        assert status.last_write is not None and status.last_write.sent
+        assert status.last_write.value_w == 750.0
+        assert status.counters.total == 1 and status.counters.hour == 1
+
+    run(scenario)
+
+
+def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        clock.advance(2.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        decision = await service.evaluate()
+        assert decision is not None and decision.pv_f == 400.0
+        # 0.8 * 400 - 20 = 300 W; a decrease goes out at once.
+        assert source.writes == [750.0, 300.0]
+        assert journal_of(tmp_path).last_written_w == 300.0
+
+    run(scenario)
+
+
+def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        for pv in (950.0, 900.0, 960.0):
+            clock.advance(1.0)
+            source.store.set(paths.PV_DC, pv)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        assert source.writes == [750.0]
+
+    run(scenario)
+
+
+def test_below_floor_holds(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, soc=9.0, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        decision = await service.evaluate()
+        assert decision is not None and decision.reason is Reason.BELOW_FLOOR
+        assert source.writes == [0.0]
+        assert source.setting_w == 0.0
+
+    run(scenario)
+
+
+def test_stale_inputs_hand_back_the_baseline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        assert source.writes == [750.0]
+        # The SOC does not change and nothing proves the GX alive for 31 s.
+        for _ in range(31):
+            clock.advance(1.0)
+            await service.evaluate()
+        status = service.status
+        assert status.decision is not None
+        assert status.decision.reason is Reason.STAND_ASIDE_STALE
+        assert source.writes == [750.0, BASELINE]
+        # Liveness comes back: steering resumes.
+        source.store.mark_alive(clock())
+        decision = await service.evaluate()
+        assert decision is not None and decision.reason is Reason.PV_PRIORITY
+        assert source.writes == [750.0, BASELINE, 750.0]
+
+    with caplog.at_level(logging.INFO, logger="venus_prio.service"):
+        run(scenario)
+    stale_lines = [r for r in caplog.records if r.getMessage().startswith("standing aside")]
+    assert len(stale_lines) == 1  # a state change is logged once, not every tick
+    assert stale_lines[0].levelno == logging.WARNING
+
+
+def test_unchanged_soc_with_liveness_is_not_stale(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        for _ in range(300):
+            clock.advance(1.0)
+            if int(clock()) % 3 == 0:
+                source.store.mark_alive(clock())  # a heartbeat every 3 s, no value changes
+            decision = await service.evaluate()
+            assert decision is not None and decision.reason is Reason.PV_PRIORITY
+        assert source.writes == [750.0]
+
+    run(scenario)
+
+
+def test_external_change_is_adopted_as_the_new_baseline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        # The user sets 1800 W in the GUI.
+        clock.advance(1.0)
+        source.setting_w = 1800.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 1800.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert service.status.baseline_w == 1800.0
+        assert journal_of(tmp_path).baseline_w == 1800.0
+        # Steering goes on: the PV share is written again over the user's value.
+        assert source.writes == [750.0, 750.0]
+        # Standing aside now hands back the adopted value.
+        await service.set_mode("off")
+        assert source.writes == [750.0, 750.0, 1800.0]
+
+    with caplog.at_level(logging.INFO, logger="venus_prio.service"):
+        run(scenario)
+    adopted = [r for r in caplog.records if "adopted as the new baseline" in r.getMessage()]
+    assert len(adopted) == 1
+
+
+def test_external_change_does_not_override_a_configured_baseline(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        config = make_config(tmp_path, baseline_w=3000.0)
+        service = Service(config=config, source=source, clock=clock)
+        await service.evaluate()
+        assert service.status.baseline_w == 3000.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 1800.0)
+        await service.evaluate()
+        assert service.status.baseline_w == 3000.0
+        assert journal_of(tmp_path).baseline_w == 3000.0
+
+    run(scenario)
+
+
+def test_old_value_before_the_echo_is_not_an_external_change(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = LaggingSource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        assert source.writes == [750.0]
+        # The GX still shows the old value: no second write, no adoption.
+        clock.advance(1.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert source.writes == [750.0]
+        source.deliver()
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert source.writes == [750.0, 300.0]
+        # Our own 300 W arrives while the GX still shows 750 W: neither is somebody else's.
+        clock.advance(1.0)
+        await service.evaluate()
+        source.deliver()
+        await service.evaluate()
+        assert service.status.baseline_w == BASELINE
+        assert source.writes == [750.0, 300.0]
+
+    run(scenario)
+
+
+def test_dry_run_computes_and_counts_but_writes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock, dry_run=True)
+        await service.evaluate()
+        status = service.status
+        assert status.dry_run
+        assert status.last_write is not None
+        assert (status.last_write.value_w, status.last_write.sent) == (750.0, False)
+        # The policy compares with the would-be 750 W, not the 2500 W still on the GX:
+        # 900 W of PV gives 700 W, within the deadband of 750 W.
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 900.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert service.status.last_write is not None
+        assert service.status.last_write.value_w == 750.0
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert service.status.last_write is not None
+        assert service.status.last_write.value_w == 300.0
+        assert service.status.counters.total == 2
+        assert source.writes == []
+        assert source.setting_w == BASELINE
+        assert await service.restore_baseline()
+        assert source.writes == []
+
+    run(scenario)
+
+
+def test_dry_run_from_the_config_writes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, soc=9.0)
+        service = Service(config=make_config(tmp_path, dry_run=True), source=source, clock=clock)
+        await service.evaluate()
+        assert source.writes == []
+        assert service.status.last_write is not None
+        assert service.status.last_write.value_w == 0.0
+
+    run(scenario)
+
+
+def test_shutdown_restores_the_baseline_and_marks_the_journal_clean(tmp_path: Path) -> None:
+    async def scenario() -> int:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path, tick_s=0.05), source=source, clock=clock)
+        task = asyncio.ensure_future(service.run())
+        for _ in range(200):
+            if source.writes:
+                break
+            await asyncio.sleep(0.01)
+        assert source.writes == [750.0]
+        assert not journal_of(tmp_path).clean
+        service.request_stop()
+        return await asyncio.wait_for(task, 5.0)
+
+    assert run(scenario) == 0
+    journal = journal_of(tmp_path)
+    assert (journal.baseline_w, journal.last_written_w, journal.clean) == (BASELINE, BASELINE, True)
+
+
+def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path) -> None:
+    async def scenario() -> bool:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        source.reachable = False
+        return await service.restore_baseline()
+
+    assert run(scenario) is False
+    journal = journal_of(tmp_path)
+    assert (journal.last_written_w, journal.clean) == (750.0, False)
+
+
+def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
+    # The previous run crashed while 750 W (its own value) stood on the GX.
+    save_journal(
+        journal_path(tmp_path),
+        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
+    )
+
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=750.0)
+        gx_state(source, clock, soc=25.0, pv=1000.0)  # recovered: NORMAL hands back
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        decision = await service.evaluate()
+        assert decision is not None and decision.reason is Reason.NORMAL
+        assert service.status.baseline_w == BASELINE
+        assert source.writes == [BASELINE]
+        assert journal_of(tmp_path).baseline_w == BASELINE
+        assert await service.restore_baseline()
+
+    run(scenario)
+    assert journal_of(tmp_path).clean
+
+
+def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) -> None:
+    # Venus-prio was stopped cleanly; meanwhile the user set 2000 W in the GUI.
+    save_journal(
+        journal_path(tmp_path),
+        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=BASELINE, clean=True),
+    )
+
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=2000.0)
+        gx_state(source, clock, soc=25.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()  # learns the journal's baseline
+        await service.evaluate()  # sees a value it did not write
+        assert service.status.baseline_w == 2000.0
+        assert source.writes == []
+
+    run(scenario)
+
+
+def test_journal_of_another_gx_is_ignored(tmp_path: Path) -> None:
+    save_journal(
+        journal_path(tmp_path),
+        Journal(portal_id="otherportal", baseline_w=1234.0, last_written_w=0.0, clean=False),
+    )
+
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        source.portal_id = "c0619ab00001"
+        gx_state(source, clock, soc=25.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        assert service.status.baseline_w == BASELINE
+        assert journal_of(tmp_path).portal_id == "c0619ab00001"
+
+    run(scenario)
+
+
+def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        source.store.set_connected(False)
+        source.reachable = False
+        for pv in (400.0, 390.0):
+            clock.advance(1.0)
+            source.store.set(paths.PV_DC, pv)
+            decision = await service.evaluate()
+            assert decision is not None
+            assert decision.reason is Reason.STAND_ASIDE_DISCONNECTED
+        assert source.writes == [750.0]
+        source.reachable = True
+        source.store.set_connected(True)
+        source.store.mark_alive(clock())
+        decision = await service.evaluate()
+        assert decision is not None and decision.reason is Reason.PV_PRIORITY
+        # 0.8 * 390 - 20 = 292 -> 250 W
+        assert source.writes == [750.0, 250.0]
+
+    with caplog.at_level(logging.INFO, logger="venus_prio.service"):
+        run(scenario)
+    unreachable = [r for r in caplog.records if "GX unreachable" in r.getMessage()]
+    assert len(unreachable) == 1
+    assert unreachable[0].levelno == logging.WARNING
+
+
+def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        await service.set_mode("off")
+        status = service.status
+        assert not status.enabled
+        assert status.decision is not None
+        assert status.decision.reason is Reason.STAND_ASIDE_DISABLED
+        assert source.writes == [750.0, BASELINE]
+        assert journal_of(tmp_path).mode == "off"
+        # A restart keeps the mode.
+        again = Service(config=make_config(tmp_path), source=source, clock=clock)
+        assert again.status.mode == "off" and not again.status.enabled
+        with pytest.raises(ValueError, match="mode"):
+            await service.set_mode("turbo")
+
+    run(scenario)
+
+
+def test_mode_dry_run_hands_back_then_sends_nothing(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        await service.set_mode("dry-run")
+        assert service.status.dry_run
+        assert source.writes == [750.0, BASELINE]
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert source.writes == [750.0, BASELINE]
+        assert service.status.last_write is not None
+        assert not service.status.last_write.sent
+        await service.set_mode("auto")
+        assert source.writes == [750.0, BASELINE, 300.0]
+
+    run(scenario)
+
+
+def test_nothing_happens_before_the_gx_shows_its_value(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock)
+        source.store.set(paths.MAX_DISCHARGE_POWER, None)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        assert await service.evaluate() is None
+        assert source.writes == []
+        assert load_journal(journal_path(tmp_path)) is None
+
+    run(scenario)
+
+
+def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = LaggingSource(setting_w=BASELINE)
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        assert source.writes == [750.0, 300.0]
+        source.deliver(1)  # the GX shows 750 W (ours, superseded), then 300 W
+        await service.evaluate()
+        source.deliver(1)
+        await service.evaluate()
+        assert service.status.baseline_w == BASELINE
+        assert source.writes == [750.0, 300.0]
+
+    run(scenario)
+
+
+def test_lost_echo_is_settled_by_a_read_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = LaggingSource(setting_w=BASELINE)
+        source.lose_echoes = True
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        for _ in range(8):
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        assert source.writes == [750.0]
+        assert source.snapshot().max_discharge_w == 750.0
+        assert service.status.baseline_w == BASELINE
+
+    with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
+        run(scenario)
+    assert not [r for r in caplog.records if "not confirmed" in r.getMessage()]
+
+
+def test_dropped_write_is_noticed_and_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        source = LaggingSource(setting_w=BASELINE)
+        source.drop_writes = True
+        gx_state(source, clock, pv=1000.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        await service.evaluate()
+        for _ in range(6):
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        # After the echo timeout the read-back shows 2500 W: the write is sent once more.
+        assert source.writes == [750.0, 750.0]
+        assert service.status.baseline_w == BASELINE
+
+    with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
+        run(scenario)
+    assert len([r for r in caplog.records if "not confirmed" in r.getMessage()]) == 1
+
+
+def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path: Path) -> None:
+    save_journal(
+        journal_path(tmp_path),
+        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=750.0, clean=False),
+    )
+
+    async def scenario() -> bool:
+        clock = Clock()
+        source = MemorySource(setting_w=750.0)
+        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        return await service.restore_baseline()
+
+    assert run(scenario) is True
+    journal = journal_of(tmp_path)
+    assert (journal.baseline_w, journal.last_written_w, journal.clean) == (BASELINE, BASELINE, True)

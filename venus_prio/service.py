@@ -1,0 +1,894 @@
+"""The asyncio shell: wires a ``Source``, the controller, the write policy and the journal.
+
+How it works: ``Service.run`` runs the source and the steering loop side by side under one small
+supervisor. The loop wakes when the source reports a change or after ``control.tick_s``, and
+``Service.evaluate`` does one step:
+
+    snapshot -> (learn the baseline / spot external changes) -> decide -> plan_write -> write
+
+Everything that decides lives in ``controller.py`` and ``writes.py``; this module only keeps the
+state between steps, talks to the source and the journal, and logs changes of state once.
+
+The baseline (control.md section 6) comes from ``writes.baseline_w``, else from the journal of
+this GX (after a crash the value on the GX may be venus-prio's own), else from the value the GX
+shows when first seen. It is journaled (dirty) before the first steering write. A value on the
+GX that venus-prio did not write is adopted as the new baseline. On SIGTERM/SIGINT and on a fatal
+error the baseline is written back, confirmed by read-back, and the journal is marked clean.
+
+Writes have no ack (venus-mqtt.md point 8): a write is "in flight" until the GX echoes it; until
+then the old value on the GX is not mistaken for somebody else's change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    TextIO,
+    Tuple,
+    TypeVar,
+    runtime_checkable,
+)
+
+from venus_prio.config import Config
+from venus_prio.controller import ControllerState, decide
+from venus_prio.errors import SourceUnavailable
+from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
+from venus_prio.model import Decision, Reason, Snapshot, TargetClass, Write
+from venus_prio.venus.source import Source
+from venus_prio.writes import (
+    WriteCounters,
+    WriteState,
+    clamp_target,
+    counters,
+    plan_write,
+    record_write,
+)
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+# Values on the GX closer than this are the same value (localsettings converts int <-> float).
+SAME_W = 0.5
+# How long a write may stay unechoed before the old value on the GX counts as the truth again.
+ECHO_TIMEOUT_S = 5.0
+ECHO_READ_TIMEOUT_S = 1.0  # then a read-back settles it
+# Restore on shutdown / `venus-prio restore`: attempts, read-back timeout and first retry delay.
+RESTORE_ATTEMPTS = 3
+RESTORE_TIMEOUT_S = 2.0
+RESTORE_RETRY_S = 0.5
+# Cancelling a task again when it survived a cancellation (see _cancel_and_wait).
+CANCEL_RETRY_S = 0.5
+# At start-up the source needs a moment to connect: only then is "unreachable" worth a warning.
+STARTUP_GRACE_S = 5.0
+
+_LOUD_REASONS = frozenset(
+    {Reason.STAND_ASIDE_STALE, Reason.STAND_ASIDE_DISCONNECTED, Reason.STAND_ASIDE_MISSING_INPUT}
+)
+
+T = TypeVar("T")
+
+
+def _same(a: Optional[float], b: Optional[float]) -> bool:
+    return a is not None and b is not None and abs(a - b) <= SAME_W
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """A write that went out (``sent``) or would have in dry-run."""
+
+    value_w: float
+    why: str
+    reason: Reason
+    forced: bool
+    sent: bool  # False: dry-run, counted as "would write"
+    at: float  # on the service clock
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What the service shows the outside (Home Assistant): read-only."""
+
+    decision: Optional[Decision]
+    last_write: Optional[WriteRecord]
+    counters: WriteCounters
+    baseline_w: Optional[float]
+    mode: str  # "auto" | "dry-run" | "off"
+    enabled: bool  # steering allowed (config and mode)
+    dry_run: bool  # nothing is sent
+    connected: bool
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A write the GX has not echoed yet."""
+
+    value_w: float
+    # What the GX showed before, and earlier writes not echoed yet: it may show these until
+    # the echo arrives.
+    before: Tuple[float, ...]
+    deadline: float
+
+    def after(self, value_w: float, *, gx_w: Optional[float], now: float) -> _InFlight:
+        """Return the in-flight state after another write of ``value_w``."""
+        before = self.before + (self.value_w,) + (() if gx_w is None else (gx_w,))
+        return _InFlight(value_w, before, now + ECHO_TIMEOUT_S)
+
+
+def _in_flight(
+    previous: Optional[_InFlight], value_w: float, *, gx_w: Optional[float], now: float
+) -> _InFlight:
+    if previous is not None:
+        return previous.after(value_w, gx_w=gx_w, now=now)
+    return _InFlight(value_w, () if gx_w is None else (gx_w,), now + ECHO_TIMEOUT_S)
+
+
+@runtime_checkable
+class _Readiness(Protocol):
+    """A source that can tell when its state is complete after a (re)connect (MQTT)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self, timeout: float) -> bool: ...
+
+
+class Service:
+    """The steering service around one ``Source``; construct it inside the running event loop."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        source: Source,
+        clock: Optional[Callable[[], float]] = None,
+        dry_run: bool = False,
+        persist: bool = True,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._clock: Callable[[], float] = clock or asyncio.get_running_loop().time
+        self._dry_run_flag = dry_run
+        self._persist = persist  # False: never touch the journal (probe)
+        self._journal_path = journal_path(config.resolved_state_dir())
+        self._journal = load_journal(self._journal_path)
+        # One journal per state dir: the mode the user chose in Home Assistant survives restarts.
+        self._mode = self._journal.mode if self._journal is not None else "auto"
+        self._ctrl = ControllerState()
+        self._wstate = WriteState()
+        self._baseline: Optional[float] = None
+        self._last_written: Optional[float] = None
+        self._clean = True
+        self._in_flight: Optional[_InFlight] = None
+        self._unconfirmed: Optional[float] = None
+        self._would_be: Optional[float] = None  # dry-run: the value we would have left on the GX
+        self._last_seen: Optional[float] = None
+        self._decision: Optional[Decision] = None
+        self._last_write: Optional[WriteRecord] = None
+        self._connected: Optional[bool] = None
+        self._warned_unreachable = False
+        self._warned_no_value = False
+        self._warned_journal = False
+        self._started = self._clock()
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+
+    # -- read-only view ------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._config.control.enabled and self._mode != "off"
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run_flag or self._config.writes.dry_run or self._mode == "dry-run"
+
+    @property
+    def status(self) -> ServiceStatus:
+        """Return the last decision, the last write, the counters, the baseline and the flags."""
+        return ServiceStatus(
+            decision=self._decision,
+            last_write=self._last_write,
+            counters=counters(self._wstate, self._clock()),
+            baseline_w=self._baseline,
+            mode=self._mode,
+            enabled=self.enabled,
+            dry_run=self.dry_run,
+            connected=bool(self._connected),
+        )
+
+    # -- control -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to hand back the baseline and return (signal handlers call this)."""
+        self._stop.set()
+
+    async def set_mode(self, mode: str) -> None:
+        """Switch between "auto", "dry-run" and "off" (stand aside), persisted in the journal."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        async with self._lock:
+            if mode == self._mode:
+                return
+            was_dry_run = self.dry_run
+            log.info("Mode changed from %s to %s", self._mode, mode)
+            self._mode = mode
+            self._would_be = None
+            self._save_journal()
+            if self.dry_run and not was_dry_run:
+                # Dry-run stops sending: the GX must not keep a value of ours nobody updates.
+                await self._hand_back("entering dry-run: hand back the user's own value")
+        await self.evaluate()
+
+    async def run(self) -> int:
+        """Steer until ``request_stop`` or a fatal error; restore the baseline; return the code."""
+        source_task = asyncio.ensure_future(self._source.run())
+        steer_task = asyncio.ensure_future(self._steer_then_stop([source_task]))
+        tasks = [source_task, steer_task]
+        await _supervise(tasks)
+        if steer_task.cancelled():
+            # The source gave up for good: nothing can be written any more.
+            log.error("The connection to the GX failed for good: cannot restore the baseline")
+            exc = None if source_task.cancelled() else source_task.exception()
+            if exc is not None:
+                raise exc
+            return EXIT_FAILURE
+        return steer_task.result()
+
+    async def evaluate(self) -> Optional[Decision]:
+        """Run one step: snapshot, decision, write; return the decision (None: no baseline yet)."""
+        async with self._lock:
+            return await self._evaluate()
+
+    async def restore_baseline(self) -> bool:
+        """Write the baseline back, confirm it by read-back and mark the journal clean."""
+        async with self._lock:
+            baseline = self._baseline
+            journal = self._journal
+            if (
+                baseline is None
+                and journal is not None
+                and not journal.clean
+                and journal.portal_id in (None, self._source.portal_id)
+            ):
+                # Never got as far as learning it this run, but a previous one left its value.
+                baseline = self._baseline = journal.baseline_w
+            if baseline is None:
+                log.info("No baseline known: venus-prio never took control, nothing to restore")
+                return True
+            if self.dry_run:
+                log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
+                return True
+            snap = self._source.snapshot()
+            value = clamp_target(
+                baseline,
+                TargetClass.BASELINE,
+                max_w=self._config.control.max_inverter_power_w,
+                setting_min=snap.max_discharge_min,
+                setting_max=snap.max_discharge_max,
+            )
+            wrote = await write_confirmed(self._source, value)
+            if wrote is None:
+                log.error(
+                    "RESTORE NOT CONFIRMED: could not confirm MaxDischargePower = %g W on the GX "
+                    "(it may still hold %s W); run `venus-prio restore` once it is reachable",
+                    value,
+                    "an unknown" if self._last_written is None else f"{self._last_written:g}",
+                )
+                return False
+            now = self._clock()
+            if wrote:
+                self._wstate = record_write(
+                    self._wstate,
+                    Write(value_w=value, forced=True, why="restore"),
+                    previous_w=self._last_written,
+                    now=now,
+                )
+            self._last_written = value
+            self._in_flight = None
+            self._clean = True
+            self._save_journal()
+            log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
+            return True
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _steer_then_stop(self, others: Sequence[asyncio.Future[None]]) -> int:
+        try:
+            return await self._steer()
+        finally:
+            # The source runs until cancelled: once steering is over, so is the source.
+            await _cancel_and_wait(others)
+
+    async def _steer(self) -> int:
+        fatal = False
+        try:
+            while not self._stop.is_set():
+                await self.evaluate()
+                await self._wait_for_input(self._config.control.tick_s)
+            log.info("Stopping: handing back the baseline")
+        except Exception:
+            log.exception("Fatal error in the control loop: handing back the baseline and stopping")
+            fatal = True
+        restored = await self.restore_baseline()
+        return EXIT_FAILURE if fatal or not restored else EXIT_OK
+
+    async def _wait_for_input(self, timeout: float) -> None:
+        """Wait for a change on the source, a stop request or the tick, whichever comes first."""
+        changed = asyncio.ensure_future(self._source.wait_changed(timeout))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (changed, stop):
+                task.cancel()
+            await asyncio.gather(changed, stop, return_exceptions=True)
+
+    async def _evaluate(self) -> Optional[Decision]:
+        now = self._clock()
+        snap = self._source.snapshot()
+        self._track_connection(snap.connected, now)
+        if snap.connected and isinstance(self._source, _Readiness) and not self._source.ready:
+            # Mid full publish: a half-known state (SOC without PV, say) must not steer.
+            return None
+        if snap.connected:
+            if self._in_flight is not None and now >= self._in_flight.deadline:
+                await self._settle_in_flight()
+                snap = self._source.snapshot()
+            self._observe_gx(snap.max_discharge_w)
+        baseline = self._baseline
+        if baseline is None:
+            return None
+        decision, self._ctrl = decide(
+            snap,
+            self._ctrl,
+            self._config.control,
+            baseline_w=baseline,
+            now=now,
+            enabled=self.enabled,
+        )
+        self._log_decision(decision)
+        self._decision = decision
+        if not snap.connected:
+            return decision  # nothing can be written; on reconnect this runs again at once
+        if snap.max_discharge_w is None:
+            if not self._warned_no_value:
+                log.warning(
+                    "MaxDischargePower is invalid or absent on the GX: not writing until it is back"
+                )
+                self._warned_no_value = True
+            return decision
+        self._warned_no_value = False
+        current = self._planning_value(snap)
+        write = plan_write(
+            target_w=decision.target_w,
+            target_class=decision.target_class,
+            current_w=current,
+            baseline_w=baseline,
+            hold_w=self._config.control.hold_w,
+            max_w=self._config.control.max_inverter_power_w,
+            setting_min=snap.max_discharge_min,
+            setting_max=snap.max_discharge_max,
+            state=self._wstate,
+            cfg=self._config.writes,
+            now=now,
+        )
+        if write is not None:
+            await self._send(
+                write, decision.reason, previous_w=current, gx_w=snap.max_discharge_w, now=now
+            )
+        return decision
+
+    def _planning_value(self, snap: Snapshot) -> Optional[float]:
+        """Return the value the write policy compares against: what the GX holds (or will)."""
+        if self.dry_run and self._would_be is not None:
+            return self._would_be
+        if self._in_flight is not None:
+            return self._in_flight.value_w
+        return snap.max_discharge_w
+
+    async def _settle_in_flight(self) -> None:
+        """Ask the GX whether a write that was never echoed took effect (the echo may be lost)."""
+        flight = self._in_flight
+        assert flight is not None
+        shown = await self._source.read_max_discharge(ECHO_READ_TIMEOUT_S)
+        self._in_flight = None
+        if _same(shown, flight.value_w):
+            return
+        log.warning(
+            "Write of %g W not confirmed: the GX shows %s",
+            flight.value_w,
+            "nothing" if shown is None else f"{shown:g} W",
+        )
+        self._unconfirmed = flight.value_w
+        if shown is not None and any(_same(shown, old) for old in flight.before):
+            # What stands there was there before our write: ours or the baseline, not a change.
+            self._last_written = shown
+
+    def _track_connection(self, connected: bool, now: float) -> None:
+        if connected:
+            if self._connected is False and self._warned_unreachable:
+                log.info("GX reachable again: re-evaluating")
+            self._warned_unreachable = False
+        elif (self._connected or now - self._started >= STARTUP_GRACE_S) and (
+            not self._warned_unreachable
+        ):
+            log.warning("GX unreachable: cannot restore/steer; will re-evaluate on reconnect")
+            self._warned_unreachable = True
+        self._connected = connected
+
+    # -- baseline and external changes ---------------------------------------------------
+
+    def _observe_gx(self, value: Optional[float]) -> None:
+        """Learn the baseline, match echoes of our writes, adopt values somebody else wrote."""
+        if value is None:
+            return
+        if self._baseline is None:
+            self._learn_baseline(value)
+        if self._in_flight is not None:
+            if _same(value, self._in_flight.value_w):
+                self._in_flight = None
+            elif not any(_same(value, old) for old in self._in_flight.before):
+                self._in_flight = None  # a third value: somebody else wrote after us
+            else:
+                return  # the GX still shows a value from before our write
+        if self._unconfirmed is not None and _same(value, self._unconfirmed):
+            self._last_written = value  # a late echo is still ours
+            self._unconfirmed = None
+        changed = not _same(value, self._last_seen)
+        self._last_seen = value
+        if _same(value, self._last_written) or _same(value, self._baseline):
+            return
+        if self._config.writes.baseline_w is not None:
+            if changed:
+                log.info(
+                    "MaxDischargePower changed to %g W by someone else; keeping baseline_w %g W "
+                    "from the config",
+                    value,
+                    self._baseline,
+                )
+            return
+        log.info(
+            "MaxDischargePower changed to %g W by someone else (GUI or another tool): "
+            "adopted as the new baseline (was %g W)",
+            value,
+            self._baseline,
+        )
+        self._baseline = value
+        self._save_journal()
+
+    def _learn_baseline(self, gx_value: float) -> None:
+        journal = self._journal
+        if journal is not None and journal.portal_id != self._source.portal_id:
+            log.info(
+                "The journal in %s belongs to GX %s, not %s: starting afresh",
+                self._journal_path,
+                journal.portal_id,
+                self._source.portal_id,
+            )
+            journal = None
+        if self._config.writes.baseline_w is not None:
+            baseline, origin = self._config.writes.baseline_w, "writes.baseline_w in the config"
+        elif journal is not None and journal.baseline_w is not None:
+            baseline, origin = journal.baseline_w, f"the journal {self._journal_path}"
+        else:
+            baseline, origin = gx_value, "the value found on the GX"
+        if journal is not None and not journal.clean:
+            # The previous run did not hand back: the value on the GX is venus-prio's own.
+            log.warning(
+                "The previous run did not restore the baseline: %g W on the GX is venus-prio's "
+                "own; the baseline stays %g W",
+                gx_value,
+                baseline,
+            )
+            self._last_written = gx_value
+            self._clean = False
+        elif journal is not None:
+            self._last_written = journal.last_written_w
+        self._baseline = baseline
+        log.info("Baseline MaxDischargePower %g W (from %s)", baseline, origin)
+        self._save_journal()
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        write: Write,
+        reason: Reason,
+        *,
+        previous_w: Optional[float],
+        gx_w: Optional[float],
+        now: float,
+    ) -> None:
+        if self.dry_run:
+            log.info("Dry-run: would write %g W (%s; %s)", write.value_w, write.why, reason.value)
+            self._would_be = write.value_w
+            self._wstate = record_write(self._wstate, write, previous_w=previous_w, now=now)
+            self._last_write = WriteRecord(
+                write.value_w, write.why, reason, write.forced, sent=False, at=now
+            )
+            return
+        steering = not _same(write.value_w, self._baseline)
+        if steering and self._clean:
+            # The user's value must be on disk before the GX holds one of ours.
+            self._clean = False
+            if not self._save_journal():
+                self._clean = True
+                return
+        try:
+            await self._source.write_max_discharge(write.value_w)
+        except SourceUnavailable as exc:
+            if not self._warned_unreachable:
+                log.warning("GX unreachable: cannot restore/steer (%s)", exc)
+                self._warned_unreachable = True
+            return
+        self._wstate = record_write(self._wstate, write, previous_w=previous_w, now=now)
+        self._in_flight = _in_flight(self._in_flight, write.value_w, gx_w=gx_w, now=now)
+        self._unconfirmed = None
+        self._last_written = write.value_w
+        self._last_write = WriteRecord(
+            write.value_w, write.why, reason, write.forced, sent=True, at=now
+        )
+        self._save_journal()
+        log.info("Wrote MaxDischargePower %g W (%s; %s)", write.value_w, write.why, reason.value)
+
+    async def _hand_back(self, why: str) -> None:
+        """Write the baseline now, outside the policy (leaving steering)."""
+        snap = self._source.snapshot()
+        if (
+            self._baseline is None
+            or not snap.connected
+            or _same(self._planning_value(snap), self._baseline)
+        ):
+            return
+        value = clamp_target(
+            self._baseline,
+            TargetClass.BASELINE,
+            max_w=self._config.control.max_inverter_power_w,
+            setting_min=snap.max_discharge_min,
+            setting_max=snap.max_discharge_max,
+        )
+        write = Write(value_w=value, forced=True, why=why)
+        reason = Reason.STAND_ASIDE_DISABLED
+        try:
+            await self._source.write_max_discharge(value)
+        except SourceUnavailable as exc:
+            log.warning("GX unreachable: cannot restore/steer (%s)", exc)
+            return
+        now = self._clock()
+        self._wstate = record_write(self._wstate, write, previous_w=self._last_written, now=now)
+        self._in_flight = _in_flight(self._in_flight, value, gx_w=snap.max_discharge_w, now=now)
+        self._last_written = value
+        self._last_write = WriteRecord(value, why, reason, True, sent=True, at=now)
+        self._save_journal()
+        log.info("Wrote MaxDischargePower %g W (%s)", value, why)
+
+    def _save_journal(self) -> bool:
+        """Persist the baseline, last write, clean flag and mode; False when that failed."""
+        if not self._persist:
+            return True
+        journal = Journal(
+            portal_id=self._source.portal_id,
+            baseline_w=self._baseline,
+            last_written_w=self._last_written,
+            clean=self._clean,
+            mode=self._mode,
+            updated=time.time(),
+        )
+        try:
+            save_journal(self._journal_path, journal)
+        except OSError as exc:
+            if not self._warned_journal:
+                log.error(
+                    "Cannot write the baseline journal %s (%s): not steering until it can be saved",
+                    self._journal_path,
+                    exc,
+                )
+                self._warned_journal = True
+            return False
+        self._journal = journal
+        if self._warned_journal:
+            log.info("The baseline journal %s is writable again", self._journal_path)
+            self._warned_journal = False
+        return True
+
+    def _log_decision(self, decision: Decision) -> None:
+        previous = self._decision
+        if previous is not None and previous.reason is decision.reason:
+            return
+        level = logging.WARNING if decision.reason in _LOUD_REASONS else logging.INFO
+        if decision.reason.stands_aside:
+            log.log(level, "%s (%s)", decision.text, decision.reason.value)
+        elif previous is not None and previous.reason.stands_aside:
+            log.info("Steering resumes: %s (%s)", decision.text, decision.reason.value)
+        else:
+            log.info("%s: %s", decision.reason.value, decision.text)
+
+
+# -- shared helpers ---------------------------------------------------------------------
+
+
+async def write_confirmed(source: Source, value_w: float) -> Optional[bool]:
+    """Make the GX hold ``value_w``, confirmed by read-back.
+
+    Return True when a write was needed and confirmed, False when the GX already showed the value
+    (no write spent), None when it could not be confirmed after ``RESTORE_ATTEMPTS``.
+    """
+    delay = RESTORE_RETRY_S
+    wrote = False
+    for attempt in range(RESTORE_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(delay)
+            delay *= 2
+        shown = await source.read_max_discharge(RESTORE_TIMEOUT_S)
+        if _same(shown, value_w):
+            return wrote
+        try:
+            await source.write_max_discharge(value_w)
+        except SourceUnavailable as exc:
+            log.warning("Restore attempt %d: GX unreachable (%s)", attempt + 1, exc)
+            continue
+        wrote = True
+        shown = await source.read_max_discharge(RESTORE_TIMEOUT_S)
+        if _same(shown, value_w):
+            return wrote
+        log.warning(
+            "Restore attempt %d: wrote %g W, the GX shows %s",
+            attempt + 1,
+            value_w,
+            "nothing" if shown is None else f"{shown:g} W",
+        )
+    return None
+
+
+async def _supervise(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait until every task ended or one failed; then cancel and await the rest.
+
+    Python 3.8 has no TaskGroup. Background tasks run until cancelled, so the main task cancels
+    them when it ends (``_steer_then_stop``) and FIRST_EXCEPTION returns on a failure or the end.
+    """
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        await _cancel_and_wait(tasks)
+
+
+async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel the tasks and wait until every one has ended.
+
+    Python 3.8's ``asyncio.wait_for`` can swallow a cancellation that races with its result
+    (bpo-42130): a task may survive one ``cancel()``, so the cancellation is repeated.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
+        if pending:
+            log.debug("%d task(s) survived a cancellation; cancelling again", len(pending))
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved here; the caller looks at the result it needs
+
+
+async def _with_source(source: Source, main: Awaitable[T]) -> T:
+    """Run ``main`` while the source keeps itself connected; a failing source fails ``main``."""
+    source_task: asyncio.Future[None] = asyncio.ensure_future(source.run())
+
+    async def main_then_stop() -> T:
+        try:
+            return await main
+        finally:
+            await _cancel_and_wait([source_task])
+
+    main_task: asyncio.Future[T] = asyncio.ensure_future(main_then_stop())
+    await _supervise([source_task, main_task])
+    if main_task.cancelled():
+        exc = None if source_task.cancelled() else source_task.exception()
+        if exc is not None:
+            raise exc
+        raise SourceUnavailable("the source stopped")
+    return main_task.result()
+
+
+async def wait_ready(source: Source, timeout: float) -> bool:
+    """Wait until the source is connected, alive and shows MaxDischargePower; False on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    if isinstance(source, _Readiness) and not await source.wait_ready(timeout):
+        return False
+    while True:
+        snap = source.snapshot()
+        if snap.connected and snap.alive_at is not None and snap.max_discharge_w is not None:
+            return True
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return False
+        await source.wait_changed(remaining)
+
+
+def _build_source(config: Config) -> Source:
+    """Return the real source for the config (construct inside the running loop)."""
+    # Imported here: only the transport in use is loaded (aiomqtt or a D-Bus library).
+    if config.venus.transport == "dbus":
+        from venus_prio.venus.dbus import DbusSource  # noqa: PLC0415
+
+        return DbusSource(venus=config.venus, control=config.control)
+    # "auto" is MQTT for now; falling back to D-Bus on the GX belongs to the transports.
+    from venus_prio.venus.mqtt import MqttSource  # noqa: PLC0415
+
+    return MqttSource(venus=config.venus, control=config.control)
+
+
+def _ready_timeout(config: Config) -> float:
+    venus = config.venus
+    discovery = venus.portal_id_timeout_s if venus.portal_id is None else 0.0
+    return discovery + 2 * venus.full_publish_timeout_s + 5.0
+
+
+# -- entry points (cli.py) ----------------------------------------------------------------
+
+
+def run(config: Config, *, dry_run: bool = False) -> int:
+    """Run the service until SIGTERM/SIGINT; return the exit code (1: restore not confirmed)."""
+    return asyncio.run(_run(config, dry_run=dry_run))
+
+
+async def _run(config: Config, *, dry_run: bool) -> int:
+    source = _build_source(config)
+    service = Service(config=config, source=source, dry_run=dry_run)
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("Received %s: handing back the baseline and stopping", sig.name)
+        service.request_stop()
+
+    handled: List[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+        handled.append(sig)
+    try:
+        log.info(
+            "venus-prio running%s; journal %s",
+            " in dry-run (nothing is written)" if service.dry_run else "",
+            journal_path(config.resolved_state_dir()),
+        )
+        return await service.run()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def restore(config: Config) -> int:
+    """Write the journal's baseline to the GX, confirm it and mark the journal clean."""
+    return asyncio.run(_restore(config))
+
+
+async def _restore(config: Config) -> int:
+    path = journal_path(config.resolved_state_dir())
+    journal = load_journal(path)
+    if journal is None or journal.baseline_w is None:
+        log.info(
+            "No baseline journal at %s: venus-prio never took control; nothing to restore", path
+        )
+        return EXIT_OK
+    source = _build_source(config)
+
+    async def main() -> int:
+        if not await wait_ready(source, _ready_timeout(config)):
+            log.error("Cannot reach the GX: the baseline %g W was NOT restored", journal.baseline_w)
+            return EXIT_FAILURE
+        if journal.portal_id is not None and journal.portal_id != source.portal_id:
+            log.error(
+                "The journal %s belongs to GX %s, this is %s: not restoring",
+                path,
+                journal.portal_id,
+                source.portal_id,
+            )
+            return EXIT_FAILURE
+        assert journal.baseline_w is not None  # checked above
+        snap = source.snapshot()
+        value = clamp_target(
+            journal.baseline_w,
+            TargetClass.BASELINE,
+            max_w=config.control.max_inverter_power_w,
+            setting_min=snap.max_discharge_min,
+            setting_max=snap.max_discharge_max,
+        )
+        if await write_confirmed(source, value) is None:
+            log.error("RESTORE NOT CONFIRMED: MaxDischargePower %g W did not show on the GX", value)
+            return EXIT_FAILURE
+        save_journal(
+            path,
+            Journal(
+                portal_id=journal.portal_id or source.portal_id,
+                baseline_w=journal.baseline_w,
+                last_written_w=value,
+                clean=True,
+                mode=journal.mode,
+                updated=time.time(),
+            ),
+        )
+        log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
+        return EXIT_OK
+
+    return await _with_source(source, main())
+
+
+def probe(config: Config, out: Optional[TextIO] = None) -> int:
+    """Connect, show the live values, the decision and the write it would make; write nothing."""
+    return asyncio.run(_probe(config, sys.stdout if out is None else out))
+
+
+async def _probe(config: Config, out: TextIO) -> int:
+    source = _build_source(config)
+
+    async def main() -> int:
+        if not await wait_ready(source, _ready_timeout(config)):
+            snap = source.snapshot()
+            what = "the broker answered but the GX did not" if snap.connected else "no connection"
+            out.write(f"Cannot reach the GX ({what})\n")
+            return EXIT_FAILURE
+        service = Service(config=config, source=source, dry_run=True, persist=False)
+        decision = await service.evaluate()
+        snap = source.snapshot()
+        out.write(format_probe(source, snap, service.status, decision))
+        return EXIT_OK
+
+    return await _with_source(source, main())
+
+
+def format_probe(
+    source: Source, snap: Snapshot, status: ServiceStatus, decision: Optional[Decision]
+) -> str:
+    """Return the human-readable probe report."""
+
+    def show(value: Optional[float], unit: str = "") -> str:
+        return "-" if value is None else f"{value:.10g}{unit}"
+
+    lines = [
+        f"GX {source.portal_id or '?'} via {source.name}: "
+        f"{'connected' if snap.connected else 'not connected'}",
+        f"  SOC                 {show(snap.soc, ' %')}",
+        f"  ActiveSocLimit      {show(snap.active_soc_limit, ' %')}",
+        f"  MinimumSocLimit     {show(snap.min_soc_setting, ' %')}",
+        f"  DC PV               {show(snap.pv_dc_w, ' W')}",
+        f"  DC system           {show(snap.dc_system_w, ' W')}",
+        f"  Battery power       {show(snap.battery_power_w, ' W')}",
+        f"  AC input source     {show(snap.ac_input_source)}",
+        f"  Hub4Mode            {show(snap.hub4_mode)}",
+        f"  BatteryLife state   {show(snap.battery_life_state)}",
+        f"  Dynamic ESS mode    {show(snap.dynamic_ess_mode)}",
+        f"  MaxDischargePower   {show(snap.max_discharge_w, ' W')} "
+        f"(min {show(snap.max_discharge_min)}, max {show(snap.max_discharge_max)})",
+        f"Baseline              {show(status.baseline_w, ' W')}",
+    ]
+    if decision is None:
+        lines.append("Decision              none (MaxDischargePower unknown: no baseline)")
+    else:
+        lines += [
+            f"Decision              {decision.reason.value}: target {decision.target_w:g} W",
+            f"  {decision.text}",
+            f"  band {decision.band.value}, phase "
+            f"{'-' if decision.phase is None else decision.phase.value}, d {show(decision.d)}, "
+            f"floor {show(decision.floor, ' %')}, PV filtered {decision.pv_f:g} W",
+        ]
+    write = status.last_write
+    if write is None:
+        lines.append("Would write           nothing (no write needed)")
+    else:
+        lines.append(f"Would write           {write.value_w:g} W ({write.why})")
+    return "\n".join(lines) + "\n"
