@@ -1,7 +1,7 @@
 VENV := .venv
 PYTHON ?= python3
 
-.PHONY: demo test clean
+.PHONY: demo test clean gx-bundle
 
 # Run the simulator comparison on the built-in scenarios (stock ESS vs the original add-on vs venus-prio).
 demo: $(VENV)/.installed
@@ -17,6 +17,11 @@ $(VENV)/.installed: pyproject.toml
 # Every check and test, under Python 3.8 and 3.12.
 test:
 	bash .ci/test.sh
+
+# The offline Venus OS add-on tarball (package + vendored pure-Python dependencies + daemontools
+# service + install.sh) in dist/; pip downloads the dependencies from the package registry.
+gx-bundle: $(VENV)/.installed
+	$(VENV)/bin/python -m venus_prio.bundle dist
 
 clean:
 	rm -rf $(VENV) .venv-* *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

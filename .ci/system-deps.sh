@@ -10,6 +10,10 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-test}" = test ]; then
   have mosquitto || need+=(mosquitto)
   have dbus-daemon || need+=(dbus)
+  have supervise || need+=(daemontools)      # the GX bundle runs under daemontools in a test
+  have shellcheck || need+=(shellcheck)      # the bundle's install scripts are linted
+  have busybox || need+=(busybox)            # ... and run with the GX's busybox tools
+  have systemd-analyze || need+=(systemd)    # docker/venus-prio.service is verified
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
