@@ -49,12 +49,12 @@ class ControlConfig:
     pv_window_s: float = 15.0
     prio_band: float = 5.0
     recover_band: float = 10.0
-    pv_factor: float = 0.8
-    pv_offset_w: float = 20.0
+    pv_factor: float = 0.95
+    pv_offset_w: float = 0.0
     pv_min_w: float = 100.0
     pv_min_hysteresis_w: float = 10.0
     hold_w: float = 0.0
-    half_power_fraction: float = 0.5
+    half_power_fraction: float = 0.2
     ramp_w_per_min: float = 200.0
     step_w: float = 50.0
     tick_s: float = 1.0
@@ -68,8 +68,8 @@ class ControlConfig:
 class WritesConfig:
     """Keys of ``writes:`` (control.md section 4)."""
 
-    deadband_w: float = 100.0
-    min_increase_interval_s: float = 60.0
+    deadband_w: float = 250.0
+    min_increase_interval_s: float = 240.0
     max_writes_per_hour: int = 30
     dry_run: bool = False
     baseline_w: Optional[float] = None  # None = the value found on the GX

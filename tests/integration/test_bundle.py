@@ -172,6 +172,9 @@ def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
             "tick_s": 0.1,
             "stale_after_s": 5,
             "refresh_s": 1,
+            # control.md's share (0.8 * PV - 20) rather than the tuned default: 1000 W -> 750 W.
+            "pv_factor": 0.8,
+            "pv_offset_w": 20,
         },
         "venus": venus,
         "homeassistant": {"enabled": False},

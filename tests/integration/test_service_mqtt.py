@@ -54,8 +54,12 @@ def make_config(
             stale_after_s=stale_after_s,
             refresh_s=refresh_s,
             ramp_w_per_min=ramp_w_per_min,
+            # control.md's numbers rather than the tuned defaults: share = 0.8 * PV - 20.
+            pv_factor=0.8,
+            pv_offset_w=20.0,
+            half_power_fraction=0.5,
         ),
-        writes=WritesConfig(min_increase_interval_s=min_increase_interval_s),
+        writes=WritesConfig(deadband_w=100.0, min_increase_interval_s=min_increase_interval_s),
         venus=VenusConfig(
             transport="mqtt",
             broker=BrokerConfig(host=broker.host, port=broker.port),
@@ -267,6 +271,8 @@ def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
             "tick_s": 0.1,
             "stale_after_s": 5,
             "refresh_s": 1,
+            "pv_factor": 0.8,  # control.md's share, as in make_config
+            "pv_offset_w": 20,
         },
         "venus": {
             "transport": "mqtt",

@@ -20,7 +20,10 @@ from venus_prio.controller import (
 )
 from venus_prio.model import Band, Decision, Phase, Reason, Snapshot, TargetClass
 
-CFG = ControlConfig(max_inverter_power_w=3000.0)
+# The numbers of control.md's table (not the tuned defaults), so the rows read as in the spec.
+CFG = ControlConfig(
+    max_inverter_power_w=3000.0, pv_factor=0.8, pv_offset_w=20.0, half_power_fraction=0.5
+)
 BASELINE = -1.0
 FLOOR = 10.0
 

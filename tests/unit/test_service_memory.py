@@ -80,9 +80,17 @@ class JournalWitness(MemorySource):
 
 
 def make_config(tmp_path: Path, *, tick_s: float = 1.0, **writes: Any) -> Config:
+    """Return a config with control.md's numbers (not the tuned defaults), so the figures below
+    read as in the spec: share = 0.8 * PV - 20, deadband 100 W, increases once a minute."""
     return Config(
-        control=ControlConfig(max_inverter_power_w=3000.0, tick_s=tick_s),
-        writes=WritesConfig(**writes),
+        control=ControlConfig(
+            max_inverter_power_w=3000.0,
+            tick_s=tick_s,
+            pv_factor=0.8,
+            pv_offset_w=20.0,
+            half_power_fraction=0.5,
+        ),
+        writes=WritesConfig(**{"deadband_w": 100.0, "min_increase_interval_s": 60.0, **writes}),
         state_dir=str(tmp_path),
     )
 

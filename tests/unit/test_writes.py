@@ -18,7 +18,7 @@ from venus_prio.writes import (
     record_write,
 )
 
-CFG = WritesConfig()
+CFG = WritesConfig(deadband_w=100.0, min_increase_interval_s=60.0)  # control.md section 4
 MAX_W = 3000.0
 BASELINE = -1.0
 

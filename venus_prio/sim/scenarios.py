@@ -92,7 +92,7 @@ def _clouds(
 
 
 def _loads(rng: random.Random) -> List[float]:
-    """Return a per-second AC load: 300 W base, a fridge, kettle runs and an oven at dinner."""
+    """Return a per-second AC load: 300 W base, fridge, kettle, washer, dishwasher, oven."""
     load = [BASE_LOAD_W + rng.uniform(-15.0, 15.0) for _ in range(DAY_S)]
 
     def add(start: int, duration: int, watts: float) -> None:
@@ -108,7 +108,15 @@ def _loads(rng: random.Random) -> List[float]:
     start = int(18.0 * 3600) + rng.randint(-900, 900)
     for cycle in range(15):  # oven thermostat, 45 min
         add(start + cycle * 180, rng.randint(100, 140), 2200.0)
-    add(int(12.5 * 3600) + rng.randint(-600, 600), 1800, 800.0)  # lunch: hob and dishwasher
+    add(int(12.5 * 3600) + rng.randint(-600, 600), 1800, 800.0)  # lunch: hob
+    # Daytime appliance runs: a heating phase, then the motor. They are what makes stock ESS
+    # discharge from MinSOC + 3 back to MinSOC in the middle of a cloudy day.
+    start = int(9.5 * 3600) + rng.randint(-1800, 1800)  # washing machine
+    add(start, 1200, 2000.0)
+    add(start + 1200, 4200, 250.0)
+    start = int(15.0 * 3600) + rng.randint(-1800, 1800)  # dishwasher
+    add(start, 1200, 2000.0)
+    add(start + 1200, 3600, 150.0)
     return load
 
 
@@ -149,7 +157,7 @@ def cloudy_floor(seed: int) -> Profile:
         sunrise_h=7.0,
         sunset_h=19.0,
         sky=lambda rng: _clouds(
-            rng, overcast=(0.1, 0.4), overcast_s=(60, 900), gap=(0.6, 1.0), gap_s=(10, 120)
+            rng, overcast=(0.15, 0.45), overcast_s=(60, 900), gap=(0.6, 1.0), gap_s=(10, 120)
         ),
     )
 
