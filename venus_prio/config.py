@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 import yaml
 
@@ -178,7 +178,7 @@ class _Section:
             raise ConfigError(f"{path or '<top level>'}: must be a mapping, got {_show(raw)}")
         self._raw: Dict[Any, Any] = raw
         self._path = path
-        self._seen: set[Any] = set()
+        self._seen: Set[Any] = set()
 
     def key_path(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key
