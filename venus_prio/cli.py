@@ -7,6 +7,7 @@ configuration or bad input file; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -50,8 +51,11 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from venus_prio.sim.report import simulate_command  # noqa: PLC0415
 
+    config = _load(args.config)
+    if args.seed is not None:
+        config = dataclasses.replace(config, sim=dataclasses.replace(config.sim, seed=args.seed))
     return simulate_command(
-        _load(args.config),
+        config,
         scenario=args.scenario,
         profile=args.profile,
         as_json=args.json,
@@ -75,6 +79,14 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     return restore(config)
 
 
+def _cmd_ha_cleanup(args: argparse.Namespace) -> int:
+    from venus_prio.ha_publisher import cleanup  # noqa: PLC0415
+
+    config = load_config(args.config)
+    _setup_logging(config.log_level)
+    return cleanup(config)
+
+
 def _cmd_fake_gx(args: argparse.Namespace) -> int:
     from venus_prio.sim.fakegx import fake_gx_command  # noqa: PLC0415
 
@@ -96,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG of the day for each policy")
     p.add_argument("--config", help="config.yaml (control, writes and sim sections are used)")
+    p.add_argument("--seed", type=int, help="random seed of the built-in scenarios (sim.seed)")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("check-config", help="validate a config file and print the effective config")
@@ -113,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="write the journaled baseline back (for uninstall)")
     p.add_argument("--config", required=True)
     p.set_defaults(func=_cmd_restore)
+
+    p = sub.add_parser(
+        "ha-cleanup", help="remove venus-prio's retained Home Assistant topics (for uninstall)"
+    )
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_cmd_ha_cleanup)
 
     p = sub.add_parser("fake-gx", help="a fake GX speaking dbus-flashmq over an MQTT broker")
     p.add_argument("--host", default="127.0.0.1")

@@ -110,6 +110,10 @@ class ServiceStatus:
     enabled: bool  # steering allowed (config and mode)
     dry_run: bool  # nothing is sent
     connected: bool
+    written_w: Optional[float] = None  # the last value venus-prio sent to the GX
+    battery_power_w: Optional[float] = None
+    data_age_s: Optional[float] = None  # since the GX last proved it is alive
+    transport: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,7 @@ class Service:
         self._started = self._clock()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._watchers: List[asyncio.Event] = []
 
     # -- read-only view ------------------------------------------------------------------
 
@@ -197,18 +202,42 @@ class Service:
         return self._dry_run_flag or self._config.writes.dry_run or self._mode == "dry-run"
 
     @property
+    def portal_id(self) -> Optional[str]:
+        """Return the GX's portal id once the source knows it."""
+        return self._source.portal_id
+
+    @property
     def status(self) -> ServiceStatus:
         """Return the last decision, the last write, the counters, the baseline and the flags."""
+        now = self._clock()
+        snap = self._source.snapshot()
         return ServiceStatus(
             decision=self._decision,
             last_write=self._last_write,
-            counters=counters(self._wstate, self._clock()),
+            counters=counters(self._wstate, now),
             baseline_w=self._baseline,
             mode=self._mode,
             enabled=self.enabled,
             dry_run=self.dry_run,
             connected=bool(self._connected),
+            written_w=self._last_written,
+            battery_power_w=snap.battery_power_w,
+            data_age_s=None if snap.alive_at is None else max(0.0, now - snap.alive_at),
+            transport=self._source.name,
         )
+
+    def watch(self) -> asyncio.Event:
+        """Return an event set after every step that may have changed ``status``.
+
+        The watcher clears it before it reads ``status``; each call returns its own event.
+        """
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
+    def _notify(self) -> None:
+        for event in self._watchers:
+            event.set()
 
     # -- control -------------------------------------------------------------------------
 
@@ -220,6 +249,10 @@ class Service:
         """Switch between "auto", "dry-run" and "off" (stand aside), persisted in the journal."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if self._stop.is_set():
+            # Handing back is under way: a late "auto" must not steer after the restore.
+            log.info("Stopping: mode change to %s ignored", mode)
+            return
         async with self._lock:
             if mode == self._mode:
                 return
@@ -250,11 +283,20 @@ class Service:
 
     async def evaluate(self) -> Optional[Decision]:
         """Run one step: snapshot, decision, write; return the decision (None: no baseline yet)."""
-        async with self._lock:
-            return await self._evaluate()
+        try:
+            async with self._lock:
+                return await self._evaluate()
+        finally:
+            self._notify()
 
     async def restore_baseline(self) -> bool:
         """Write the baseline back, confirm it by read-back and mark the journal clean."""
+        try:
+            return await self._restore_baseline()
+        finally:
+            self._notify()
+
+    async def _restore_baseline(self) -> bool:
         async with self._lock:
             baseline = self._baseline
             journal = self._journal
@@ -727,7 +769,11 @@ def _build_source(config: Config) -> Source:
         from venus_prio.venus.dbus import DbusSource  # noqa: PLC0415
 
         return DbusSource(venus=config.venus, control=config.control)
-    # "auto" is MQTT for now; falling back to D-Bus on the GX belongs to the transports.
+    if config.venus.transport == "auto" and not config.venus.vrm:
+        # MQTT preferred, D-Bus while the broker is down on the GX (the VRM broker is remote).
+        from venus_prio.venus.fallback import build_auto_source  # noqa: PLC0415
+
+        return build_auto_source(venus=config.venus, control=config.control)
     from venus_prio.venus.mqtt import MqttSource  # noqa: PLC0415
 
     return MqttSource(venus=config.venus, control=config.control)
@@ -766,10 +812,49 @@ async def _run(config: Config, *, dry_run: bool) -> int:
             " in dry-run (nothing is written)" if service.dry_run else "",
             journal_path(config.resolved_state_dir()),
         )
-        return await service.run()
+        return await serve(service, config)
     finally:
         for sig in handled:
             loop.remove_signal_handler(sig)
+
+
+async def serve(service: Service, config: Config) -> int:
+    """Run the service and, with ``homeassistant.enabled``, the Home Assistant publisher beside it.
+
+    The publisher never decides anything: its failures are logged and never end the service; it
+    is cancelled (and marks the device offline) once the service has handed back the baseline.
+    """
+    if not config.homeassistant.enabled:
+        return await service.run()
+    main: asyncio.Future[int] = asyncio.ensure_future(service.run())
+    companion = asyncio.ensure_future(_home_assistant(service, config))
+    try:
+        await asyncio.wait([main])
+    finally:
+        await _cancel_and_wait([main, companion])
+    return main.result()
+
+
+async def _home_assistant(service: Service, config: Config) -> None:
+    """Publish to Home Assistant once the portal id is known; log a failure, never raise it."""
+    from venus_prio.ha_publisher import HomeAssistantPublisher, command_handler  # noqa: PLC0415
+
+    changed = service.watch()
+    try:
+        while service.portal_id is None:
+            changed.clear()
+            await changed.wait()
+        publisher = HomeAssistantPublisher(
+            homeassistant=config.homeassistant,
+            venus=config.venus,
+            portal_id=service.portal_id,
+            status=lambda: service.status,
+            changed=changed,
+            on_command=command_handler(service),
+        )
+        await publisher.run()
+    except Exception:
+        log.exception("Home Assistant publisher failed; steering goes on without it")
 
 
 def restore(config: Config) -> int:

@@ -202,6 +202,10 @@ class DbusSource(Source):
         """Return whether every service on the bus was read since the last (re)connect."""
         return self._ready.is_set()
 
+    def has_service(self, service: str) -> bool:
+        """Return whether ``service`` (e.g. ``com.victronenergy.system``) is on the bus now."""
+        return self._bus is not None and self._owners.get(service) is not None
+
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the state is complete after a (re)connect; False on timeout."""
         if self._ready.is_set():

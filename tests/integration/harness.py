@@ -1,0 +1,433 @@
+"""A "GX harness": one small interface over the two fake GXs, for tests that run on every transport.
+
+``MqttGx`` drives a ``FakeGx`` on a real Mosquitto broker, ``DbusGx`` a ``FakeVenus`` on a real
+dbus-daemon (with dbus-fast or dbus-next). Both start from the same plant (``PLANT``: an ESS
+just above its 10 % floor with 1000 W of PV and the user's 2500 W), so the same test expects the
+same writes on either. Also here: running the service in-process or as ``python -m venus_prio``.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, AsyncIterator, Dict, List, Optional
+
+import aiomqtt
+import pytest
+import yaml
+
+from tests.integration.conftest import Broker, running
+from venus_prio.config import (
+    BrokerConfig,
+    Config,
+    ControlConfig,
+    DbusConfig,
+    HomeAssistantConfig,
+    VenusConfig,
+    WritesConfig,
+)
+from venus_prio.journal import Journal, journal_path, load_journal
+from venus_prio.model import Reason
+from venus_prio.service import Service
+from venus_prio.sim.fakedbus import FakeVenus
+from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.venus import flashmq, paths
+from venus_prio.venus.dbus import DbusSource
+from venus_prio.venus.mqtt import MqttSource
+from venus_prio.venus.paths import VenusItem
+from venus_prio.venus.source import Source
+
+PID = DEFAULT_PORTAL_ID
+BASELINE = 2500.0
+ROOT = Path(__file__).resolve().parents[2]
+
+# The plant both fakes start from (values as each item's own type on the GX).
+PLANT: Dict[VenusItem, Any] = {
+    paths.SOC: 12.0,
+    paths.ACTIVE_SOC_LIMIT: 10.0,
+    paths.PV_DC: 1000.0,
+    paths.DC_SYSTEM: None,
+    paths.BATTERY_POWER: 0.0,
+    paths.AC_INPUT_SOURCE: 1,
+    paths.MIN_SOC_SETTING: 10.0,
+    paths.BATTERY_LIFE_STATE: 1,
+    paths.HUB4_MODE: 1,
+    paths.DYNAMIC_ESS_MODE: 0,
+    paths.MAX_DISCHARGE_POWER: BASELINE,
+}
+
+
+# control.md's worked example (the defaults are tuned elsewhere and may move).
+CONTROL_MD: Dict[str, float] = {"pv_factor": 0.8, "pv_offset_w": 20.0, "half_power_fraction": 0.5}
+DEADBAND_W = 100.0
+
+
+def plant(**overrides: Any) -> Dict[VenusItem, Any]:
+    """Return ``PLANT`` with some items changed by field name (``soc=25.0``)."""
+    values = dict(PLANT)
+    by_field = {item.field: item for item in PLANT}
+    for name, value in overrides.items():
+        values[by_field[name]] = value
+    return values
+
+
+def control_config(
+    *,
+    stale_after_s: float = 5.0,
+    refresh_s: float = 1.0,
+    ramp_w_per_min: float = 200.0,
+) -> ControlConfig:
+    return ControlConfig(
+        max_inverter_power_w=3000.0,
+        tick_s=0.1,
+        stale_after_s=stale_after_s,
+        refresh_s=refresh_s,
+        ramp_w_per_min=ramp_w_per_min,
+        # control.md's numbers rather than the tuned defaults: share = 0.8 * PV - 20.
+        pv_factor=CONTROL_MD["pv_factor"],
+        pv_offset_w=CONTROL_MD["pv_offset_w"],
+        half_power_fraction=CONTROL_MD["half_power_fraction"],
+    )
+
+
+def venus_config(
+    transport: str, *, broker: Optional[Broker] = None, dbus_address: Optional[str] = None
+) -> VenusConfig:
+    """Return test timings for ``transport``; the broker and the bus as far as given."""
+    return VenusConfig(
+        transport=transport,
+        broker=BrokerConfig()
+        if broker is None
+        else BrokerConfig(host=broker.host, port=broker.port),
+        portal_id=PID,
+        keepalive_interval_s=1.0,
+        full_publish_timeout_s=2.0,
+        # Long: a lost heartbeat must not trigger full republishes during these tests.
+        heartbeat_timeout_s=30.0,
+        reconnect_max_s=1.0,
+        dbus=DbusConfig(address=dbus_address),
+    )
+
+
+def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
+    """Return a config file's content for ``venus`` (what ``venus_config`` makes)."""
+    venus_data: Dict[str, Any] = {
+        "transport": venus.transport,
+        "host": venus.broker.host,
+        "port": venus.broker.port,
+        "portal_id": venus.portal_id,
+        "keepalive_interval_s": venus.keepalive_interval_s,
+        "full_publish_timeout_s": venus.full_publish_timeout_s,
+        "heartbeat_timeout_s": venus.heartbeat_timeout_s,
+        "reconnect_max_s": venus.reconnect_max_s,
+    }
+    if venus.dbus.address is not None:
+        venus_data["dbus"] = {"address": venus.dbus.address}
+    return {
+        "control": {
+            "max_inverter_power_w": 3000,
+            "tick_s": 0.1,
+            "stale_after_s": 5,
+            "refresh_s": 1,
+            **CONTROL_MD,
+        },
+        "writes": {"deadband_w": DEADBAND_W, "min_increase_interval_s": 60},
+        "venus": venus_data,
+        "homeassistant": {"enabled": False},
+        "state_dir": str(state_dir),
+        "log_level": "INFO",
+    }
+
+
+class GxHarness(abc.ABC):
+    """A fake GX over one transport: set values, read the setting, silence it, write to it."""
+
+    transport: str  # venus.transport for the service: "mqtt" or "dbus"
+    label: str  # the test id: "mqtt", "dbus-fast", "dbus-next"
+
+    @abc.abstractmethod
+    async def set_value(self, item: VenusItem, value: Any) -> None:
+        """Change an item on the GX the way the plant would (the GX announces the change)."""
+
+    @property
+    @abc.abstractmethod
+    def setting(self) -> float:
+        """Return MaxDischargePower as the GX holds it now."""
+
+    @abc.abstractmethod
+    def written(self) -> List[float]:
+        """Return every MaxDischargePower write the GX accepted, in order."""
+
+    @abc.abstractmethod
+    async def set_silent(self, silent: bool) -> None:
+        """Make the GX stop (or resume) proving it is alive; writes are still accepted."""
+
+    @abc.abstractmethod
+    async def set_present(self, service: str, present: bool) -> None:
+        """Make ``system`` or ``settings`` leave the GX (its items absent) or come back."""
+
+    @abc.abstractmethod
+    async def external_write(self, value_w: float) -> None:
+        """Change MaxDischargePower as another tool (the GUI) would."""
+
+    @abc.abstractmethod
+    async def send_garbage(self, item: VenusItem) -> None:
+        """Announce malformed values of ``item``; venus-prio must keep its last good value."""
+
+    @abc.abstractmethod
+    def venus(self) -> VenusConfig:
+        """Return the ``venus:`` config that reaches this GX."""
+
+    @abc.abstractmethod
+    def make_source(self, config: Config) -> Source:
+        """Return the transport's source for ``config`` (inside the running loop)."""
+
+    def env(self) -> Dict[str, str]:
+        """Return the environment for ``python -m venus_prio`` talking to this GX."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        return env
+
+    def config(
+        self,
+        state_dir: Path,
+        *,
+        stale_after_s: float = 5.0,
+        refresh_s: float = 1.0,
+        ramp_w_per_min: float = 200.0,
+        min_increase_interval_s: float = 60.0,
+    ) -> Config:
+        """Return a service config for this GX with test timings."""
+        return Config(
+            control=control_config(
+                stale_after_s=stale_after_s, refresh_s=refresh_s, ramp_w_per_min=ramp_w_per_min
+            ),
+            writes=WritesConfig(
+                deadband_w=DEADBAND_W, min_increase_interval_s=min_increase_interval_s
+            ),
+            venus=self.venus(),
+            homeassistant=HomeAssistantConfig(enabled=False),
+            state_dir=str(state_dir),
+        )
+
+    def config_file(self, state_dir: Path, path: Path) -> Path:
+        """Write a config file for ``python -m venus_prio`` to ``path``."""
+        path.write_text(yaml.safe_dump(config_data(self.venus(), state_dir)), encoding="utf-8")
+        return path
+
+
+class MqttGx(GxHarness):
+    """A ``FakeGx`` (dbus-flashmq) on a real broker."""
+
+    transport = "mqtt"
+    label = "mqtt"
+
+    def __init__(self, gx: FakeGx, broker: Broker) -> None:
+        self.gx = gx
+        self.broker = broker
+
+    async def set_value(self, item: VenusItem, value: Any) -> None:
+        await self.gx.set_value(item, value)
+
+    @property
+    def setting(self) -> float:
+        return self.gx.setting
+
+    def written(self) -> List[float]:
+        suffix = paths.MAX_DISCHARGE_POWER.topic_suffix()
+        return [w.value for w in self.gx.writes if w.suffix == suffix]
+
+    async def set_silent(self, silent: bool) -> None:
+        self.gx.heartbeat_enabled = not silent
+        self.gx.answer_reads = not silent
+
+    async def set_present(self, service: str, present: bool) -> None:
+        if not present:
+            await self.gx.remove_service(service)
+            return
+        for suffix, entry in list(self.gx.items.items()):
+            if suffix.startswith(f"{service}/") and not entry.present:
+                await self.gx.set_value(suffix, entry.value)
+
+    async def external_write(self, value_w: float) -> None:
+        async with aiomqtt.Client(self.broker.host, self.broker.port) as gui:
+            await gui.publish(
+                flashmq.w_topic(PID, paths.MAX_DISCHARGE_POWER.topic_suffix()),
+                json.dumps({"value": value_w}).encode(),
+            )
+
+    async def send_garbage(self, item: VenusItem) -> None:
+        for payload in (b'{"value": "abc"}', b"not json", b'{"value": [1, 2]}'):
+            await self.gx.publish_raw(item.topic_suffix(), payload)
+
+    def venus(self) -> VenusConfig:
+        return venus_config("mqtt", broker=self.broker)
+
+    def make_source(self, config: Config) -> Source:
+        return MqttSource(venus=config.venus, control=config.control)
+
+
+class DbusGx(GxHarness):
+    """A ``FakeVenus`` (system + localsettings) on a real dbus-daemon."""
+
+    transport = "dbus"
+
+    def __init__(self, fake: FakeVenus, *, address: str, backend: str, shadow_dir: Path) -> None:
+        self.fake = fake
+        self.address = address
+        self.backend = backend
+        self.label = backend.replace("_", "-")
+        self._shadow_dir = shadow_dir
+
+    async def set_value(self, item: VenusItem, value: Any) -> None:
+        self.fake.set_value(item, value)
+
+    @property
+    def setting(self) -> float:
+        return float(self.fake.value(paths.MAX_DISCHARGE_POWER))
+
+    def written(self) -> List[float]:
+        settings = self.fake.service(paths.SETTINGS)
+        return [
+            float(value)
+            for path, value, code in settings.set_calls
+            if path == paths.MAX_DISCHARGE_POWER.path and code == 0
+        ]
+
+    async def set_silent(self, silent: bool) -> None:
+        # A hung systemcalc: takes the liveness GetValue and never answers.
+        self.fake.service(paths.SYSTEM).frozen = silent
+
+    async def set_present(self, service: str, present: bool) -> None:
+        if present:
+            await self.fake.acquire(service)
+        else:
+            await self.fake.release(service)
+
+    async def external_write(self, value_w: float) -> None:
+        # Another process's SetValue ends up here too: localsettings stores and signals it.
+        self.fake.set_value(paths.MAX_DISCHARGE_POWER, float(value_w))
+
+    async def send_garbage(self, item: VenusItem) -> None:
+        for garbage in ("abc", [1, 2], float("nan")):
+            self.fake.set_value(item, garbage)
+
+    def venus(self) -> VenusConfig:
+        return venus_config("dbus", dbus_address=self.address)
+
+    def make_source(self, config: Config) -> Source:
+        return DbusSource(venus=config.venus, control=config.control, backend=self.backend)
+
+    def env(self) -> Dict[str, str]:
+        env = super().env()
+        if self.backend == "dbus_next":
+            # The service picks dbus_fast when importable: hide it so this run uses dbus-next.
+            env["PYTHONPATH"] = str(self._shadow_dir) + os.pathsep + env["PYTHONPATH"]
+        return env
+
+
+def hide_dbus_fast(directory: Path) -> Path:
+    """Make a directory whose ``dbus_fast`` package fails to import; return it."""
+    package = directory / "dbus_fast"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text(
+        'raise ImportError("dbus_fast hidden: this test runs venus-prio on dbus-next")\n',
+        encoding="utf-8",
+    )
+    return directory
+
+
+@contextlib.asynccontextmanager
+async def mqtt_gx(broker: Broker, values: Dict[VenusItem, Any]) -> AsyncIterator[MqttGx]:
+    """Run a ``FakeGx`` on ``broker`` holding ``values`` while entered."""
+    gx = FakeGx(
+        host=broker.host,
+        port=broker.port,
+        portal_id=PID,
+        alive_timeout_s=5.0,
+        heartbeat_interval_s=0.2,
+    )
+    for item, value in values.items():
+        gx.items[item.topic_suffix()].value = value
+    async with running(gx.run()):
+        await gx.wait_connected()
+        yield MqttGx(gx, broker)
+
+
+@contextlib.asynccontextmanager
+async def dbus_gx(
+    address: str, backend: str, values: Dict[VenusItem, Any], shadow_dir: Path
+) -> AsyncIterator[DbusGx]:
+    """Run a ``FakeVenus`` on the bus at ``address`` holding ``values`` while entered."""
+    by_service: Dict[str, Dict[str, Any]] = {paths.SYSTEM: {}, paths.SETTINGS: {}}
+    for item, value in values.items():
+        by_service[item.service][item.path] = value
+    fake = FakeVenus(
+        address=address,
+        backend=backend,
+        system=by_service[paths.SYSTEM],
+        settings=by_service[paths.SETTINGS],
+    )
+    async with fake:
+        yield DbusGx(fake, address=address, backend=backend, shadow_dir=shadow_dir)
+
+
+# -- the service, in-process and as a command ------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def steering(config: Config, source: Source) -> AsyncIterator[Service]:
+    """Run a Service over ``source``; stop it (restoring the baseline) at the end."""
+    service = Service(config=config, source=source)
+    task = asyncio.ensure_future(service.run())
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        code = await asyncio.wait_for(task, 15.0)
+        assert code == 0
+
+
+def reason_of(service: Service) -> Optional[Reason]:
+    decision = service.status.decision
+    return None if decision is None else decision.reason
+
+
+def journal_at(state_dir: Path) -> Journal:
+    journal = load_journal(journal_path(state_dir))
+    assert journal is not None
+    return journal
+
+
+async def start_run(
+    config_file: Path, log_file: Path, env: Dict[str, str]
+) -> asyncio.subprocess.Process:
+    """Start ``python -m venus_prio run --config <file>``; its output goes to ``log_file``."""
+    with log_file.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "venus_prio",
+            "run",
+            "--config",
+            str(config_file),
+            stdout=log,
+            stderr=log,
+            env=env,
+            cwd=str(ROOT),
+        )
+
+
+async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:
+    """Return the exit code; kill the process and fail when it does not exit in time."""
+    try:
+        return await asyncio.wait_for(process.wait(), 20.0)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        pytest.fail(f"venus-prio did not exit:\n{log_file.read_text(encoding='utf-8')}")
