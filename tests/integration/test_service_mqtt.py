@@ -1,21 +1,22 @@
-"""The service against a real Mosquitto broker and the fake GX: the whole story over MQTT."""
+"""The service against a real Mosquitto broker and the fake GX: what is MQTT-specific.
+
+The cases every transport shares (below floor, ramp, stale, external change, SIGTERM, SIGKILL)
+live in test_conformance.py, parametrized over MQTT and D-Bus.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, Dict, List
 
-import aiomqtt
 import pytest
 import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
+from tests.integration.harness import journal_at, reason_of, start_run, steering, wait_exit
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -24,11 +25,10 @@ from venus_prio.config import (
     VenusConfig,
     WritesConfig,
 )
-from venus_prio.journal import Journal, journal_path, load_journal
+from venus_prio.journal import journal_path, load_journal
 from venus_prio.model import Reason
-from venus_prio.service import Service
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
-from venus_prio.venus import flashmq, paths
+from venus_prio.venus import paths
 from venus_prio.venus.mqtt import MqttSource
 
 pytestmark = pytest.mark.integration
@@ -75,6 +75,16 @@ def make_config(
     )
 
 
+def mqtt_source(config: Config) -> MqttSource:
+    return MqttSource(venus=config.venus, control=config.control)
+
+
+def subprocess_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
 def near_floor(
     gx: FakeGx, *, soc: float = 12.0, pv: float = 1000.0, baseline: float = BASELINE
 ) -> None:
@@ -89,38 +99,14 @@ def written(gx: FakeGx) -> List[float]:
     return [w.value for w in gx.writes if w.suffix == suffix]
 
 
-def journal_at(state_dir: Path) -> Journal:
-    journal = load_journal(journal_path(state_dir))
-    assert journal is not None
-    return journal
-
-
-@contextlib.asynccontextmanager
-async def steering(config: Config) -> AsyncIterator[Service]:
-    """Run a Service over a real MqttSource; stop it (restoring the baseline) at the end."""
-    source = MqttSource(venus=config.venus, control=config.control)
-    service = Service(config=config, source=source)
-    task = asyncio.ensure_future(service.run())
-    try:
-        yield service
-    finally:
-        service.request_stop()
-        code = await asyncio.wait_for(task, 15.0)
-        assert code == 0
-
-
-def reason_of(service: Service) -> Optional[Reason]:
-    decision = service.status.decision
-    return None if decision is None else decision.reason
-
-
 def test_first_write_after_the_full_publish_then_pv_drop(
     mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
         async with fake_gx() as gx:
             near_floor(gx)
-            async with steering(make_config(mosquitto, tmp_path)) as service:
+            config = make_config(mosquitto, tmp_path)
+            async with steering(config, mqtt_source(config)) as service:
                 await eventually(lambda: gx.setting == 750.0, what="the PV share written")
                 # The first write was decided on the complete state: 0.8 * 1000 - 20 -> 750 W.
                 assert written(gx) == [750.0]
@@ -150,50 +136,6 @@ def test_first_write_after_the_full_publish_then_pv_drop(
     run_async(scenario())
 
 
-def test_below_the_floor_holds(mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with fake_gx() as gx:
-            near_floor(gx)
-            async with steering(make_config(mosquitto, tmp_path)) as service:
-                await eventually(lambda: gx.setting == 750.0, what="the PV share written")
-                await gx.set_value(paths.SOC, 9.5)
-                await eventually(lambda: gx.setting == 0.0, what="hold (0 W) written")
-                assert reason_of(service) is Reason.BELOW_FLOOR
-
-    run_async(scenario())
-
-
-def test_recovery_ramps_up_then_hands_back(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
-    async def scenario() -> None:
-        config = make_config(
-            mosquitto, tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3
-        )
-        # Not a multiple of the 50 W step, so no ramp step can look like the hand-back.
-        baseline = 2480.0
-        async with fake_gx() as gx:
-            near_floor(gx, baseline=baseline)
-            async with steering(config) as service:
-                await eventually(lambda: gx.setting == 750.0, what="the PV share written")
-                reasons: List[Optional[Reason]] = []
-                await gx.set_value(paths.SOC, 25.0)  # 15 points above the floor: recovered
-
-                def handed_back() -> bool:
-                    reasons.append(reason_of(service))
-                    return gx.setting == baseline
-
-                await eventually(handed_back, timeout=20.0, what="the baseline handed back")
-                assert reason_of(service) is Reason.NORMAL
-                assert Reason.RAMPING in reasons
-                ramp = written(gx)[1:-1]
-                assert ramp, "no ramp steps were written"
-                assert ramp == sorted(ramp) and ramp[0] > 750.0 and ramp[-1] < 3000.0
-                assert written(gx)[-1] == baseline
-
-    run_async(scenario())
-
-
 def test_unchanging_soc_with_heartbeats_is_not_stale(
     mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
 ) -> None:
@@ -201,7 +143,7 @@ def test_unchanging_soc_with_heartbeats_is_not_stale(
         config = make_config(mosquitto, tmp_path, stale_after_s=0.5, refresh_s=0.25)
         async with fake_gx() as gx:
             near_floor(gx)
-            async with steering(config) as service:
+            async with steering(config, mqtt_source(config)) as service:
                 await eventually(lambda: gx.setting == 750.0, what="the PV share written")
                 reasons = set()
                 loop = asyncio.get_running_loop()
@@ -214,54 +156,6 @@ def test_unchanging_soc_with_heartbeats_is_not_stale(
                 assert written(gx) == [750.0]
 
     run_async(scenario())
-
-
-def test_silent_gx_goes_stale_and_gets_the_baseline(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
-    async def scenario() -> None:
-        config = make_config(mosquitto, tmp_path, stale_after_s=1.0, refresh_s=0.5)
-        async with fake_gx() as gx:
-            near_floor(gx)
-            async with steering(config) as service:
-                await eventually(lambda: gx.setting == 750.0, what="the PV share written")
-                gx.heartbeat_enabled = False
-                gx.answer_reads = False
-                await eventually(lambda: gx.setting == BASELINE, what="the baseline handed back")
-                assert reason_of(service) is Reason.STAND_ASIDE_STALE
-                assert written(gx) == [750.0, BASELINE]
-                # The GX proves it is alive again: steering resumes.
-                gx.heartbeat_enabled = True
-                gx.answer_reads = True
-                await eventually(lambda: gx.setting == 750.0, what="steering resumed")
-
-    run_async(scenario())
-
-
-def test_gui_write_is_adopted_as_the_new_baseline(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
-    async def scenario() -> None:
-        async with fake_gx() as gx:
-            near_floor(gx)
-            async with steering(make_config(mosquitto, tmp_path)) as service:
-                await eventually(lambda: gx.setting == 750.0, what="the PV share written")
-                async with aiomqtt.Client(mosquitto.host, mosquitto.port) as gui:
-                    await gui.publish(
-                        flashmq.w_topic(PID, paths.MAX_DISCHARGE_POWER.topic_suffix()),
-                        json.dumps({"value": 1800}).encode(),
-                    )
-                await eventually(lambda: service.status.baseline_w == 1800.0, what="1800 W adopted")
-                assert journal_at(tmp_path).baseline_w == 1800.0
-                # Steering goes on over the user's new value.
-                await eventually(lambda: gx.setting == 750.0, what="steering kept")
-            assert gx.setting == 1800.0
-            assert journal_at(tmp_path).clean
-
-    run_async(scenario())
-
-
-# -- the real command as a subprocess ----------------------------------------------------
 
 
 def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
@@ -292,112 +186,9 @@ def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
     return path
 
 
-async def start_run(config_file: Path, log_file: Path) -> asyncio.subprocess.Process:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    with log_file.open("ab") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "venus_prio",
-            "run",
-            "--config",
-            str(config_file),
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=str(ROOT),
-        )
-
-
-async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:
-    try:
-        return await asyncio.wait_for(process.wait(), 20.0)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"venus-prio did not exit:\n{log_file.read_text(encoding='utf-8')}")
-
-
-def test_sigterm_restores_the_baseline_before_exit(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
-    log_file = tmp_path / "run.log"
-    config_file = write_config_file(mosquitto, tmp_path / "state", tmp_path / "config.yaml")
-
-    async def scenario() -> None:
-        async with fake_gx() as gx:
-            near_floor(gx)
-            process = await start_run(config_file, log_file)
-            try:
-                await eventually(lambda: gx.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
-            output = log_file.read_text(encoding="utf-8")
-            assert code == 0, output
-            # Written and confirmed while the process still ran: the fake applied it and
-            # answered a read of the setting afterwards.
-            assert gx.setting == BASELINE
-            assert written(gx)[-1] == BASELINE
-            assert paths.MAX_DISCHARGE_POWER.topic_suffix() in gx.reads
-            assert "confirmed by read-back" in output
-            journal = journal_at(tmp_path / "state")
-            assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
-                BASELINE,
-                BASELINE,
-                True,
-            )
-
-    run_async(scenario(), timeout=90.0)
-
-
-def test_sigkill_then_restart_keeps_the_journaled_baseline(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
-    log_file = tmp_path / "run.log"
-    state_dir = tmp_path / "state"
-    config_file = write_config_file(mosquitto, state_dir, tmp_path / "config.yaml")
-
-    async def scenario() -> None:
-        async with fake_gx() as gx:
-            near_floor(gx)
-            process = await start_run(config_file, log_file)
-            try:
-                await eventually(lambda: gx.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                process.kill()
-            await wait_exit(process, log_file)
-            # venus-prio's own 750 W is left on the GX; the journal is dirty.
-            assert gx.setting == 750.0
-            crashed = journal_at(state_dir)
-            assert (crashed.baseline_w, crashed.clean) == (BASELINE, False)
-
-            process = await start_run(config_file, log_file)
-            try:
-                await eventually(
-                    lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
-                    timeout=20.0,
-                    what="the restarted service to read the journal",
-                )
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
-            assert code == 0, log_file.read_text(encoding="utf-8")
-            # The user's 2500 W came back, not the 750 W the crashed run left behind.
-            assert gx.setting == BASELINE
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.clean) == (BASELINE, True)
-
-    run_async(scenario(), timeout=120.0)
-
-
 async def run_command(config_file: Path, log_file: Path, *args: str) -> int:
     """Run ``python -m venus_prio <args>`` to the end; its output goes to ``log_file``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env()
     with log_file.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -423,7 +214,7 @@ def test_restore_command_writes_the_journaled_baseline(
     async def scenario() -> None:
         async with fake_gx() as gx:
             near_floor(gx)
-            process = await start_run(config_file, log_file)
+            process = await start_run(config_file, log_file, subprocess_env())
             try:
                 await eventually(lambda: gx.setting == 750.0, timeout=20.0, what="steering")
             finally:
