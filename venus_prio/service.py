@@ -46,7 +46,7 @@ from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Decision, Reason, Snapshot, TargetClass, Write
-from venus_prio.venus.source import Source
+from venus_prio.venus.source import Source, same_value, write_confirmed
 from venus_prio.writes import (
     WriteCounters,
     WriteState,
@@ -61,15 +61,9 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 
-# Values on the GX closer than this are the same value (localsettings converts int <-> float).
-SAME_W = 0.5
 # How long a write may stay unechoed before the old value on the GX counts as the truth again.
 ECHO_TIMEOUT_S = 5.0
 ECHO_READ_TIMEOUT_S = 1.0  # then a read-back settles it
-# Restore on shutdown / `venus-prio restore`: attempts, read-back timeout and first retry delay.
-RESTORE_ATTEMPTS = 3
-RESTORE_TIMEOUT_S = 2.0
-RESTORE_RETRY_S = 0.5
 # Cancelling a task again when it survived a cancellation (see _cancel_and_wait).
 CANCEL_RETRY_S = 0.5
 # At start-up the source needs a moment to connect: only then is "unreachable" worth a warning.
@@ -80,10 +74,6 @@ _LOUD_REASONS = frozenset(
 )
 
 T = TypeVar("T")
-
-
-def _same(a: Optional[float], b: Optional[float]) -> bool:
-    return a is not None and b is not None and abs(a - b) <= SAME_W
 
 
 @dataclass(frozen=True)
@@ -448,7 +438,7 @@ class Service:
         assert flight is not None
         shown = await self._source.read_max_discharge(ECHO_READ_TIMEOUT_S)
         self._in_flight = None
-        if _same(shown, flight.value_w):
+        if same_value(shown, flight.value_w):
             return
         log.warning(
             "Write of %g W not confirmed: the GX shows %s",
@@ -456,7 +446,7 @@ class Service:
             "nothing" if shown is None else f"{shown:g} W",
         )
         self._unconfirmed = flight.value_w
-        if shown is not None and any(_same(shown, old) for old in flight.before):
+        if shown is not None and any(same_value(shown, old) for old in flight.before):
             # What stands there was there before our write: ours or the baseline, not a change.
             self._last_written = shown
 
@@ -481,18 +471,18 @@ class Service:
         if self._baseline is None:
             self._learn_baseline(value)
         if self._in_flight is not None:
-            if _same(value, self._in_flight.value_w):
+            if same_value(value, self._in_flight.value_w):
                 self._in_flight = None
-            elif not any(_same(value, old) for old in self._in_flight.before):
+            elif not any(same_value(value, old) for old in self._in_flight.before):
                 self._in_flight = None  # a third value: somebody else wrote after us
             else:
                 return  # the GX still shows a value from before our write
-        if self._unconfirmed is not None and _same(value, self._unconfirmed):
+        if self._unconfirmed is not None and same_value(value, self._unconfirmed):
             self._last_written = value  # a late echo is still ours
             self._unconfirmed = None
-        changed = not _same(value, self._last_seen)
+        changed = not same_value(value, self._last_seen)
         self._last_seen = value
-        if _same(value, self._last_written) or _same(value, self._baseline):
+        if same_value(value, self._last_written) or same_value(value, self._baseline):
             return
         if self._config.writes.baseline_w is not None:
             if changed:
@@ -563,7 +553,7 @@ class Service:
                 write.value_w, write.why, reason, write.forced, sent=False, at=now
             )
             return
-        steering = not _same(write.value_w, self._baseline)
+        steering = not same_value(write.value_w, self._baseline)
         if steering and self._clean:
             # The user's value must be on disk before the GX holds one of ours.
             self._clean = False
@@ -593,7 +583,7 @@ class Service:
         if (
             self._baseline is None
             or not snap.connected
-            or _same(self._planning_value(snap), self._baseline)
+            or same_value(self._planning_value(snap), self._baseline)
         ):
             return
         value = clamp_target(
@@ -661,39 +651,6 @@ class Service:
 
 
 # -- shared helpers ---------------------------------------------------------------------
-
-
-async def write_confirmed(source: Source, value_w: float) -> Optional[bool]:
-    """Make the GX hold ``value_w``, confirmed by read-back.
-
-    Return True when a write was needed and confirmed, False when the GX already showed the value
-    (no write spent), None when it could not be confirmed after ``RESTORE_ATTEMPTS``.
-    """
-    delay = RESTORE_RETRY_S
-    wrote = False
-    for attempt in range(RESTORE_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(delay)
-            delay *= 2
-        shown = await source.read_max_discharge(RESTORE_TIMEOUT_S)
-        if _same(shown, value_w):
-            return wrote
-        try:
-            await source.write_max_discharge(value_w)
-        except SourceUnavailable as exc:
-            log.warning("Restore attempt %d: GX unreachable (%s)", attempt + 1, exc)
-            continue
-        wrote = True
-        shown = await source.read_max_discharge(RESTORE_TIMEOUT_S)
-        if _same(shown, value_w):
-            return wrote
-        log.warning(
-            "Restore attempt %d: wrote %g W, the GX shows %s",
-            attempt + 1,
-            value_w,
-            "nothing" if shown is None else f"{shown:g} W",
-        )
-    return None
 
 
 async def _supervise(tasks: Sequence[asyncio.Future[Any]]) -> None:

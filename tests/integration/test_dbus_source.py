@@ -15,6 +15,7 @@ from venus_prio.errors import SourceUnavailable
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
+from venus_prio.venus.source import write_confirmed
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
     from tests.integration.dbus_fixtures import DbusDaemon
@@ -163,7 +164,7 @@ def test_write_is_accepted_and_read_back(dbus_daemon: str, backend: str) -> None
             await source.write_max_discharge(1200.0)
             assert fake.value(paths.MAX_DISCHARGE_POWER) == 1200.0
             await eventually(lambda: source.snapshot().max_discharge_w == 1200.0, "signalled")
-            assert await source.write_confirmed(-1.0) is True
+            assert await write_confirmed(source, -1.0) is True
             assert fake.value(paths.MAX_DISCHARGE_POWER) == -1.0
             assert source.last_write_code == 0
 
@@ -177,7 +178,7 @@ def test_out_of_range_write_is_rejected(dbus_daemon: str, backend: str) -> None:
         ) as fake, running(make_source(dbus_daemon, backend)) as source:
             await connected_and_alive(source)
             assert await source.set_max_discharge(2_000_000.0) == -1
-            assert await source.write_confirmed(-5.0) is False
+            assert await write_confirmed(source, -5.0, attempts=1, timeout=0.5) is None
             await source.write_max_discharge(1_000_001.0)  # logged, never raised
             assert source.last_write_code == -1
             assert fake.value(paths.MAX_DISCHARGE_POWER) == 900.0
@@ -308,8 +309,7 @@ def test_bus_loss_and_reconnect(
                 assert not await source.wait_ready(0.05)
                 with pytest.raises(SourceUnavailable):
                     await source.write_max_discharge(100.0)
-                with pytest.raises(SourceUnavailable):
-                    await source.write_confirmed(100.0)
+                assert await write_confirmed(source, 100.0, attempts=1, timeout=0.2) is None
                 assert await source.read_max_discharge(0.5) is None
                 await fake.stop()
                 await asyncio.sleep(0.6)  # several reconnect attempts fail meanwhile

@@ -20,6 +20,7 @@ from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, drive_scenario
 from venus_prio.sim.plant import Plant, PlantParams
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MqttSource
+from venus_prio.venus.source import write_confirmed
 
 pytestmark = pytest.mark.integration
 
@@ -274,7 +275,7 @@ def test_write_in_range_applies_and_out_of_range_is_dropped(
             source = MqttSource(venus=venus_config(mosquitto), control=control_config())
             async with running(observer.run()), running(source.run()):
                 assert await source.wait_ready(5.0)
-                assert await source.write_confirmed(2500.0)
+                assert await write_confirmed(source, 2500.0) is True
                 assert gx.setting == 2500.0
                 assert [w.value for w in gx.writes] == [2500.0]
                 await eventually(
@@ -285,7 +286,7 @@ def test_write_in_range_applies_and_out_of_range_is_dropped(
                 assert sent == {"value": 2500}
                 assert isinstance(sent["value"], int)
 
-                assert not await source.write_confirmed(2_000_000.0, attempts=2, timeout=0.5)
+                assert await write_confirmed(source, 2_000_000.0, attempts=2, timeout=0.5) is None
                 assert gx.setting == 2500.0
                 assert await source.read_max_discharge(2.0) == 2500.0
                 assert [w.value for w in gx.writes] == [2500.0]

@@ -47,7 +47,6 @@ SETTINGS_SERVICE = f"com.victronenergy.{paths.SETTINGS}"
 SERVICES: Tuple[str, ...] = (SYSTEM_SERVICE, SETTINGS_SERVICE)
 CALL_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.5
-CONFIRM_TOLERANCE_W = 0.5  # as the MQTT transport: the setting is a float, so this is "equal"
 
 
 @dataclass(frozen=True)
@@ -634,26 +633,3 @@ class DbusSource(Source):
         if all(owner is not None for owner in self._owners.values()):
             self.store.mark_alive(self._now())
         return self._number(reply.body[0])
-
-    async def write_confirmed(
-        self, value_w: float, *, attempts: int = 3, timeout: float = 2.0
-    ) -> bool:
-        """Write MaxDischargePower and read it back, retrying; return whether the GX shows it.
-
-        Raises ``SourceUnavailable`` when the bus is not connected at a write. A value the GX
-        refuses (SetValue answers non-zero: out of range) is not retried.
-        """
-        delay = 0.5
-        for attempt in range(attempts):
-            code = await self.set_max_discharge(value_w, timeout=timeout)
-            if code is not None and code != 0:
-                return False
-            if code is not None:
-                shown = await self.read_max_discharge(timeout)
-                if shown is not None and abs(shown - value_w) <= CONFIRM_TOLERANCE_W:
-                    return True
-            if attempt + 1 < attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        log.warning("MaxDischargePower %s not confirmed after %d attempts", value_w, attempts)
-        return False

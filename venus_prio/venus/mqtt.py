@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_S = 1.0
 # A minimum wait between loop turns so a timer that is due never spins the loop.
 _MIN_WAIT_S = 0.001
-# A read-back that shows the written value within this many watts confirms the write
-# (localsettings may convert to the setting's own type).
-CONFIRM_TOLERANCE_W = 0.5
 
 
 @dataclass(frozen=True)
@@ -261,24 +258,6 @@ class MqttSource(Source):
         finally:
             if waiter in self._setting_waiters:
                 self._setting_waiters.remove(waiter)
-
-    async def write_confirmed(
-        self, value_w: float, *, attempts: int = 3, timeout: float = 2.0
-    ) -> bool:
-        """Write MaxDischargePower and read it back, retrying; return whether the GX shows it.
-
-        Raises ``SourceUnavailable`` when the broker is not connected at a write.
-        """
-        delay = 0.5
-        for attempt in range(attempts):
-            await self.write_max_discharge(value_w)
-            shown = await self.read_max_discharge(timeout)
-            if shown is not None and abs(shown - value_w) <= CONFIRM_TOLERANCE_W:
-                return True
-            if attempt + 1 < attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        return False
 
     # -- connection ----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import math
 from typing import Any, Dict, List, Optional, Set, TypeVar
 
@@ -22,6 +23,16 @@ from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+# Values on the GX closer than this are the same value (localsettings converts int <-> float).
+SAME_W = 0.5
+
+
+def same_value(a: Optional[float], b: Optional[float]) -> bool:
+    """Return True when both values are known and equal as far as the GX is concerned."""
+    return a is not None and b is not None and abs(a - b) <= SAME_W
 
 
 async def wait_future(future: asyncio.Future[T], timeout: float) -> Optional[T]:
@@ -191,3 +202,38 @@ class MemorySource(Source):
 
     async def read_max_discharge(self, timeout: float) -> Optional[float]:
         return self.setting_w if self.reachable else None
+
+
+async def write_confirmed(
+    source: Source, value_w: float, *, attempts: int = 3, timeout: float = 2.0, retry_s: float = 0.5
+) -> Optional[bool]:
+    """Make the GX hold ``value_w``, confirmed by read-back (writes have no acknowledgement).
+
+    Return True when a write was needed and confirmed, False when the GX already showed the value
+    (no write spent), None when it could not be confirmed after ``attempts``.
+    """
+    delay = retry_s
+    wrote = False
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(delay)
+            delay *= 2
+        shown = await source.read_max_discharge(timeout)
+        if same_value(shown, value_w):
+            return wrote
+        try:
+            await source.write_max_discharge(value_w)
+        except SourceUnavailable as exc:
+            log.warning("Write attempt %d: GX unreachable (%s)", attempt + 1, exc)
+            continue
+        wrote = True
+        shown = await source.read_max_discharge(timeout)
+        if same_value(shown, value_w):
+            return wrote
+        log.warning(
+            "Write attempt %d: wrote %g W, the GX shows %s",
+            attempt + 1,
+            value_w,
+            "nothing" if shown is None else f"{shown:g} W",
+        )
+    return None
