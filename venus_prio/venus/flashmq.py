@@ -149,6 +149,19 @@ def parse_item_payload(item: VenusItem, payload: bytes) -> ItemUpdate:
     return ItemUpdate(value=value, minimum=_bound(obj, "min"), maximum=_bound(obj, "max"))
 
 
+def plausible_setting_bounds(minimum: Optional[float], maximum: Optional[float]) -> bool:
+    """Return whether min/max can be MaxDischargePower's range (localsettings: -1 .. 1e6).
+
+    The range must allow 0 (hold) and be ordered; anything else is not from localsettings,
+    and obeying it would push a write outside [0, max] (a garbage min of 9000, a max of -50).
+    """
+    if minimum is not None and minimum > 0:
+        return False
+    if maximum is not None and maximum < 0:
+        return False
+    return minimum is None or maximum is None or minimum <= maximum
+
+
 def parse_completion_echo(payload: bytes) -> Tuple[bool, Optional[str]]:
     """Return (well formed, echo) of an ``N/<id>/full_publish_completed`` payload.
 

@@ -88,6 +88,21 @@ def tls_context(tls: TlsConfig) -> Optional[ssl.SSLContext]:
     return ssl.create_default_context(cafile=tls.ca_file)
 
 
+def make_client(
+    endpoint: Endpoint, *, name: str, will: Optional[aiomqtt.Will] = None
+) -> aiomqtt.Client:
+    """Return an aiomqtt client for ``endpoint`` with a unique client id starting with ``name``."""
+    return aiomqtt.Client(
+        endpoint.host,
+        endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        tls_context=tls_context(endpoint.tls),
+        identifier=f"{name}-{secrets.token_hex(4)}",
+        will=will,
+    )
+
+
 def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
@@ -262,15 +277,7 @@ class MqttSource(Source):
     # -- connection ----------------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        endpoint = self._endpoint
-        return aiomqtt.Client(
-            endpoint.host,
-            endpoint.port,
-            username=endpoint.username,
-            password=endpoint.password,
-            tls_context=tls_context(endpoint.tls),
-            identifier=f"venus-prio-{secrets.token_hex(4)}",
-        )
+        return make_client(self._endpoint, name="venus-prio")
 
     def _fail_waiters(self) -> None:
         for waiter in self._setting_waiters:
@@ -426,6 +433,11 @@ class MqttSource(Source):
             update = flashmq.parse_item_payload(item, payload)
         except PayloadError as exc:
             self._warn_once(topic, payload, str(exc))
+            return
+        if item == paths.MAX_DISCHARGE_POWER and not flashmq.plausible_setting_bounds(
+            update.minimum, update.maximum
+        ):
+            self._warn_once(topic, payload, "min/max cannot be this setting's range")
             return
         session.values_since_full = True
         if update.absent:
