@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set
 
 import aiomqtt
@@ -43,7 +42,7 @@ from venus_prio.homeassistant import (
 )
 from venus_prio.service import ServiceStatus
 from venus_prio.venus import flashmq
-from venus_prio.venus.mqtt import Endpoint, MessagePump, resolve_endpoint, tls_context
+from venus_prio.venus.mqtt import Endpoint, MessagePump, make_client, resolve_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +105,12 @@ def ha_endpoint(homeassistant: HomeAssistantConfig, venus: VenusConfig) -> Endpo
 
 
 def _client(endpoint: Endpoint, *, will: Optional[Message] = None) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        endpoint.host,
-        endpoint.port,
-        username=endpoint.username,
-        password=endpoint.password,
-        tls_context=tls_context(endpoint.tls),
-        identifier=f"venus-prio-ha-{secrets.token_hex(4)}",
-        will=None
+    last_will = (
+        None
         if will is None
-        else aiomqtt.Will(will.topic, will.payload.encode("utf-8"), qos=QOS, retain=will.retain),
+        else aiomqtt.Will(will.topic, will.payload.encode("utf-8"), qos=QOS, retain=will.retain)
     )
+    return make_client(endpoint, name="venus-prio-ha", will=last_will)
 
 
 async def _publish(client: aiomqtt.Client, message: Message) -> None:
@@ -303,7 +297,7 @@ class HomeAssistantPublisher:
         now = asyncio.get_running_loop().time()
         if not force and steady == self._last_state and now < self._next_heartbeat:
             return
-        await _publish(client, state_message(self.topics, decision, **fields))
+        await _publish(client, state_message(self.topics, document))
         self._last_state = steady
         self._next_heartbeat = now + STATE_HEARTBEAT_S
 

@@ -174,33 +174,8 @@ def state_document(
     }
 
 
-def state_message(
-    topics: Topics,
-    decision: Decision,
-    *,
-    written_w: Optional[float],
-    battery_power_w: Optional[float],
-    data_age_s: Optional[float],
-    transport: str,
-    writes: WriteCounters,
-    dry_run: bool,
-    enabled: bool,
-    mode: str,
-    baseline_w: Optional[float],
-) -> Message:
-    """Return the retained state document for ``topics.state``."""
-    document = state_document(
-        decision,
-        written_w=written_w,
-        battery_power_w=battery_power_w,
-        data_age_s=data_age_s,
-        transport=transport,
-        writes=writes,
-        dry_run=dry_run,
-        enabled=enabled,
-        mode=mode,
-        baseline_w=baseline_w,
-    )
+def state_message(topics: Topics, document: Mapping[str, Any]) -> Message:
+    """Return the retained message carrying a ``state_document`` on ``topics.state``."""
     # allow_nan=False: Home Assistant's JSON parser rejects NaN/Infinity; _rounded removed them.
     payload = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return Message(topic=topics.state, payload=payload, retain=True)

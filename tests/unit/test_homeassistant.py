@@ -93,7 +93,7 @@ def document(dec: Optional[Decision] = None, **overrides: Any) -> Dict[str, Any]
         "baseline_w": -1.0,
     }
     kwargs.update(overrides)
-    message = state_message(TOPICS, dec or decision(), **kwargs)
+    message = state_message(TOPICS, state_document(dec or decision(), **kwargs))
     assert message.topic == TOPICS.state
     assert message.retain
     parsed: Dict[str, Any] = json.loads(message.payload)
