@@ -234,6 +234,7 @@ class Service:
     def request_stop(self) -> None:
         """Ask ``run`` to hand back the baseline and return (signal handlers call this)."""
         self._stop.set()
+        self._source.wake()
 
     async def set_mode(self, mode: str) -> None:
         """Switch between "auto", "dry-run" and "off" (stand aside), persisted in the journal."""
@@ -360,14 +361,7 @@ class Service:
 
     async def _wait_for_input(self, timeout: float) -> None:
         """Wait for a change on the source, a stop request or the tick, whichever comes first."""
-        changed = asyncio.ensure_future(self._source.wait_changed(timeout))
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait([changed, stop], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (changed, stop):
-                task.cancel()
-            await asyncio.gather(changed, stop, return_exceptions=True)
+        await self._source.wait_changed(timeout)  # request_stop wakes it too
 
     async def _evaluate(self) -> Optional[Decision]:
         now = self._clock()

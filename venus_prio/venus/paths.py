@@ -22,6 +22,9 @@ class VenusItem:
     path: str
     field: str  # the Snapshot attribute it fills
     integer: bool = False  # an enum-like value (codes), compared as int
+    # Whether a change re-evaluates the controller at once. Values it only reports (or reads
+    # for the optional trim) wait for the next tick: the battery power changes every second.
+    wakes: bool = True
 
     @property
     def bus_name(self) -> str:
@@ -36,7 +39,7 @@ SOC = VenusItem(SYSTEM, "/Dc/Battery/Soc", "soc")
 ACTIVE_SOC_LIMIT = VenusItem(SYSTEM, "/Control/ActiveSocLimit", "active_soc_limit")
 PV_DC = VenusItem(SYSTEM, "/Dc/Pv/Power", "pv_dc_w")
 DC_SYSTEM = VenusItem(SYSTEM, "/Dc/System/Power", "dc_system_w")
-BATTERY_POWER = VenusItem(SYSTEM, "/Dc/Battery/Power", "battery_power_w")
+BATTERY_POWER = VenusItem(SYSTEM, "/Dc/Battery/Power", "battery_power_w", wakes=False)
 AC_INPUT_SOURCE = VenusItem(SYSTEM, "/Ac/ActiveIn/Source", "ac_input_source", integer=True)
 SERIAL = VenusItem(SYSTEM, "/Serial", "")
 

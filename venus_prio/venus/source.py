@@ -15,7 +15,7 @@ import abc
 import asyncio
 import logging
 import math
-from typing import Any, Dict, List, Optional, Set, TypeVar
+from typing import Any, Dict, List, Optional, TypeVar
 
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import Snapshot
@@ -84,10 +84,11 @@ class InputStore:
         return number
 
     def set(self, item: VenusItem, value: Optional[float]) -> None:
-        """Store an already coerced value and wake the service if it changed."""
+        """Store an already coerced value; wake the service if it changed and it decides on it."""
         if self._values.get(item.field) != value:
             self._values[item.field] = value
-            self.changed.set()
+            if item.wakes:
+                self.changed.set()
 
     def set_bounds(self, setting_min: Optional[float], setting_max: Optional[float]) -> None:
         self.setting_min, self.setting_max = setting_min, setting_max
@@ -102,16 +103,6 @@ class InputStore:
     def set_connected(self, connected: bool) -> None:
         if connected != self.connected:
             self.connected = connected
-            self.changed.set()
-
-    def clear(self, fields: Optional[Set[str]] = None) -> None:
-        """Forget values (a service left): they become absent until published again."""
-        for name in fields if fields is not None else set(self._values):
-            self.set_field(name, None)
-
-    def set_field(self, name: str, value: Optional[float]) -> None:
-        if self._values.get(name) != value:
-            self._values[name] = value
             self.changed.set()
 
     def value(self, item: VenusItem) -> Optional[float]:
@@ -157,6 +148,10 @@ class Source(abc.ABC):
     def snapshot(self) -> Snapshot:
         """Return the latest validated view of the GX."""
         return self.store.snapshot()
+
+    def wake(self) -> None:
+        """Make a pending ``wait_changed`` return now (a stop request, a mode change)."""
+        self.store.changed.set()
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait until an input, liveness or the connection changed; False on timeout."""
