@@ -189,9 +189,7 @@ class GxHarness(abc.ABC):
 
     def env(self) -> Dict[str, str]:
         """Return the environment for ``python -m venus_prio`` talking to this GX."""
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        return env
+        return subprocess_env()
 
     def config(
         self,
@@ -404,23 +402,35 @@ def journal_at(state_dir: Path) -> Journal:
     return journal
 
 
-async def start_run(
-    config_file: Path, log_file: Path, env: Dict[str, str]
+def subprocess_env() -> Dict[str, str]:
+    """Return the environment for ``python -m venus_prio`` run from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+async def start_command(
+    log_file: Path, *args: str, env: Optional[Dict[str, str]] = None
 ) -> asyncio.subprocess.Process:
-    """Start ``python -m venus_prio run --config <file>``; its output goes to ``log_file``."""
+    """Start ``python -m venus_prio <args>``; its output goes to ``log_file``."""
     with log_file.open("ab") as log:
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "venus_prio",
-            "run",
-            "--config",
-            str(config_file),
+            *args,
             stdout=log,
             stderr=log,
-            env=env,
+            env=subprocess_env() if env is None else env,
             cwd=str(ROOT),
         )
+
+
+async def start_run(
+    config_file: Path, log_file: Path, env: Optional[Dict[str, str]] = None
+) -> asyncio.subprocess.Process:
+    """Start ``python -m venus_prio run --config <file>``; its output goes to ``log_file``."""
+    return await start_command(log_file, "run", "--config", str(config_file), env=env)
 
 
 async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -28,6 +26,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
+from tests.integration.harness import start_run
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx, entry_payload
 from venus_prio.venus import flashmq, paths
 
@@ -194,24 +193,6 @@ def rss_kb(pid: int) -> int:
     match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
     assert match is not None, status
     return int(match.group(1))
-
-
-async def start_run(config_file: Path, log_file: Path) -> asyncio.subprocess.Process:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    with log_file.open("ab") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "venus_prio",
-            "run",
-            "--config",
-            str(config_file),
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=str(ROOT),
-        )
 
 
 async def republish_state(gx: FakeGx) -> None:

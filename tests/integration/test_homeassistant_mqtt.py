@@ -10,10 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
@@ -29,6 +27,7 @@ from tests.integration.conftest import (
     run_async,
     running,
 )
+from tests.integration.harness import start_command, wait_exit
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -552,31 +551,6 @@ def write_config_file(
     }
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-async def start_command(log_file: Path, *args: str) -> asyncio.subprocess.Process:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    with log_file.open("ab") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "venus_prio",
-            *args,
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=str(ROOT),
-        )
-
-
-async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:
-    try:
-        return await asyncio.wait_for(process.wait(), 20.0)
-    except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
-        pytest.fail(f"venus-prio did not exit:\n{log_file.read_text(encoding='utf-8')}")
 
 
 def test_sigkill_leaves_the_device_offline(

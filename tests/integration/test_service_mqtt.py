@@ -7,8 +7,6 @@ live in test_conformance.py, parametrized over MQTT and D-Bus.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -16,7 +14,14 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
-from tests.integration.harness import journal_at, reason_of, start_run, steering, wait_exit
+from tests.integration.harness import (
+    journal_at,
+    reason_of,
+    start_command,
+    start_run,
+    steering,
+    wait_exit,
+)
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -77,12 +82,6 @@ def make_config(
 
 def mqtt_source(config: Config) -> MqttSource:
     return MqttSource(venus=config.venus, control=config.control)
-
-
-def subprocess_env() -> Dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def near_floor(
@@ -186,24 +185,6 @@ def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
     return path
 
 
-async def run_command(config_file: Path, log_file: Path, *args: str) -> int:
-    """Run ``python -m venus_prio <args>`` to the end; its output goes to ``log_file``."""
-    env = subprocess_env()
-    with log_file.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "venus_prio",
-            *args,
-            str(config_file),
-            stdout=log,
-            stderr=log,
-            env=env,
-            cwd=str(ROOT),
-        )
-    return await wait_exit(process, log_file)
-
-
 def test_restore_command_writes_the_journaled_baseline(
     mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
 ) -> None:
@@ -214,7 +195,7 @@ def test_restore_command_writes_the_journaled_baseline(
     async def scenario() -> None:
         async with fake_gx() as gx:
             near_floor(gx)
-            process = await start_run(config_file, log_file, subprocess_env())
+            process = await start_run(config_file, log_file)
             try:
                 await eventually(lambda: gx.setting == 750.0, timeout=20.0, what="steering")
             finally:
@@ -281,3 +262,9 @@ def test_probe_without_a_gx_fails(mosquitto: Broker, tmp_path: Path) -> None:
 
     assert run_async(scenario()) == 1
     assert "Cannot reach the GX" in log_file.read_text(encoding="utf-8")
+
+
+async def run_command(config_file: Path, log_file: Path, *args: str) -> int:
+    """Run ``python -m venus_prio <args> <config_file>`` to the end."""
+    process = await start_command(log_file, *args, str(config_file))
+    return await wait_exit(process, log_file)
