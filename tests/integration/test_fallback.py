@@ -122,12 +122,16 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
                 assert db.setting == 300.0
                 assert reason_of(service) is Reason.PV_PRIORITY
 
+                # Both fakes stand for one GX: the MQTT side must hold the D-Bus write before
+                # the broker returns, or its full publish would show an older value than the
+                # real GX ever could (and the service would rightly take it for a user's change).
+                await eventually(lambda: mq.setting == 300.0, what="300 W mirrored to the GX")
+
                 # The broker is back: MQTT once its state is complete again.
                 mosquitto.start()
                 await eventually(
                     lambda: source.active_transport == MQTT, timeout=20.0, what="back on MQTT"
                 )
-                await eventually(lambda: mq.setting == 300.0, what="300 W mirrored to the GX")
                 await set_both(mq, db, paths.PV_DC, 250.0)  # 0.8 * 250 - 20 = 180 W
                 await eventually(
                     lambda: source.records[-1][0] == MQTT and len(source.records) == 3,
