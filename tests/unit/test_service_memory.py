@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable, Coroutine, List, Optional, TypeVar
+from typing import Any, Callable, Coroutine, List, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -109,6 +109,18 @@ def gx_state(source: MemorySource, clock: Clock, *, soc: float = 12.0, pv: float
     store.mark_alive(clock())
 
 
+S = TypeVar("S", bound=MemorySource)
+
+
+def started(
+    tmp_path: Path, source: S, *, soc: float = 12.0, pv: float = 1000.0
+) -> Tuple[Clock, S, Service]:
+    """Return a clock, ``source`` filled by ``gx_state`` and a Service over both (spec config)."""
+    clock = Clock()
+    gx_state(source, clock, soc=soc, pv=pv)
+    return clock, source, Service(config=make_config(tmp_path), source=source, clock=clock)
+
+
 def journal_of(tmp_path: Path) -> Journal:
     journal = load_journal(journal_path(tmp_path))
     assert journal is not None
@@ -121,10 +133,12 @@ def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = JournalWitness(setting_w=BASELINE, journal=journal_path(tmp_path))
-        gx_state(source, clock, soc=12.0, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        _clock, source, service = started(
+            tmp_path,
+            JournalWitness(setting_w=BASELINE, journal=journal_path(tmp_path)),
+            soc=12.0,
+            pv=1000.0,
+        )
         decision = await service.evaluate()
         assert decision is not None
         assert decision.reason is Reason.PV_PRIORITY
@@ -150,10 +164,7 @@ def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_pa
 
 def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         clock.advance(2.0)
         source.store.set(paths.PV_DC, 400.0)
@@ -169,10 +180,7 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
 
 def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         for pv in (950.0, 900.0, 960.0):
             clock.advance(1.0)
@@ -186,10 +194,9 @@ def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> N
 
 def test_below_floor_holds(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, soc=9.0, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        _clock, source, service = started(
+            tmp_path, MemorySource(setting_w=BASELINE), soc=9.0, pv=1000.0
+        )
         decision = await service.evaluate()
         assert decision is not None and decision.reason is Reason.BELOW_FLOOR
         assert source.writes == [0.0]
@@ -202,10 +209,7 @@ def test_stale_inputs_hand_back_the_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         assert source.writes == [750.0]
         # The SOC does not change and nothing proves the GX alive for 31 s.
@@ -231,10 +235,7 @@ def test_stale_inputs_hand_back_the_baseline(
 
 def test_unchanged_soc_with_liveness_is_not_stale(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         for _ in range(300):
             clock.advance(1.0)
             if int(clock()) % 3 == 0:
@@ -250,10 +251,7 @@ def test_external_change_is_adopted_as_the_new_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         # The user sets 1800 W in the GUI.
         clock.advance(1.0)
@@ -294,10 +292,7 @@ def test_external_change_does_not_override_a_configured_baseline(tmp_path: Path)
 
 def test_old_value_before_the_echo_is_not_an_external_change(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         assert source.writes == [750.0]
         # The GX still shows the old value: no second write, no adoption.
@@ -393,10 +388,7 @@ def test_shutdown_restores_the_baseline_and_marks_the_journal_clean(tmp_path: Pa
 
 def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path) -> None:
     async def scenario() -> bool:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         source.reachable = False
         return await service.restore_baseline()
@@ -437,10 +429,7 @@ def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) ->
     )
 
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=2000.0)
-        gx_state(source, clock, soc=25.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        _clock, source, service = started(tmp_path, MemorySource(setting_w=2000.0), soc=25.0)
         await service.evaluate()  # learns the journal's baseline
         await service.evaluate()  # sees a value it did not write
         assert service.status.baseline_w == 2000.0
@@ -472,10 +461,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         source.store.set_connected(False)
         source.reachable = False
@@ -503,10 +489,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
 
 def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         await service.set_mode("off")
         status = service.status
@@ -526,10 +509,7 @@ def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
 
 def test_mode_dry_run_hands_back_then_sends_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         await service.set_mode("dry-run")
         assert service.status.dry_run
@@ -563,10 +543,7 @@ def test_nothing_happens_before_the_gx_shows_its_value(tmp_path: Path) -> None:
 
 def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         clock.advance(1.0)
         source.store.set(paths.PV_DC, 400.0)
