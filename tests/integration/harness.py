@@ -114,6 +114,12 @@ def venus_config(
     )
 
 
+def write_yaml(path: Path, data: Dict[str, Any]) -> Path:
+    """Write ``data`` as a YAML config file to ``path`` and return the path."""
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
 def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
     """Return a config file's content for ``venus`` (what ``venus_config`` makes)."""
     venus_data: Dict[str, Any] = {
@@ -215,8 +221,7 @@ class GxHarness(abc.ABC):
 
     def config_file(self, state_dir: Path, path: Path) -> Path:
         """Write a config file for ``python -m venus_prio`` to ``path``."""
-        path.write_text(yaml.safe_dump(config_data(self.venus(), state_dir)), encoding="utf-8")
-        return path
+        return write_yaml(path, config_data(self.venus(), state_dir))
 
 
 class MqttGx(GxHarness):

@@ -23,10 +23,9 @@ from typing import Any, Callable, Dict, List
 
 import aiomqtt
 import pytest
-import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
-from tests.integration.harness import start_run
+from tests.integration.harness import config_data, start_run, venus_config, write_yaml
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx, entry_payload
 from venus_prio.venus import flashmq, paths
 
@@ -45,40 +44,17 @@ WARNINGS_PER_TOPIC = 3
 
 def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
     """Write a config for the subprocess: PV share 0.8 * pv - 20, baseline pinned."""
-    data: Dict[str, Any] = {
-        "control": {
-            "max_inverter_power_w": MAX_W,
-            "min_soc": "auto",
-            "pv_factor": 0.8,
-            "pv_offset_w": 20,
-            "tick_s": 0.1,
-            "stale_after_s": 5,
-            "refresh_s": 1,
-        },
-        "writes": {
-            "deadband_w": 100,
-            "min_increase_interval_s": 1,
-            # The garbage makes the decision flap on purpose; the budget must not be what
-            # keeps the writes in range, nor block the responsiveness check afterwards.
-            "max_writes_per_hour": 3600,
-            "baseline_w": BASELINE,
-        },
-        "venus": {
-            "transport": "mqtt",
-            "host": broker.host,
-            "port": broker.port,
-            "portal_id": PID,
-            "keepalive_interval_s": 1,
-            "full_publish_timeout_s": 2,
-            "heartbeat_timeout_s": 30,
-            "reconnect_max_s": 1,
-        },
-        "homeassistant": {"enabled": False},
-        "state_dir": str(state_dir),
-        "log_level": "INFO",
+    data = config_data(venus_config("mqtt", broker=broker), state_dir)
+    data["control"]["max_inverter_power_w"] = MAX_W
+    data["writes"] = {
+        "deadband_w": 100,
+        "min_increase_interval_s": 1,
+        # The garbage makes the decision flap on purpose; the budget must not be what
+        # keeps the writes in range, nor block the responsiveness check afterwards.
+        "max_writes_per_hour": 3600,
+        "baseline_w": BASELINE,
     }
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+    return write_yaml(path, data)
 
 
 # -- the fuzzer --------------------------------------------------------------------------

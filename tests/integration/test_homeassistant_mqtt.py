@@ -18,7 +18,6 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
 
 import aiomqtt
 import pytest
-import yaml
 
 from tests.integration.conftest import (
     Broker,
@@ -27,7 +26,13 @@ from tests.integration.conftest import (
     run_async,
     running,
 )
-from tests.integration.harness import start_command, wait_exit
+from tests.integration.harness import (
+    config_data,
+    start_command,
+    venus_config,
+    wait_exit,
+    write_yaml,
+)
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -219,8 +224,9 @@ def test_discovery_is_retained_and_the_state_follows_decisions(
             near_floor(gx)
             async with serving(make_config(mosquitto, tmp_path)) as service:
                 await eventually(lambda: steered(gx), what="steering")
+                # The decision is published first, the write that follows it in the next state.
                 await eventually(
-                    lambda: ha.state().get("target_w") == gx.setting,
+                    lambda: ha.state().get("target_w") == ha.state().get("written_w") == gx.setting,
                     what="the written target in the state",
                 )
                 state = ha.state()
@@ -525,32 +531,11 @@ def test_an_unreachable_home_assistant_broker_does_not_stop_steering(
 def write_config_file(
     broker: Broker, state_dir: Path, path: Path, *, ha_broker: Optional[Broker] = None
 ) -> Path:
-    homeassistant: Dict[str, Any] = {"enabled": True}
+    data = config_data(venus_config("mqtt", broker=broker), state_dir)
+    data["homeassistant"] = {"enabled": True}
     if ha_broker is not None:
-        homeassistant["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
-    data: Dict[str, Any] = {
-        "control": {
-            "max_inverter_power_w": 3000,
-            "tick_s": 0.1,
-            "stale_after_s": 5,
-            "refresh_s": 1,
-        },
-        "venus": {
-            "transport": "mqtt",
-            "host": broker.host,
-            "port": broker.port,
-            "portal_id": PID,
-            "keepalive_interval_s": 1,
-            "full_publish_timeout_s": 2,
-            "heartbeat_timeout_s": 30,
-            "reconnect_max_s": 1,
-        },
-        "homeassistant": homeassistant,
-        "state_dir": str(state_dir),
-        "log_level": "INFO",
-    }
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+        data["homeassistant"]["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
+    return write_yaml(path, data)
 
 
 def test_sigkill_leaves_the_device_offline(

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pytest
 import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from tests.integration.harness import (
+    config_data,
     journal_at,
     reason_of,
     start_command,
     start_run,
     steering,
+    venus_config,
     wait_exit,
+    write_yaml,
 )
 from venus_prio.config import (
     BrokerConfig,
@@ -158,31 +161,7 @@ def test_unchanging_soc_with_heartbeats_is_not_stale(
 
 
 def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
-    data: Dict[str, Any] = {
-        "control": {
-            "max_inverter_power_w": 3000,
-            "tick_s": 0.1,
-            "stale_after_s": 5,
-            "refresh_s": 1,
-            "pv_factor": 0.8,  # control.md's share, as in make_config
-            "pv_offset_w": 20,
-        },
-        "venus": {
-            "transport": "mqtt",
-            "host": broker.host,
-            "port": broker.port,
-            "portal_id": PID,
-            "keepalive_interval_s": 1,
-            "full_publish_timeout_s": 2,
-            "heartbeat_timeout_s": 30,
-            "reconnect_max_s": 1,
-        },
-        "homeassistant": {"enabled": False},
-        "state_dir": str(state_dir),
-        "log_level": "INFO",
-    }
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+    return write_yaml(path, config_data(venus_config("mqtt", broker=broker), state_dir))
 
 
 def test_restore_command_writes_the_journaled_baseline(
