@@ -40,7 +40,7 @@ def _setup_logging(level: str) -> None:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     if args.probe:
-        from venus_prio.service import probe  # noqa: PLC0415  (heavy imports only when used)
+        from venus_prio.app import probe  # noqa: PLC0415  (heavy imports only when used)
 
         _setup_logging(config.log_level)
         return probe(config)
@@ -64,7 +64,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from venus_prio.service import run  # noqa: PLC0415
+    from venus_prio.app import run  # noqa: PLC0415
 
     config = load_config(args.config)
     _setup_logging(config.log_level)
@@ -72,7 +72,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from venus_prio.service import restore  # noqa: PLC0415
+    from venus_prio.app import restore  # noqa: PLC0415
 
     config = load_config(args.config)
     _setup_logging(config.log_level)

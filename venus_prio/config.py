@@ -21,6 +21,13 @@ import yaml
 from venus_prio.errors import ConfigError
 
 TRANSPORTS = ("auto", "mqtt", "dbus")
+DBUS_BACKENDS = ("auto", "dbus-fast", "dbus-next")
+ACTUATOR_KINDS = ("auto", "override", "setting")
+# How the simulated (and the fake) GX treats the hub4 override (control.md section 8):
+# honoured: a DC-side cap that expires; absent: no such path (older firmware, no ESS);
+# reset_every_5s: systemcalc before v3.60 rewrites it to -1 every 5 s; ignored: the value is
+# stored and shown but has no effect on the inverter.
+OVERRIDE_VARIANTS = ("honoured", "absent", "reset_every_5s", "ignored")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRET_MASK = "***"
 ENV_MQTT_PASSWORD = "VENUS_PRIO_MQTT_PASSWORD"
@@ -76,6 +83,30 @@ class WritesConfig:
 
 
 @dataclass(frozen=True)
+class OverrideConfig:
+    """Keys of ``actuator.override:`` (control.md section 8): the volatile hub4 override."""
+
+    pv_factor: float = 1.0  # DC-side: the inverter's losses come out of the DC power
+    pv_offset_w: float = 0.0
+    step_w: float = 10.0
+    deadband_w: float = 20.0
+    refresh_s: float = 5.0  # rewrite at least this often while steering, so it never expires
+    verify_s: float = 15.0  # a value we did not write this soon after ours: the GX resets it
+    retry_after_s: float = 86400.0  # after a reset by the GX, try the override again after this
+    effect_tolerance_w: float = 150.0
+    effect_window_s: float = 60.0
+    foreign_clear_s: float = 60.0  # someone else's override must be gone this long to resume
+
+
+@dataclass(frozen=True)
+class ActuatorConfig:
+    """Keys of ``actuator:``: where the discharge cap goes (control.md section 8)."""
+
+    kind: str = "auto"  # auto | override | setting
+    override: OverrideConfig = field(default_factory=OverrideConfig)
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     enabled: bool = False
     ca_file: Optional[str] = None
@@ -96,6 +127,9 @@ class BrokerConfig:
 @dataclass(frozen=True)
 class DbusConfig:
     address: Optional[str] = None  # None = the system bus (honours DBUS_SYSTEM_BUS_ADDRESS)
+    backend: str = (
+        "auto"  # auto (dbus-fast when importable, else dbus-next) | dbus-fast | dbus-next
+    )
 
 
 @dataclass(frozen=True)
@@ -138,12 +172,15 @@ class SimConfig:
     idle_w: float = 20.0
     dt_s: float = 1.0
     seed: int = 1
+    override: str = "honoured"  # how the simulated GX treats the hub4 override (OVERRIDE_VARIANTS)
+    override_expiry_s: float = 60.0  # the override falls back to -1 this long after a write
 
 
 @dataclass(frozen=True)
 class Config:
     control: ControlConfig
     writes: WritesConfig = field(default_factory=WritesConfig)
+    actuator: ActuatorConfig = field(default_factory=ActuatorConfig)
     venus: VenusConfig = field(default_factory=VenusConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     sim: SimConfig = field(default_factory=SimConfig)
@@ -394,6 +431,36 @@ def _read_writes(sec: _Section) -> WritesConfig:
     return writes
 
 
+def _read_override(sec: _Section) -> OverrideConfig:
+    d = OverrideConfig()
+    override = OverrideConfig(
+        pv_factor=sec.number(
+            "pv_factor", d.pv_factor, minimum=0, exclusive_minimum=True, maximum=1.5
+        ),
+        pv_offset_w=sec.number("pv_offset_w", d.pv_offset_w, minimum=-1000, maximum=1000),
+        step_w=sec.positive("step_w", d.step_w, maximum=1000),
+        deadband_w=sec.number("deadband_w", d.deadband_w, minimum=0),
+        refresh_s=sec.positive("refresh_s", d.refresh_s, maximum=55),
+        verify_s=sec.positive("verify_s", d.verify_s),
+        retry_after_s=sec.positive("retry_after_s", d.retry_after_s),
+        effect_tolerance_w=sec.number("effect_tolerance_w", d.effect_tolerance_w, minimum=0),
+        effect_window_s=sec.positive("effect_window_s", d.effect_window_s),
+        foreign_clear_s=sec.number("foreign_clear_s", d.foreign_clear_s, minimum=0),
+    )
+    sec.done()
+    return override
+
+
+def _read_actuator(sec: _Section) -> ActuatorConfig:
+    d = ActuatorConfig()
+    actuator = ActuatorConfig(
+        kind=sec.choice("kind", d.kind, ACTUATOR_KINDS),
+        override=_read_override(sec.section("override")),
+    )
+    sec.done()
+    return actuator
+
+
 def _read_secret(sec: _Section, env: Mapping[str, str], env_name: str) -> Optional[str]:
     """Return the password from the environment, ``password`` or ``password_file``."""
     password = sec.string("password", None)
@@ -449,7 +516,10 @@ def _read_venus(sec: _Section, env: Mapping[str, str]) -> VenusConfig:
     vrm = sec.boolean("vrm", d.vrm)
     broker = _read_broker(sec, env, ENV_MQTT_PASSWORD, "127.0.0.1")
     dbus_sec = sec.section("dbus")
-    dbus = DbusConfig(address=dbus_sec.string("address", None))
+    dbus = DbusConfig(
+        address=dbus_sec.string("address", None),
+        backend=dbus_sec.choice("backend", DbusConfig().backend, DBUS_BACKENDS),
+    )
     dbus_sec.done()
     venus = VenusConfig(
         transport=sec.choice("transport", d.transport, TRANSPORTS),
@@ -521,6 +591,8 @@ def _read_sim(sec: _Section) -> SimConfig:
         idle_w=sec.number("idle_w", d.idle_w, minimum=0),
         dt_s=sec.number("dt_s", d.dt_s, minimum=0.1, maximum=60),
         seed=sec.integer("seed", d.seed, minimum=0, maximum=2**31),
+        override=sec.choice("override", d.override, OVERRIDE_VARIANTS),
+        override_expiry_s=sec.positive("override_expiry_s", d.override_expiry_s),
     )
     sec.done()
     return sim
@@ -534,6 +606,7 @@ def parse_config(raw: Any, env: Optional[Mapping[str, str]] = None) -> Config:
     config = Config(
         control=control,
         writes=_read_writes(top.section("writes")),
+        actuator=_read_actuator(top.section("actuator")),
         venus=_read_venus(top.section("venus"), env),
         homeassistant=_read_homeassistant(top.section("homeassistant"), env),
         sim=_read_sim(top.section("sim")),
@@ -579,12 +652,14 @@ def effective_config_yaml(config: Config) -> str:
 
 
 __all__: List[str] = [
+    "ActuatorConfig",
     "BrokerConfig",
     "Config",
     "ConfigError",
     "ControlConfig",
     "DbusConfig",
     "HomeAssistantConfig",
+    "OverrideConfig",
     "SimConfig",
     "TlsConfig",
     "TrimConfig",

@@ -40,7 +40,7 @@ from venus_prio.homeassistant import (
     state_prefix,
     state_topics,
 )
-from venus_prio.service import ServiceStatus
+from venus_prio.status import ServiceStatus
 from venus_prio.venus import flashmq
 from venus_prio.venus.mqtt import Endpoint, MessagePump, make_client, resolve_endpoint
 

@@ -41,6 +41,9 @@ class Reason(enum.Enum):
     STAND_ASIDE_EXTERNAL_CONTROL = "STAND_ASIDE_EXTERNAL_CONTROL"
     STAND_ASIDE_KEEP_CHARGED = "STAND_ASIDE_KEEP_CHARGED"
     STAND_ASIDE_DYNAMIC_ESS = "STAND_ASIDE_DYNAMIC_ESS"
+    # Somebody else (Dynamic ESS, scheduled charging, load shedding, another tool) holds the hub4
+    # override: never overwrite it (control.md section 8).
+    STAND_ASIDE_OVERRIDE_IN_USE = "STAND_ASIDE_OVERRIDE_IN_USE"
     BELOW_FLOOR = "BELOW_FLOOR"
     PV_PRIORITY = "PV_PRIORITY"
     PV_TOO_LOW = "PV_TOO_LOW"
@@ -73,6 +76,14 @@ class TargetClass(enum.Enum):
     BASELINE = "baseline"  # the user's own value: stock behaviour
 
 
+class Actuator(enum.Enum):
+    """Where venus-prio's discharge cap goes (control.md section 8)."""
+
+    OVERRIDE = "override"  # com.victronenergy.hub4 /Overrides/MaxDischargePower: RAM, expires
+    SETTING = "setting"  # /Settings/CGwacs/MaxDischargePower: flash, never expires
+    NONE = "none"  # neither yet (verifying, or nothing to steer with)
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the GX reports at one moment, already parsed and validated by a transport.
@@ -95,6 +106,11 @@ class Snapshot:
     max_discharge_w: Optional[float] = None
     max_discharge_min: Optional[float] = None
     max_discharge_max: Optional[float] = None
+    # The hub4 override: None when null (no override) or absent; -1 also means no override.
+    override_w: Optional[float] = None
+    # Whether the GX publishes the override path at all: None = not known yet (before the full
+    # publish completed or the first D-Bus read), False = absent (older firmware, no ESS).
+    override_present: Optional[bool] = None
     # Liveness, not message age: when the source last proved it is alive (heartbeat, read-back,
     # D-Bus GetValue), on the caller's monotonic clock. None = never.
     alive_at: Optional[float] = None

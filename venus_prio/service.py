@@ -23,22 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import (
-    Any,
-    Awaitable,
     Callable,
     List,
     Optional,
-    Protocol,
     Sequence,
-    TextIO,
     Tuple,
-    TypeVar,
-    runtime_checkable,
 )
 
 from venus_prio.config import Config
@@ -46,9 +38,10 @@ from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Decision, Reason, Snapshot, TargetClass, Write
-from venus_prio.venus.source import Source, same_value, write_confirmed
+from venus_prio.status import ServiceStatus, WriteRecord
+from venus_prio.tasks import cancel_and_wait, supervise
+from venus_prio.venus.source import Readiness, Source, same_value, write_confirmed
 from venus_prio.writes import (
-    WriteCounters,
     WriteState,
     clamp_target,
     counters,
@@ -64,46 +57,12 @@ EXIT_FAILURE = 1
 # How long a write may stay unechoed before the old value on the GX counts as the truth again.
 ECHO_TIMEOUT_S = 5.0
 ECHO_READ_TIMEOUT_S = 1.0  # then a read-back settles it
-# Cancelling a task again when it survived a cancellation (see _cancel_and_wait).
-CANCEL_RETRY_S = 0.5
 # At start-up the source needs a moment to connect: only then is "unreachable" worth a warning.
 STARTUP_GRACE_S = 5.0
 
 _LOUD_REASONS = frozenset(
     {Reason.STAND_ASIDE_STALE, Reason.STAND_ASIDE_DISCONNECTED, Reason.STAND_ASIDE_MISSING_INPUT}
 )
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WriteRecord:
-    """A write that went out (``sent``) or would have in dry-run."""
-
-    value_w: float
-    why: str
-    reason: Reason
-    forced: bool
-    sent: bool  # False: dry-run, counted as "would write"
-    at: float  # on the service clock
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """What the service shows the outside (Home Assistant): read-only."""
-
-    decision: Optional[Decision]
-    last_write: Optional[WriteRecord]
-    counters: WriteCounters
-    baseline_w: Optional[float]
-    mode: str  # "auto" | "dry-run" | "off"
-    enabled: bool  # steering allowed (config and mode)
-    dry_run: bool  # nothing is sent
-    connected: bool
-    written_w: Optional[float] = None  # the last value venus-prio sent to the GX
-    battery_power_w: Optional[float] = None
-    data_age_s: Optional[float] = None  # since the GX last proved it is alive
-    transport: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,16 +87,6 @@ def _in_flight(
     if previous is not None:
         return previous.after(value_w, gx_w=gx_w, now=now)
     return _InFlight(value_w, () if gx_w is None else (gx_w,), now + ECHO_TIMEOUT_S)
-
-
-@runtime_checkable
-class _Readiness(Protocol):
-    """A source that can tell when its state is complete after a (re)connect (MQTT)."""
-
-    @property
-    def ready(self) -> bool: ...
-
-    async def wait_ready(self, timeout: float) -> bool: ...
 
 
 class Service:
@@ -262,7 +211,7 @@ class Service:
         source_task = asyncio.ensure_future(self._source.run())
         steer_task = asyncio.ensure_future(self._steer_then_stop([source_task]))
         tasks = [source_task, steer_task]
-        await _supervise(tasks)
+        await supervise(tasks)
         if steer_task.cancelled():
             # The source gave up for good: nothing can be written any more.
             log.error("The connection to the GX failed for good: cannot restore the baseline")
@@ -344,7 +293,7 @@ class Service:
             return await self._steer()
         finally:
             # The source runs until cancelled: once steering is over, so is the source.
-            await _cancel_and_wait(others)
+            await cancel_and_wait(others)
 
     async def _steer(self) -> int:
         fatal = False
@@ -367,7 +316,7 @@ class Service:
         now = self._clock()
         snap = self._source.snapshot()
         self._track_connection(snap.connected, now)
-        if snap.connected and isinstance(self._source, _Readiness) and not self._source.ready:
+        if snap.connected and isinstance(self._source, Readiness) and not self._source.ready:
             # Mid full publish: a half-known state (SOC without PV, say) must not steer.
             return None
         if snap.connected:
@@ -642,289 +591,3 @@ class Service:
             log.info("Steering resumes: %s (%s)", decision.text, decision.reason.value)
         else:
             log.info("%s: %s", decision.reason.value, decision.text)
-
-
-# -- shared helpers ---------------------------------------------------------------------
-
-
-async def _supervise(tasks: Sequence[asyncio.Future[Any]]) -> None:
-    """Wait until every task ended or one failed; then cancel and await the rest.
-
-    Python 3.8 has no TaskGroup. Background tasks run until cancelled, so the main task cancels
-    them when it ends (``_steer_then_stop``) and FIRST_EXCEPTION returns on a failure or the end.
-    """
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    finally:
-        await _cancel_and_wait(tasks)
-
-
-async def _cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
-    """Cancel the tasks and wait until every one has ended.
-
-    Python 3.8's ``asyncio.wait_for`` can swallow a cancellation that races with its result
-    (bpo-42130): a task may survive one ``cancel()``, so the cancellation is repeated.
-    """
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
-        if pending:
-            log.debug("%d task(s) survived a cancellation; cancelling again", len(pending))
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved here; the caller looks at the result it needs
-
-
-async def _with_source(source: Source, main: Awaitable[T]) -> T:
-    """Run ``main`` while the source keeps itself connected; a failing source fails ``main``."""
-    source_task: asyncio.Future[None] = asyncio.ensure_future(source.run())
-
-    async def main_then_stop() -> T:
-        try:
-            return await main
-        finally:
-            await _cancel_and_wait([source_task])
-
-    main_task: asyncio.Future[T] = asyncio.ensure_future(main_then_stop())
-    await _supervise([source_task, main_task])
-    if main_task.cancelled():
-        exc = None if source_task.cancelled() else source_task.exception()
-        if exc is not None:
-            raise exc
-        raise SourceUnavailable("the source stopped")
-    return main_task.result()
-
-
-async def wait_ready(source: Source, timeout: float) -> bool:
-    """Wait until the source is connected, alive and shows MaxDischargePower; False on timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    if isinstance(source, _Readiness) and not await source.wait_ready(timeout):
-        return False
-    while True:
-        snap = source.snapshot()
-        if snap.connected and snap.alive_at is not None and snap.max_discharge_w is not None:
-            return True
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return False
-        await source.wait_changed(remaining)
-
-
-def _build_source(config: Config) -> Source:
-    """Return the real source for the config (construct inside the running loop)."""
-    # Imported here: only the transport in use is loaded (aiomqtt or a D-Bus library).
-    if config.venus.transport == "dbus":
-        from venus_prio.venus.dbus import DbusSource  # noqa: PLC0415
-
-        return DbusSource(venus=config.venus, control=config.control)
-    if config.venus.transport == "auto" and not config.venus.vrm:
-        # MQTT preferred, D-Bus while the broker is down on the GX (the VRM broker is remote).
-        from venus_prio.venus.fallback import build_auto_source  # noqa: PLC0415
-
-        return build_auto_source(venus=config.venus, control=config.control)
-    from venus_prio.venus.mqtt import MqttSource  # noqa: PLC0415
-
-    return MqttSource(venus=config.venus, control=config.control)
-
-
-def _ready_timeout(config: Config) -> float:
-    venus = config.venus
-    discovery = venus.portal_id_timeout_s if venus.portal_id is None else 0.0
-    return discovery + 2 * venus.full_publish_timeout_s + 5.0
-
-
-# -- entry points (cli.py) ----------------------------------------------------------------
-
-
-def run(config: Config, *, dry_run: bool = False) -> int:
-    """Run the service until SIGTERM/SIGINT; return the exit code (1: restore not confirmed)."""
-    return asyncio.run(_run(config, dry_run=dry_run))
-
-
-async def _run(config: Config, *, dry_run: bool) -> int:
-    source = _build_source(config)
-    service = Service(config=config, source=source, dry_run=dry_run)
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        log.info("Received %s: handing back the baseline and stopping", sig.name)
-        service.request_stop()
-
-    handled: List[signal.Signals] = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-        handled.append(sig)
-    try:
-        log.info(
-            "venus-prio running%s; journal %s",
-            " in dry-run (nothing is written)" if service.dry_run else "",
-            journal_path(config.resolved_state_dir()),
-        )
-        return await serve(service, config)
-    finally:
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-
-async def serve(service: Service, config: Config) -> int:
-    """Run the service and, with ``homeassistant.enabled``, the Home Assistant publisher beside it.
-
-    The publisher never decides anything: its failures are logged and never end the service; it
-    is cancelled (and marks the device offline) once the service has handed back the baseline.
-    """
-    if not config.homeassistant.enabled:
-        return await service.run()
-    main: asyncio.Future[int] = asyncio.ensure_future(service.run())
-    companion = asyncio.ensure_future(_home_assistant(service, config))
-    try:
-        await asyncio.wait([main])
-    finally:
-        await _cancel_and_wait([main, companion])
-    return main.result()
-
-
-async def _home_assistant(service: Service, config: Config) -> None:
-    """Publish to Home Assistant once the portal id is known; log a failure, never raise it."""
-    from venus_prio.ha_publisher import HomeAssistantPublisher, command_handler  # noqa: PLC0415
-
-    changed = service.watch()
-    try:
-        while service.portal_id is None:
-            changed.clear()
-            await changed.wait()
-        publisher = HomeAssistantPublisher(
-            homeassistant=config.homeassistant,
-            venus=config.venus,
-            portal_id=service.portal_id,
-            status=lambda: service.status,
-            changed=changed,
-            on_command=command_handler(service),
-        )
-        await publisher.run()
-    except Exception:
-        log.exception("Home Assistant publisher failed; steering goes on without it")
-
-
-def restore(config: Config) -> int:
-    """Write the journal's baseline to the GX, confirm it and mark the journal clean."""
-    return asyncio.run(_restore(config))
-
-
-async def _restore(config: Config) -> int:
-    path = journal_path(config.resolved_state_dir())
-    journal = load_journal(path)
-    if journal is None or journal.baseline_w is None:
-        log.info(
-            "No baseline journal at %s: venus-prio never took control; nothing to restore", path
-        )
-        return EXIT_OK
-    source = _build_source(config)
-
-    async def main() -> int:
-        if not await wait_ready(source, _ready_timeout(config)):
-            log.error("Cannot reach the GX: the baseline %g W was NOT restored", journal.baseline_w)
-            return EXIT_FAILURE
-        if journal.portal_id is not None and journal.portal_id != source.portal_id:
-            log.error(
-                "The journal %s belongs to GX %s, this is %s: not restoring",
-                path,
-                journal.portal_id,
-                source.portal_id,
-            )
-            return EXIT_FAILURE
-        assert journal.baseline_w is not None  # checked above
-        snap = source.snapshot()
-        value = clamp_target(
-            journal.baseline_w,
-            TargetClass.BASELINE,
-            max_w=config.control.max_inverter_power_w,
-            setting_min=snap.max_discharge_min,
-            setting_max=snap.max_discharge_max,
-        )
-        if await write_confirmed(source, value) is None:
-            log.error("RESTORE NOT CONFIRMED: MaxDischargePower %g W did not show on the GX", value)
-            return EXIT_FAILURE
-        save_journal(
-            path,
-            Journal(
-                portal_id=journal.portal_id or source.portal_id,
-                baseline_w=journal.baseline_w,
-                last_written_w=value,
-                clean=True,
-                mode=journal.mode,
-                updated=time.time(),
-            ),
-        )
-        log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
-        return EXIT_OK
-
-    return await _with_source(source, main())
-
-
-def probe(config: Config, out: Optional[TextIO] = None) -> int:
-    """Connect, show the live values, the decision and the write it would make; write nothing."""
-    return asyncio.run(_probe(config, sys.stdout if out is None else out))
-
-
-async def _probe(config: Config, out: TextIO) -> int:
-    source = _build_source(config)
-
-    async def main() -> int:
-        if not await wait_ready(source, _ready_timeout(config)):
-            snap = source.snapshot()
-            what = "the broker answered but the GX did not" if snap.connected else "no connection"
-            out.write(f"Cannot reach the GX ({what})\n")
-            return EXIT_FAILURE
-        service = Service(config=config, source=source, dry_run=True, persist=False)
-        decision = await service.evaluate()
-        snap = source.snapshot()
-        out.write(format_probe(source, snap, service.status, decision))
-        return EXIT_OK
-
-    return await _with_source(source, main())
-
-
-def format_probe(
-    source: Source, snap: Snapshot, status: ServiceStatus, decision: Optional[Decision]
-) -> str:
-    """Return the human-readable probe report."""
-
-    def show(value: Optional[float], unit: str = "") -> str:
-        return "-" if value is None else f"{value:.10g}{unit}"
-
-    lines = [
-        f"GX {source.portal_id or '?'} via {source.name}: "
-        f"{'connected' if snap.connected else 'not connected'}",
-        f"  SOC                 {show(snap.soc, ' %')}",
-        f"  ActiveSocLimit      {show(snap.active_soc_limit, ' %')}",
-        f"  MinimumSocLimit     {show(snap.min_soc_setting, ' %')}",
-        f"  DC PV               {show(snap.pv_dc_w, ' W')}",
-        f"  DC system           {show(snap.dc_system_w, ' W')}",
-        f"  Battery power       {show(snap.battery_power_w, ' W')}",
-        f"  AC input source     {show(snap.ac_input_source)}",
-        f"  Hub4Mode            {show(snap.hub4_mode)}",
-        f"  BatteryLife state   {show(snap.battery_life_state)}",
-        f"  Dynamic ESS mode    {show(snap.dynamic_ess_mode)}",
-        f"  MaxDischargePower   {show(snap.max_discharge_w, ' W')} "
-        f"(min {show(snap.max_discharge_min)}, max {show(snap.max_discharge_max)})",
-        f"Baseline              {show(status.baseline_w, ' W')}",
-    ]
-    if decision is None:
-        lines.append("Decision              none (MaxDischargePower unknown: no baseline)")
-    else:
-        lines += [
-            f"Decision              {decision.reason.value}: target {decision.target_w:g} W",
-            f"  {decision.text}",
-            f"  band {decision.band.value}, phase "
-            f"{'-' if decision.phase is None else decision.phase.value}, d {show(decision.d)}, "
-            f"floor {show(decision.floor, ' %')}, PV filtered {decision.pv_f:g} W",
-        ]
-    write = status.last_write
-    if write is None:
-        lines.append("Would write           nothing (no write needed)")
-    else:
-        lines.append(f"Would write           {write.value_w:g} W ({write.why})")
-    return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ from tests.integration.harness import (
     wait_exit,
     write_yaml,
 )
+from venus_prio.app import serve
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -51,7 +52,7 @@ from venus_prio.homeassistant import (
 )
 from venus_prio.journal import journal_path, load_journal
 from venus_prio.model import Reason
-from venus_prio.service import Service, serve
+from venus_prio.service import Service
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.venus import paths
 from venus_prio.venus.mqtt import MqttSource

@@ -7,7 +7,9 @@ How it works, once per step of ``dt`` seconds (pure: no I/O, no clock):
    ``grid_charging`` is set when SOC <= MinSOC - 5 and cleared when SOC >= MinSOC.
 2. Grid setpoint 0: the inverter covers the AC loads minus AC PV, up to
    ``min(inverter_w, MaxDischargePower)`` (-1 or any negative = no cap). It does not invert at
-   all while blocked or when MaxDischargePower is 0.
+   all while blocked or when MaxDischargePower is 0. The hub4 override (control.md section 8) is
+   a DC-side cap: the inverter's DC draw, idle included, stays at or below it (-1 = no cap, 0 =
+   no inverting at all, as with the setting); ``OverrideRegister`` models how the GX keeps it.
 3. DC bus: ``battery = pv_dc - inverter_dc_in - idle_dc + charger_dc_out``. So DC PV beyond what
    the inverter takes charges the battery, and while blocked all DC PV goes to the battery.
    The 20 W idle draw is paid from the DC bus while inverting, from the AC side (grid) otherwise.
@@ -32,9 +34,11 @@ Inverter efficiency: nominal at and above ``LOW_POWER_W``; below it falls linear
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Optional
 
-from venus_prio.config import SimConfig
+from venus_prio.config import OVERRIDE_VARIANTS, SimConfig
 
 RELEASE_ABOVE_FLOOR = 3.0  # ESS #1 clears at MinSOC + 3
 GRID_RECHARGE_BELOW_FLOOR = 5.0  # grid recharge starts at MinSOC - 5, stops at MinSOC
@@ -104,6 +108,18 @@ class Plant:
             eta -= LOW_POWER_DROP * (1.0 - ac_w / LOW_POWER_W)
         return ac_w / eta
 
+    def inverter_ac_for_dc(self, dc_w: float) -> float:
+        """Return the most AC power the inverter delivers from ``dc_w`` (inverse of the above)."""
+        if dc_w <= 0:
+            return 0.0
+        eta = self._eta
+        low_eta = eta - LOW_POWER_DROP
+        # Below LOW_POWER_W: dc = ac / (low_eta + DROP * ac / LOW_POWER_W), solved for ac.
+        ac = dc_w * low_eta / (1.0 - dc_w * LOW_POWER_DROP / LOW_POWER_W)
+        if 0 <= ac < LOW_POWER_W:
+            return ac
+        return dc_w * eta
+
     def _update_flags(self) -> None:
         p = self.params
         soc = self.soc
@@ -117,14 +133,27 @@ class Plant:
             self.grid_charging = False
 
     def step(
-        self, dt: float, *, pv_dc_w: float, load_w: float, pv_ac_w: float, max_discharge_w: float
+        self,
+        dt: float,
+        *,
+        pv_dc_w: float,
+        load_w: float,
+        pv_ac_w: float,
+        max_discharge_w: float,
+        override_w: float = -1.0,
     ) -> PlantStep:
-        """Advance the plant by ``dt`` seconds and return what flowed where."""
+        """Advance the plant by ``dt`` seconds and return what flowed where.
+
+        ``max_discharge_w`` is the setting (AC-side cap), ``override_w`` the hub4 override in
+        force (DC-side cap); negative values mean no cap.
+        """
         p = self.params
         self._update_flags()
         eta = self._eta
         cap_w = p.inverter_w if max_discharge_w < 0 else min(p.inverter_w, max_discharge_w)
-        may_invert = not self.blocked and cap_w > 0
+        if override_w >= 0:
+            cap_w = min(cap_w, self.inverter_ac_for_dc(override_w - p.idle_w))
+        may_invert = not self.blocked and cap_w > 0 and override_w != 0
         ac_need = load_w - pv_ac_w
 
         inv_ac = min(ac_need, cap_w) if may_invert and ac_need > 0 else 0.0
@@ -189,3 +218,62 @@ class Plant:
             grid_charging=self.grid_charging,
             loss_w=loss_w,
         )
+
+
+# systemcalc before v3.60 rewrote the overrides every this many seconds (control.md section 8).
+GX_RESET_PERIOD_S = 5.0
+
+
+class OverrideRegister:
+    """The hub4 override as a GX keeps it: expiry, and the ways a GX may not honour it.
+
+    ``variant`` is one of ``OVERRIDE_VARIANTS``: ``honoured`` (held until ``expiry_s`` after the
+    last write, then -1), ``absent`` (no such path: writes are dropped, ``shown`` is None),
+    ``reset_every_5s`` (as honoured, but every ``GX_RESET_PERIOD_S`` of the clock it is set back
+    to -1) and ``ignored`` (stored and shown, never applied to the inverter). Pure: ``now`` is an
+    argument.
+    """
+
+    def __init__(self, *, variant: str = "honoured", expiry_s: float = 60.0) -> None:
+        if variant not in OVERRIDE_VARIANTS:
+            raise ValueError(f"override variant must be one of {OVERRIDE_VARIANTS}: {variant!r}")
+        self.variant = variant
+        self.expiry_s = expiry_s
+        self._value = -1.0
+        self._written_at: Optional[float] = None
+
+    @property
+    def present(self) -> bool:
+        """Return whether the GX publishes the override path at all."""
+        return self.variant != "absent"
+
+    def write(self, value_w: Optional[float], now: float) -> bool:
+        """Apply a write (None = null = release); return False when the GX dropped it."""
+        if not self.present:
+            return False
+        if value_w is None or value_w < 0:
+            self._value, self._written_at = -1.0, None
+        else:
+            self._value, self._written_at = float(value_w), now
+        return True
+
+    def shown(self, now: float) -> Optional[float]:
+        """Return the value the GX shows at ``now`` (-1 = none; None = the path is absent)."""
+        if not self.present:
+            return None
+        written = self._written_at
+        if written is not None:
+            expired = now - written >= self.expiry_s
+            reset = self.variant == "reset_every_5s" and math.floor(
+                now / GX_RESET_PERIOD_S
+            ) > math.floor(written / GX_RESET_PERIOD_S)
+            if expired or reset:
+                self._value, self._written_at = -1.0, None
+        return self._value
+
+    def in_force(self, now: float) -> float:
+        """Return the cap the inverter obeys at ``now`` (-1 = none)."""
+        shown = self.shown(now)
+        if shown is None or self.variant == "ignored":
+            return -1.0
+        return shown

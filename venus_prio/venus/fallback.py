@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Union
 
 from venus_prio.config import ControlConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import Snapshot
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus.dbus import SYSTEM_SERVICE, DbusSource
 from venus_prio.venus.mqtt import MqttSource
 from venus_prio.venus.source import Source
@@ -39,7 +40,6 @@ DBUS = "dbus"
 FALLBACK_GRACE_S = 3.0
 # Backstop for changes no source signals (MQTT turning ready without a new value).
 FOLLOW_POLL_S = 0.5
-CANCEL_RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,12 @@ class FallbackSource(Source):
     async def read_max_discharge(self, timeout: float) -> Optional[float]:
         return await self._current().read_max_discharge(timeout)
 
+    async def write_override(self, value_w: float) -> None:
+        await self._current().write_override(value_w)
+
+    async def read_override(self, timeout: float) -> Optional[float]:
+        return await self._current().read_override(timeout)
+
     async def run(self) -> None:
         """Run both transports and the follower until cancelled; a failing one fails this."""
         tasks: List[asyncio.Future[None]] = [
@@ -153,7 +159,7 @@ class FallbackSource(Source):
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            await _cancel_and_wait(tasks)
+            await cancel_and_wait(tasks)
         for task in done:
             failure = None if task.cancelled() else task.exception()
             if failure is not None:
@@ -233,18 +239,6 @@ class FallbackSource(Source):
                 source.store.changed.clear()
                 if source is self._current():
                     self.store.changed.set()
-
-
-async def _cancel_and_wait(tasks: Sequence[asyncio.Future[None]]) -> None:
-    """Cancel the tasks and wait until each ended (again if one survived: bpo-42130 on 3.8)."""
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=CANCEL_RETRY_S)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: run() reports the first failure
 
 
 def build_auto_source(

@@ -276,6 +276,12 @@ class MqttSource(Source):
 
     # -- connection ----------------------------------------------------------------------
 
+    async def write_override(self, value_w: float) -> None:
+        raise SourceUnavailable("the hub4 override is not implemented on this transport yet")
+
+    async def read_override(self, timeout: float) -> Optional[float]:
+        return None
+
     def _make_client(self) -> aiomqtt.Client:
         return make_client(self._endpoint, name="venus-prio")
 

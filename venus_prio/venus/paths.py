@@ -12,6 +12,7 @@ from typing import Tuple
 
 SYSTEM = "system"
 SETTINGS = "settings"
+HUB4 = "hub4"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ DYNAMIC_ESS_MODE = VenusItem(
     SETTINGS, "/Settings/DynamicEss/Mode", "dynamic_ess_mode", integer=True
 )
 MAX_DISCHARGE_POWER = VenusItem(SETTINGS, "/Settings/CGwacs/MaxDischargePower", "max_discharge_w")
+# The volatile cap in hub4control's RAM (control.md section 8): -1/null = no override.
+OVERRIDE_MAX_DISCHARGE = VenusItem(HUB4, "/Overrides/MaxDischargePower", "override_w")
 
 # Everything a Snapshot is built from, in one list (the transports subscribe to exactly these).
 INPUTS: Tuple[VenusItem, ...] = (

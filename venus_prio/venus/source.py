@@ -15,7 +15,7 @@ import abc
 import asyncio
 import logging
 import math
-from typing import Any, Dict, List, Optional, TypeVar
+from typing import Any, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
 
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import Snapshot
@@ -62,10 +62,14 @@ class InputStore:
     """
 
     def __init__(self) -> None:
-        self._values: Dict[str, Optional[float]] = {item.field: None for item in paths.INPUTS}
+        self._values: Dict[str, Optional[float]] = {
+            item.field: None for item in (*paths.INPUTS, paths.OVERRIDE_MAX_DISCHARGE)
+        }
         self.setting_min: Optional[float] = None
         self.setting_max: Optional[float] = None
         self.alive_at: Optional[float] = None
+        # Whether the GX has the hub4 override path: None = not known yet (Snapshot docs).
+        self.override_present: Optional[bool] = None
         self.connected = False
         self.changed = asyncio.Event()
 
@@ -92,6 +96,12 @@ class InputStore:
 
     def set_bounds(self, setting_min: Optional[float], setting_max: Optional[float]) -> None:
         self.setting_min, self.setting_max = setting_min, setting_max
+
+    def set_override_present(self, present: Optional[bool]) -> None:
+        """Record whether the GX publishes the hub4 override path (None: not known yet)."""
+        if present != self.override_present:
+            self.override_present = present
+            self.changed.set()
 
     def mark_alive(self, now: float) -> None:
         """Record that the source proved it is alive (heartbeat, read-back, GetValue)."""
@@ -127,9 +137,21 @@ class InputStore:
             max_discharge_w=self._values[paths.MAX_DISCHARGE_POWER.field],
             max_discharge_min=self.setting_min,
             max_discharge_max=self.setting_max,
+            override_w=self._values[paths.OVERRIDE_MAX_DISCHARGE.field],
+            override_present=self.override_present,
             alive_at=self.alive_at,
             connected=self.connected,
         )
+
+
+@runtime_checkable
+class Readiness(Protocol):
+    """A source that can tell when its state is complete after a (re)connect (MQTT, D-Bus)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self, timeout: float) -> bool: ...
 
 
 class Source(abc.ABC):
@@ -168,18 +190,40 @@ class Source(abc.ABC):
     async def read_max_discharge(self, timeout: float) -> Optional[float]:
         """Ask the GX for the current value (read-back); None when it did not answer in time."""
 
+    @abc.abstractmethod
+    async def write_override(self, value_w: float) -> None:
+        """Send a write of hub4 /Overrides/MaxDischargePower (-1 releases it); raise
+        ``SourceUnavailable`` when not connected."""
+
+    @abc.abstractmethod
+    async def read_override(self, timeout: float) -> Optional[float]:
+        """Ask the GX for the override's current value (-1 when none is in force, also for a
+        null); None when it did not answer in time or the GX has no such path."""
+
 
 class MemorySource(Source):
     """An in-process GX for tests: values are set directly, writes land in ``setting``."""
 
     name = "memory"
 
-    def __init__(self, *, setting_w: float = -1.0, setting_max: float = 1_000_000.0) -> None:
+    def __init__(
+        self,
+        *,
+        setting_w: float = -1.0,
+        setting_max: float = 1_000_000.0,
+        override_present: bool = True,
+    ) -> None:
         super().__init__()
         self.setting_w = setting_w
         self.store.set_bounds(-1.0, setting_max)
         self.store.set(paths.MAX_DISCHARGE_POWER, setting_w)
         self.writes: List[float] = []
+        # The hub4 override: held as written (no expiry here), absent when not present.
+        self.override_w = -1.0
+        self.override_writes: List[float] = []
+        self.store.set_override_present(override_present)
+        if override_present:
+            self.store.set(paths.OVERRIDE_MAX_DISCHARGE, -1.0)
         self.reachable = True
 
     async def run(self) -> None:
@@ -198,31 +242,53 @@ class MemorySource(Source):
     async def read_max_discharge(self, timeout: float) -> Optional[float]:
         return self.setting_w if self.reachable else None
 
+    async def write_override(self, value_w: float) -> None:
+        if not self.reachable:
+            raise SourceUnavailable("memory source unreachable")
+        self.override_writes.append(value_w)
+        if self.store.override_present:
+            self.override_w = value_w
+            self.store.set(paths.OVERRIDE_MAX_DISCHARGE, value_w)
+
+    async def read_override(self, timeout: float) -> Optional[float]:
+        if not self.reachable or not self.store.override_present:
+            return None
+        return self.override_w
+
 
 async def write_confirmed(
-    source: Source, value_w: float, *, attempts: int = 3, timeout: float = 2.0, retry_s: float = 0.5
+    source: Source,
+    value_w: float,
+    *,
+    override: bool = False,
+    attempts: int = 3,
+    timeout: float = 2.0,
+    retry_s: float = 0.5,
 ) -> Optional[bool]:
     """Make the GX hold ``value_w``, confirmed by read-back (writes have no acknowledgement).
 
-    Return True when a write was needed and confirmed, False when the GX already showed the value
-    (no write spent), None when it could not be confirmed after ``attempts``.
+    ``override``: the hub4 override instead of the setting. Return True when a write was needed
+    and confirmed, False when the GX already showed the value (no write spent), None when it
+    could not be confirmed after ``attempts``.
     """
+    read = source.read_override if override else source.read_max_discharge
+    write = source.write_override if override else source.write_max_discharge
     delay = retry_s
     wrote = False
     for attempt in range(attempts):
         if attempt:
             await asyncio.sleep(delay)
             delay *= 2
-        shown = await source.read_max_discharge(timeout)
+        shown = await read(timeout)
         if same_value(shown, value_w):
             return wrote
         try:
-            await source.write_max_discharge(value_w)
+            await write(value_w)
         except SourceUnavailable as exc:
             log.warning("Write attempt %d: GX unreachable (%s)", attempt + 1, exc)
             continue
         wrote = True
-        shown = await source.read_max_discharge(timeout)
+        shown = await read(timeout)
         if same_value(shown, value_w):
             return wrote
         log.warning(

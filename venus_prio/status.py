@@ -1,0 +1,43 @@
+"""What the service shows the outside (Home Assistant, the probe): read-only value types.
+
+Kept apart from ``service.py`` so that the Home Assistant publisher can read the status without
+importing the service that runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from venus_prio.model import Decision, Reason
+from venus_prio.writes import WriteCounters
+
+
+@dataclass(frozen=True)
+class WriteRecord:
+    """A write that went out (``sent``) or would have in dry-run."""
+
+    value_w: float
+    why: str
+    reason: Reason
+    forced: bool
+    sent: bool  # False: dry-run, counted as "would write"
+    at: float  # on the service clock
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """What the service shows the outside (Home Assistant): read-only."""
+
+    decision: Optional[Decision]
+    last_write: Optional[WriteRecord]
+    counters: WriteCounters
+    baseline_w: Optional[float]
+    mode: str  # "auto" | "dry-run" | "off"
+    enabled: bool  # steering allowed (config and mode)
+    dry_run: bool  # nothing is sent
+    connected: bool
+    written_w: Optional[float] = None  # the last value venus-prio sent to the GX
+    battery_power_w: Optional[float] = None
+    data_age_s: Optional[float] = None  # since the GX last proved it is alive
+    transport: str = ""
