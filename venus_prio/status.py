@@ -41,3 +41,9 @@ class ServiceStatus:
     battery_power_w: Optional[float] = None
     data_age_s: Optional[float] = None  # since the GX last proved it is alive
     transport: str = ""
+    # Where the cap goes (control.md section 8): "override" | "setting" | "none", and why when it
+    # is not the override (fell back, absent, ...); "" while nothing needs saying.
+    actuator: str = "none"
+    actuator_why: str = ""
+    # ``counters`` counts flash writes (the setting); the override's RAM writes count apart.
+    override_counters: Optional[WriteCounters] = None
