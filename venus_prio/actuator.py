@@ -16,12 +16,13 @@ expires while venus-prio steers. Handing back (the baseline class) is ``RELEASE_
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Optional
 
-from venus_prio.config import OverrideConfig
-from venus_prio.model import TargetClass
+from venus_prio.config import Config, ControlConfig, OverrideConfig
+from venus_prio.model import Actuator, TargetClass
 
 RELEASE_W = -1.0  # "no override": hub4control falls back to the setting and stock ESS
 
@@ -32,6 +33,24 @@ class OverrideWrite:
 
     value_w: float
     why: str
+
+
+def control_for(config: Config, actuator: Actuator) -> ControlConfig:
+    """Return the controller's settings for the actuator in use.
+
+    The override caps the DC side (the inverter's losses come out of that DC power, not out of
+    the battery), so its PV share is ``override.pv_factor`` x net DC PV in ``override.step_w``
+    steps; the setting is an AC-side cap and keeps ``control.pv_factor``.
+    """
+    if actuator is not Actuator.OVERRIDE:
+        return config.control
+    override = config.actuator.override
+    return dataclasses.replace(
+        config.control,
+        pv_factor=override.pv_factor,
+        pv_offset_w=override.pv_offset_w,
+        step_w=override.step_w,
+    )
 
 
 def override_value(
