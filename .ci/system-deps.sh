@@ -14,6 +14,20 @@ if [ "${1:-test}" = test ]; then
   have shellcheck || need+=(shellcheck)      # the bundle's install scripts are linted
   have busybox || need+=(busybox)            # ... and run with the GX's busybox tools
   have systemd-analyze || need+=(systemd)    # docker/venus-prio.service is verified
+  # The Docker image is built and run with rootful podman on runc, from a debootstrapped base
+  # (tests/integration/test_docker.py). Without root that test cannot run and skips loudly, so
+  # these are optional then; as root, and always in CI, they are required.
+  docker=()
+  have podman || docker+=(podman)
+  have runc || docker+=(runc)
+  have debootstrap || docker+=(debootstrap)
+  if [ ${#docker[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] || [ -n "${CI:-}" ]; then
+      need+=("${docker[@]}")
+    else
+      echo "notice: the Docker image test will be skipped (needs root and: ${docker[*]})" >&2
+    fi
+  fi
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 

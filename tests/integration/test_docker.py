@@ -63,7 +63,13 @@ PACKAGES = ("python3", "python3-pip", "ca-certificates")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_REPO = "localhost/venus-prio-test/base"
 IMAGE_REPO = "localhost/venus-prio-test/venus-prio"
-TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+# What the official python images set: /usr/local first on PATH, a UTF-8 locale, python3.
+IMPORT_CHANGES = (
+    *("--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    *("--change", "ENV LANG=C.UTF-8"),
+    *("--change", 'CMD ["python3"]'),
+)
+TOOLS = ("podman", "runc", "debootstrap")  # each from the Debian package of its name
 # The same plant and config as test_conformance's run of the command: 1000 W PV -> 750 W.
 STEERED = 750.0
 
@@ -146,7 +152,7 @@ def podman_env(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
     """Return the environment for podman with this test's configuration and storage."""
     if os.geteuid() != 0:
         unavailable("needs root (rootful podman; debootstrap makes the base image)")
-    missing = [package for name, package in TOOLS.items() if find_tool(name) is None]
+    missing = [name for name in TOOLS if find_tool(name) is None]
     if missing:
         unavailable(f"missing {', '.join(missing)}: apt-get install {' '.join(missing)}")
     where = tmp_path_factory.mktemp("podman")
@@ -173,8 +179,11 @@ def debian_mirror() -> str:
                 return match.group(1)
     for path in sorted(sources.glob("*.sources")):
         for stanza in re.split(r"\n\s*\n", path.read_text(encoding="utf-8", errors="replace")):
-            fields = dict(re.findall(r"^(\w[\w-]*):\s*(.*)$", stanza, re.MULTILINE))
-            if "deb" in fields.get("Types", "").split() and SUITE in fields.get("Suites", ""):
+            fields: Dict[str, str] = dict(re.findall(r"^([\w-]+):\s*(.*)$", stanza, re.MULTILINE))
+            if (
+                "deb" in fields.get("Types", "").split()
+                and SUITE in fields.get("Suites", "").split()
+            ):
                 return fields["URIs"].split()[0]
     return "http://deb.debian.org/debian"
 
@@ -196,9 +205,9 @@ def debootstrap_base(env: Mapping[str, str], tag: str) -> None:
     rootfs = CACHE / f"rootfs.{os.getpid()}"
     shutil.rmtree(rootfs, ignore_errors=True)
     try:
+        include = f"--include={','.join(PACKAGES)}"
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}"]
-            + [SUITE, str(rootfs), debian_mirror()],
+            ["debootstrap", "--variant=minbase", include, SUITE, str(rootfs), debian_mirror()],
             env=dict(env),
             stdout=subprocess.DEVNULL,
             check=True,
@@ -216,11 +225,7 @@ def debootstrap_base(env: Mapping[str, str], tag: str) -> None:
                     path.unlink()
         with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
             subprocess.run(
-                ["podman", "import"]
-                # What the official python images set: /usr/local first on PATH, a UTF-8 locale.
-                + ["--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-                + ["--change", "ENV LANG=C.UTF-8", "--change", 'CMD ["python3"]']
-                + ["-", tag],
+                ["podman", "import", *IMPORT_CHANGES, "-", tag],
                 stdin=tar.stdout,
                 env=dict(env),
                 stdout=subprocess.DEVNULL,
@@ -312,11 +317,8 @@ def compose_duration_s(text: str) -> float:
 
 def interpolate(value: str, env: Mapping[str, str]) -> str:
     """Resolve compose's ``${NAME:-default}`` from ``env``, as compose does from the shell."""
-
-    def resolve(match: re.Match[str]) -> str:
-        return env.get(match.group(1)) or (match.group(2) or "")
-
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", resolve, value)
+    pattern = r"\$\{(\w+)(?::-([^}]*))?\}"
+    return re.sub(pattern, lambda match: env.get(match.group(1)) or match.group(2) or "", value)
 
 
 # Keys with nothing to translate, and why.
@@ -354,7 +356,9 @@ def compose_run_args(
             for mount in value:
                 if mount["type"] == "bind":  # the user's config: ours instead
                     ro = ",ro=true" if mount.get("read_only") else ""
-                    args.append(f"--mount=type=bind,source={config_file},target={mount['target']}{ro}")
+                    args.append(
+                        f"--mount=type=bind,source={config_file},target={mount['target']}{ro}"
+                    )
                 else:  # the named state volume: one of this run's own
                     args.append(f"--mount=type=volume,source={volume},target={mount['target']}")
         else:
@@ -374,12 +378,10 @@ def mount_options(pid: int) -> Dict[str, List[str]]:
     return mounts
 
 
-def uids(pid: int) -> List[int]:
-    """Return the real, effective, saved and filesystem uid of process ``pid``."""
-    status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
-    match = re.search(r"^Uid:\s+(.*)$", status, re.MULTILINE)
-    assert match is not None, status
-    return [int(uid) for uid in match.group(1).split()]
+def process_status(pid: int) -> Dict[str, List[str]]:
+    """Return the fields of ``/proc/<pid>/status`` (``Uid``, ``CapBnd``, ``NoNewPrivs``...)."""
+    text = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    return {k: v.split() for k, v in re.findall(r"^(\w+):\s*(.*)$", text, re.MULTILINE)}
 
 
 def test_image_steers_and_hands_the_baseline_back_on_podman_stop(
@@ -397,8 +399,10 @@ def test_image_steers_and_hands_the_baseline_back_on_podman_stop(
 
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as gx:
-            # The host network: the broker is on this host's loopback (the GX's, in real use).
-            await podman_async(podman_env, "run", "--detach", f"--name={name}", "--network=host", *run, image)
+            # The host network: this broker is on the host's loopback (a real GX's is on the LAN).
+            await podman_async(
+                podman_env, "run", "--detach", f"--name={name}", "--network=host", *run, image
+            )
             try:
                 await eventually(
                     lambda: gx.setting == STEERED, timeout=60.0, what="the container steering"
@@ -407,8 +411,11 @@ def test_image_steers_and_hands_the_baseline_back_on_podman_stop(
                     await podman_async(podman_env, "inspect", "--format", "{{json .State}}", name)
                 )
                 pid = state["Pid"]
-                expected_uid = int(user.split(":")[0])
-                assert expected_uid != 0 and uids(pid) == [expected_uid] * 4
+                uid = user.split(":")[0]
+                status = process_status(pid)
+                assert uid != "0" and status["Uid"] == [uid] * 4  # real, effective, saved, fs
+                assert int(status["CapBnd"][0], 16) == 0  # cap_drop: ALL
+                assert status["NoNewPrivs"] == ["1"]  # no-new-privileges
                 mounts = mount_options(pid)
                 assert "ro" in mounts["/"]
                 assert "ro" in mounts["/config/config.yaml"]

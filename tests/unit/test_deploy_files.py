@@ -1,8 +1,8 @@
 """The deploy files under docker/: Dockerfile (hadolint), compose.yaml, the systemd unit.
 
-There is no Docker engine here: the Dockerfile is linted and read, never built. The unit is
-checked by ``systemd-analyze verify`` in a scratch root that has the system's own units and an
-executable at the ExecStart path.
+Here the Dockerfile is linted and read (tests/integration/test_docker.py builds and runs it). The
+unit is checked by ``systemd-analyze verify`` in a scratch root that has the system's own units
+and an executable at the ExecStart path.
 """
 
 from __future__ import annotations
