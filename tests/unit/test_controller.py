@@ -242,7 +242,7 @@ def test_absent_optional_inputs_do_not_stand_aside() -> None:
     ],
 )
 def test_missing_input_text_names_what_the_source_calls_it(
-    missing: Dict[str, Any], names: Dict[str, str], expected: str
+    missing: Dict[str, Any], names: Dict[str, Any], expected: str
 ) -> None:
     # The controller knows no path table: the names come with the snapshot.
     decision, _ = once(snap(**missing, **names))
