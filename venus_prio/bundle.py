@@ -1,16 +1,17 @@
 """Build the offline Venus OS add-on bundle: one tarball a GX can install without network or pip.
 
-How it works: the GX has Python (3.8 up to Venus v3.5x, 3.12 from v3.60) but no pip and none of
-our dependencies, and everything outside ``/data`` is lost at a firmware update. So the bundle
-carries the ``venus_prio`` package, a ``vendor/`` directory of pure-Python copies of the
-dependencies, the daemontools service (``service/run``, ``service/log/run``), ``install.sh`` /
-``uninstall.sh`` and a default ``config.yaml``. The dependencies come from ``pip download`` of
-``py3-none-any`` wheels for Python 3.8 (the oldest Python a GX runs; the same wheels serve 3.12),
-unzipped. PyYAML ships no pure wheel: its sdist is downloaded and only ``lib/yaml/`` is copied,
-which is PyYAML's own pure-Python implementation (it uses libyaml only when its C extension is
-importable, and that extension is never built here). The tarball is deterministic: sorted
-entries, root ownership, fixed modes, and the mtime of ``SOURCE_DATE_EPOCH`` when set, so the
-same sources and dependency versions give the same bytes.
+How it works: the GX has Python (3.8 up to Venus v3.5x, 3.12 from v3.60) but no pip and none of our
+dependencies, and everything outside ``/data`` is lost at a firmware update. So the bundle carries
+the ``venus_prio`` package, a ``vendor/`` directory of pure-Python copies of the dependencies, the
+``bin/venus-prio`` command (a sh wrapper that runs the package on the GX's python3 with only
+``vendor/`` on the path), the daemontools service (``service/run``, ``service/log/run``),
+``install.sh`` / ``uninstall.sh`` and a default ``config.yaml``. The dependencies come from ``pip
+download`` of ``py3-none-any`` wheels for Python 3.8 (the oldest Python a GX runs; the same wheels
+serve 3.12), unzipped. PyYAML ships no pure wheel: its sdist is downloaded and only ``lib/yaml/``
+is copied, which is PyYAML's own pure-Python implementation (it uses libyaml only when its C
+extension is importable, and that extension is never built here). The tarball is deterministic:
+sorted entries, root ownership, fixed modes, and the mtime of ``SOURCE_DATE_EPOCH`` when set, so
+the same sources and dependency versions give the same bytes.
 
 Run it as ``make gx-bundle`` or ``python -m venus_prio.bundle [OUT_DIR]``.
 """
@@ -59,6 +60,24 @@ class BundleError(VenusPrioError):
     """The bundle could not be built (download failed, a dependency is not pure Python...)."""
 
 
+COMMAND = """#!/bin/sh
+# The venus-prio command on a GX:  venus-prio check-config /data/venus-prio/config.yaml
+# It runs the bundled package on the GX's own python3 with only the vendored dependencies on the
+# path: the GX has none of them installed, and a PYTHONPATH of the caller's must not mix other
+# copies in. It finds the bundle from its own location (through a symlink too), so it works
+# from /data/venus-prio, an unpacked bundle, or a test root alike.
+set -eu
+self=$0
+if [ -L "$self" ]; then
+    self=$(readlink -f "$self")
+fi
+bin=$(cd "$(dirname "$self")" && pwd -P)
+root=${bin%/bin}
+PYTHONPATH="$root/vendor:$root"
+export PYTHONPATH
+exec python3 -m venus_prio "$@"
+"""
+
 SERVICE_RUN = f"""#!/bin/sh
 # daemontools run script: supervise starts it in this directory (through the /service link)
 # and starts it again about a second after it exits.
@@ -68,9 +87,9 @@ here=$(pwd -P)
 root=${{here%/service}}
 # The data segment is capped like Victron caps its own services: a leak ends in a clean restart
 # by supervise, not in the kernel's OOM killer picking a Victron process on a 512 MB GX.
-# Only the vendored dependencies are on the path: the GX has none of them installed.
-exec softlimit -d {MEMORY_LIMIT_BYTES} env PYTHONPATH="$root/vendor:$root" \\
-    python3 -m venus_prio run --config "$root/config.yaml"
+# The command puts only the vendored dependencies on the path and execs python3, so supervise
+# signals the service itself.
+exec softlimit -d {MEMORY_LIMIT_BYTES} "$root/bin/venus-prio" run --config "$root/config.yaml"
 """
 
 SERVICE_LOG_RUN = """#!/bin/sh
@@ -90,14 +109,25 @@ INSTALL_SH = f"""#!/bin/sh
 # config.yaml there is kept. One line in /data/rc.local links the service into /service (a RAM
 # disk rebuilt at every boot) again at each boot. VENUS_PRIO_ROOT (default empty: this GX)
 # prefixes every path, for tests.
+#
+# The venus-prio command is /data/venus-prio/bin/venus-prio. To make it a plain command, one
+# line in root's ~/.profile adds that directory to the PATH. Why there: every directory on
+# root's PATH (/usr/local/bin, /usr/bin, /bin, the sbins) is on the read-only root filesystem
+# (/usr/local/bin does not even exist), and remounting it read-write to add a link is lost at
+# the next firmware update and shows as "modified" in the GUI's modification checks. Root's home
+# /home/root is a link to /data/home/root: persistent, writable, outside those checks, and read
+# by every login shell (SSH, the console). So no boot hook is needed for it; commands run
+# without a login shell (ssh gx 'cmd', rc.local, /data/initscript) use the full path.
 set -eu
 
 ROOT=${{VENUS_PRIO_ROOT:-}}
 DEST=$ROOT/data/venus-prio
 LINK=$ROOT/service/venus-prio
 RC=$ROOT/data/rc.local
+HOME_DIR=$ROOT/data/home/root
 MARK='{RC_LOCAL_MARK}'
 LINE="if [ -d '$DEST/service' ]; then ln -sfn '$DEST/service' '$LINK'; fi  $MARK"
+PATH_LINE="PATH=\\"\\$PATH:$DEST/bin\\"  $MARK"
 SRC=$(cd "$(dirname "$0")" && pwd -P)
 
 say() {{ printf 'venus-prio install: %s\\n' "$*"; }}
@@ -105,7 +135,7 @@ die() {{ printf 'venus-prio install: %s\\n' "$*" >&2; exit 1; }}
 
 [ -d "$ROOT/data" ] || die "$ROOT/data not found: not a Venus OS GX"
 [ -d "$ROOT/service" ] || die "$ROOT/service not found: not a Venus OS GX"
-if [ ! -d "$SRC/venus_prio" ] || [ ! -d "$SRC/vendor" ]; then
+if [ ! -d "$SRC/venus_prio" ] || [ ! -d "$SRC/vendor" ] || [ ! -d "$SRC/bin" ]; then
     die "run install.sh from the unpacked bundle"
 fi
 command -v python3 >/dev/null 2>&1 || die "python3 not found"
@@ -134,6 +164,7 @@ if [ "$SRC" != "$DEST" ]; then
     mkdir -p "$DEST/service/log"
     replace_dir venus_prio
     replace_dir vendor
+    replace_dir bin
     replace_file service/run 755
     replace_file service/log/run 755
     replace_file install.sh 755
@@ -145,11 +176,10 @@ if [ "$SRC" != "$DEST" ]; then
         say "installed the default $DEST/config.yaml"
     fi
 fi
-VERSION=$(PYTHONPATH="$DEST/vendor:$DEST" python3 -m venus_prio --version)
+VERSION=$("$DEST/bin/venus-prio" --version)
 
 # Refuse to start on a bad configuration rather than restart-looping every second.
-if ! PYTHONPATH="$DEST/vendor:$DEST" python3 -m venus_prio check-config "$DEST/config.yaml" \\
-        >/dev/null; then
+if ! "$DEST/bin/venus-prio" check-config "$DEST/config.yaml" >/dev/null; then
     die "fix $DEST/config.yaml (see the error above), then run sh $DEST/install.sh"
 fi
 
@@ -178,6 +208,23 @@ VP_LINE=$LINE VP_MARK=$MARK awk '
 cat "$RC.venus-prio.tmp" >"$RC"
 rm -f "$RC.venus-prio.tmp"
 
+# The command on root's PATH (see the top): drop any older line, add the current one.
+if [ -d "$HOME_DIR" ]; then
+    PROFILE=$HOME_DIR/.profile
+    if [ -e "$PROFILE" ]; then
+        grep -vF "$MARK" "$PROFILE" >"$PROFILE.venus-prio.tmp" || true
+    else
+        : >"$PROFILE.venus-prio.tmp"
+    fi
+    printf '%s\\n' "$PATH_LINE" >>"$PROFILE.venus-prio.tmp"
+    # cat, not mv: keep the owner and mode of the user's file.
+    cat "$PROFILE.venus-prio.tmp" >"$PROFILE"
+    rm -f "$PROFILE.venus-prio.tmp"
+    say "the venus-prio command: in a new login shell, or $DEST/bin/venus-prio"
+else
+    say "no $HOME_DIR: run the command as $DEST/bin/venus-prio"
+fi
+
 ln -sfn "$DEST/service" "$LINK"
 if command -v svc >/dev/null 2>&1 && svok "$DEST/service" 2>/dev/null; then
     # Already supervised (an upgrade): restart on the new code; -u in case it was stopped.
@@ -204,6 +251,7 @@ LINK=$ROOT/service/venus-prio
 RC=$ROOT/data/rc.local
 MARK='{RC_LOCAL_MARK}'
 LOGDIR=$ROOT/var/log/venus-prio
+PROFILE=$ROOT/data/home/root/.profile
 
 say() {{ printf 'venus-prio uninstall: %s\\n' "$*"; }}
 die() {{ printf 'venus-prio uninstall: %s\\n' "$*" >&2; exit 1; }}
@@ -238,9 +286,8 @@ stop_supervised "$DEST/service"
 stop_supervised "$DEST/service/log"
 
 # 2. Hand the user's own MaxDischargePower back (again: it may never have run cleanly).
-if [ -d "$DEST/venus_prio" ] && [ -e "$DEST/config.yaml" ]; then
-    if PYTHONPATH="$DEST/vendor:$DEST" python3 -m venus_prio restore --config "$DEST/config.yaml"
-    then
+if [ -x "$DEST/bin/venus-prio" ] && [ -e "$DEST/config.yaml" ]; then
+    if "$DEST/bin/venus-prio" restore --config "$DEST/config.yaml"; then
         say "restore done: your own MaxDischargePower is in force"
         restored=yes
     elif [ "$force" = yes ]; then
@@ -256,15 +303,19 @@ else
     restored=yes
 fi
 
-# 3. The boot hook; an rc.local left with nothing but its shebang was ours, remove it.
-if [ -e "$RC" ]; then
-    grep -vF "$MARK" "$RC" >"$RC.venus-prio.tmp" || true
-    cat "$RC.venus-prio.tmp" >"$RC"
-    rm -f "$RC.venus-prio.tmp"
-    if ! grep -qv -e '^#!' -e '^[[:space:]]*$' "$RC"; then
-        rm -f "$RC"
+# 3. The boot hook and the PATH line. A file left with nothing but a shebang or blank lines
+# was created by the installer: remove it.
+drop_marked() {{
+    [ -e "$1" ] || return 0
+    grep -vF "$MARK" "$1" >"$1.venus-prio.tmp" || true
+    cat "$1.venus-prio.tmp" >"$1"
+    rm -f "$1.venus-prio.tmp"
+    if ! grep -qv -e '^#!' -e '^[[:space:]]*$' "$1"; then
+        rm -f "$1"
     fi
-fi
+}}
+drop_marked "$RC"
+drop_marked "$PROFILE"
 
 # 4. Files.
 rm -rf "$LOGDIR"
@@ -288,8 +339,7 @@ def _minimal_config() -> str:
     """Return the default config.yaml used when the repository has none."""
     return (
         "# venus-prio on this GX. Check it with:\n"
-        "#   PYTHONPATH=/data/venus-prio/vendor:/data/venus-prio "
-        "python3 -m venus_prio check-config /data/venus-prio/config.yaml\n"
+        "#   /data/venus-prio/bin/venus-prio check-config /data/venus-prio/config.yaml\n"
         "control:\n"
         "  # The power you normally allow the inverter to deliver (W, all phases): EDIT THIS.\n"
         "  max_inverter_power_w: 3000\n"
@@ -480,6 +530,7 @@ def build_bundle(
         _write(tree / "config.yaml", config_text)
         _write(tree / "install.sh", INSTALL_SH, executable=True)
         _write(tree / "uninstall.sh", UNINSTALL_SH, executable=True)
+        _write(tree / "bin" / "venus-prio", COMMAND, executable=True)
         _write(tree / "service" / "run", SERVICE_RUN, executable=True)
         _write(tree / "service" / "log" / "run", SERVICE_LOG_RUN, executable=True)
         tarball = out / f"venus-prio-{__version__}.tar.gz"

@@ -31,7 +31,6 @@ from typing import Callable, Optional, Tuple
 
 from venus_prio.config import ControlConfig
 from venus_prio.model import Band, Decision, Phase, Reason, Snapshot, TargetClass
-from venus_prio.venus import paths
 
 AC_SOURCE_GENERATOR = 2
 AC_SOURCE_NOT_CONNECTED = 240  # inverting, no AC input: grid lost
@@ -135,7 +134,8 @@ def _next_phase(previous: Optional[Phase], d: float, cfg: ControlConfig) -> Phas
     return previous if previous is not None else Phase.CHARGING
 
 
-# Stand-aside rules in order of precedence: (reason, test, human text).
+# Stand-aside rules in order of precedence: (reason, test, human text). A text may name the
+# missing input as {soc} or {floor}: the snapshot says how its source calls them.
 _StandAsideTest = Callable[[Snapshot, ControlConfig, float, bool], bool]
 _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
     (Reason.STAND_ASIDE_DISABLED, lambda s, c, now, en: not en, "disabled by the user"),
@@ -148,7 +148,7 @@ _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
     (
         Reason.STAND_ASIDE_MISSING_INPUT,
         lambda s, c, now, en: _valid(s.soc) is None,
-        f"SOC unknown ({paths.SOC.path} is invalid or absent)",
+        "SOC unknown ({soc} is invalid or absent)",
     ),
     (
         Reason.STAND_ASIDE_GRID_LOST,
@@ -178,8 +178,7 @@ _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
     (
         Reason.STAND_ASIDE_MISSING_INPUT,
         lambda s, c, now, en: resolve_floor(s, c) is None,
-        f"SOC floor unknown ({paths.ACTIVE_SOC_LIMIT.path} and "
-        f"{paths.MIN_SOC_SETTING.path} are invalid or absent)",
+        "SOC floor unknown ({floor} invalid or absent)",
     ),
 )
 
@@ -259,7 +258,12 @@ def decide(
         if test(snap, cfg, now, enabled):
             # Handing back: the ramp restarts from scratch when steering resumes.
             return (
-                decision(baseline_w, TargetClass.BASELINE, reason, f"standing aside: {text}"),
+                decision(
+                    baseline_w,
+                    TargetClass.BASELINE,
+                    reason,
+                    "standing aside: " + text.format(soc=snap.soc_name, floor=snap.floor_names),
+                ),
                 after(None),
             )
     assert d is not None and soc is not None and floor is not None  # the rules above ensure it

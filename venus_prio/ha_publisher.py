@@ -131,6 +131,9 @@ def _state_fields(status: ServiceStatus) -> Dict[str, Any]:
         "enabled": status.enabled,
         "mode": status.mode,
         "baseline_w": status.baseline_w,
+        "actuator": status.actuator,
+        "actuator_why": status.actuator_why,
+        "override_writes": status.override_counters,
     }
 
 

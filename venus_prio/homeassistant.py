@@ -25,6 +25,8 @@ Home Assistant compatibility (every release from 2023.1 on):
 - Entity names do not repeat the device name: since 2023.8 Home Assistant prefixes it itself.
 - A value template that renders ``None`` (a JSON null) makes a numeric sensor unknown. Enum and
   text sensors would show the string "None", so their values are never null.
+- Extra detail goes into attributes (``json_attributes_topic`` + ``json_attributes_template``,
+  every release): the *Actuator* sensor's state is the enum, why it fell back is its ``why``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from venus_prio.config import HomeAssistantConfig
-from venus_prio.model import Decision, Phase, Reason
+from venus_prio.model import Actuator, Decision, Phase, Reason
 from venus_prio.writes import WriteCounters
 
 PAYLOAD_ONLINE = "online"
@@ -46,6 +48,7 @@ PAYLOAD_ON = "ON"
 PAYLOAD_OFF = "OFF"
 PAYLOAD_PRESS = "PRESS"
 MODES: Tuple[str, ...] = ("auto", "dry-run", "off")
+ACTUATORS: Tuple[str, ...] = tuple(actuator.value for actuator in Actuator)
 PHASE_UNKNOWN = "unknown"  # the enum sensor's value before the controller picked a phase
 # The service publishes the state on every change and at least this often; sensors expire (turn
 # unavailable) after DEFAULT_EXPIRE_AFTER_S without one, i.e. when the service hangs.
@@ -130,6 +133,15 @@ def _rounded(value: Optional[float], digits: int) -> Union[int, float, None]:
     return round(value, digits)
 
 
+def _counts(prefix: str, counters: Optional[WriteCounters]) -> Dict[str, Optional[int]]:
+    """Return ``<prefix>_hour/_day/_total``; null (unknown in HA) when nothing counts them."""
+    return {
+        f"{prefix}_hour": None if counters is None else counters.hour,
+        f"{prefix}_day": None if counters is None else counters.day,
+        f"{prefix}_total": None if counters is None else counters.total,
+    }
+
+
 def state_document(
     decision: Decision,
     *,
@@ -142,10 +154,20 @@ def state_document(
     enabled: bool,
     mode: str,
     baseline_w: Optional[float],
+    actuator: str = Actuator.NONE.value,
+    actuator_why: str = "",
+    override_writes: Optional[WriteCounters] = None,
 ) -> Dict[str, Any]:
-    """Return the state as a JSON-ready dict: snake_case keys, watts as whole numbers."""
+    """Return the state as a JSON-ready dict: snake_case keys, watts as whole numbers.
+
+    ``writes`` counts flash writes (the setting; kept under the ``writes_*`` keys the entities
+    were first published with), ``override_writes`` the hub4 override's RAM writes (None: not
+    counted, shown as unknown).
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if actuator not in ACTUATORS:
+        raise ValueError(f"actuator must be one of {', '.join(ACTUATORS)}, got {actuator!r}")
     return {
         "target_w": _rounded(decision.target_w, 0),
         "target_class": decision.target_class.value,
@@ -162,9 +184,10 @@ def state_document(
         "battery_power_w": _rounded(battery_power_w, 0),
         "data_age_s": _rounded(data_age_s, 1),
         "transport": transport,
-        "writes_hour": writes.hour,
-        "writes_day": writes.day,
-        "writes_total": writes.total,
+        **_counts("writes", writes),
+        **_counts("override_writes", override_writes),
+        "actuator": actuator,
+        "actuator_why": actuator_why[:MAX_STATE_LENGTH],
         "baseline_w": _rounded(baseline_w, 0),
         "ac_priority": decision.reason.prioritises_ac_loads,
         "standing_aside": decision.reason.stands_aside,
@@ -210,6 +233,39 @@ def _value(key: str) -> str:
 
 def _on_off(key: str) -> str:
     return "{{ '" + PAYLOAD_ON + "' if value_json." + key + " else '" + PAYLOAD_OFF + "' }}"
+
+
+def _attributes(**keys: str) -> str:
+    """Return a ``json_attributes_template``: attribute name -> state document key."""
+    pairs = ", ".join(f"'{name}': value_json.{key}" for name, key in keys.items())
+    return "{{ {" + pairs + "} | tojson }}"
+
+
+# (suffix, name suffix, state class) of the write counters. total_increasing: the count restarts
+# at 0 with the service, which Home Assistant treats as a reset.
+_COUNTER_PERIODS = (
+    ("hour", "last hour", "measurement"),
+    ("day", "last day", "measurement"),
+    ("total", "total", "total_increasing"),
+)
+
+
+def _writes(key: str, name: str, icon: str) -> Tuple[_Entity, ...]:
+    """Return the diagnostic counters of one kind of write: last hour, last day, total."""
+    return tuple(
+        _Entity(
+            "sensor",
+            f"{key}_{suffix}",
+            f"{name} {label}",
+            {
+                "state_class": state_class,
+                "entity_category": "diagnostic",
+                "icon": icon,
+                "value_template": _value(f"{key}_{suffix}"),
+            },
+        )
+        for suffix, label, state_class in _COUNTER_PERIODS
+    )
 
 
 def _power(key: str, *, diagnostic: bool = False, state_class: bool = True) -> Dict[str, Any]:
@@ -264,40 +320,10 @@ _ENTITIES: Tuple[_Entity, ...] = (
             "value_template": _value("data_age_s"),
         },
     ),
-    _Entity(
-        "sensor",
-        "writes_hour",
-        "Writes last hour",
-        {
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "icon": "mdi:content-save-edit-outline",
-            "value_template": _value("writes_hour"),
-        },
-    ),
-    _Entity(
-        "sensor",
-        "writes_day",
-        "Writes last day",
-        {
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "icon": "mdi:content-save-edit-outline",
-            "value_template": _value("writes_day"),
-        },
-    ),
-    _Entity(
-        "sensor",
-        "writes_total",
-        "Writes total",
-        {
-            # total_increasing: the count restarts at 0 with the service; HA treats that as a reset
-            "state_class": "total_increasing",
-            "entity_category": "diagnostic",
-            "icon": "mdi:content-save-edit-outline",
-            "value_template": _value("writes_total"),
-        },
-    ),
+    # The setting's writes keep the object ids (and so the entity ids) they were first published
+    # with; only their names say "flash" now that the override's RAM writes count apart.
+    *_writes("writes", "Flash writes", "mdi:content-save-edit-outline"),
+    *_writes("override_writes", "Override writes", "mdi:memory"),
     # A setting, not a measurement: no state_class keeps it out of long-term statistics.
     _Entity(
         "sensor", "baseline_w", "Baseline", _power("baseline_w", diagnostic=True, state_class=False)
@@ -311,6 +337,19 @@ _ENTITIES: Tuple[_Entity, ...] = (
             "options": [reason.value for reason in Reason],
             "icon": "mdi:head-lightbulb-outline",
             "value_template": _value("reason"),
+        },
+    ),
+    _Entity(
+        "sensor",
+        "actuator",
+        "Actuator",
+        {
+            "device_class": "enum",
+            "options": list(ACTUATORS),
+            "icon": "mdi:tune-variant",
+            "value_template": _value("actuator"),
+            "json_attributes_topic": "state",
+            "json_attributes_template": _attributes(why="actuator_why"),
         },
     ),
     _Entity(
@@ -385,6 +424,8 @@ _ENTITIES: Tuple[_Entity, ...] = (
     ),
 )
 
+# Options naming a topic by its Topics attribute; ``_entity_config`` resolves them.
+_TOPIC_OPTIONS = frozenset({"command_topic", "json_attributes_topic"})
 # Components that show a state read from the state document (a button has none).
 _STATEFUL = frozenset({"sensor", "binary_sensor", "switch", "select"})
 # Read-only components that turn unavailable when the state stops coming.
@@ -446,8 +487,7 @@ def _entity_config(
     if entity.component in _EXPIRING:
         config["expire_after"] = expire_after_s
     for key, value in entity.options.items():
-        # The table names command topics by Topics attribute; resolve them here.
-        config[key] = getattr(topics, value) if key == "command_topic" else value
+        config[key] = getattr(topics, value) if key in _TOPIC_OPTIONS else value
     return config
 
 
@@ -533,6 +573,7 @@ def parse_command(topic: str, payload: object, topics: Topics) -> Optional[Comma
 
 
 __all__: List[str] = [
+    "ACTUATORS",
     "DEFAULT_EXPIRE_AFTER_S",
     "MODES",
     "STATE_HEARTBEAT_S",

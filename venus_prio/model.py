@@ -89,8 +89,8 @@ class Snapshot:
     """What the GX reports at one moment, already parsed and validated by a transport.
 
     ``None`` means unknown: the source marked the value invalid (null) or does not publish the
-    path at all. The ``*_absent`` flags tell the two apart for the required inputs, so a stand-aside
-    reason can name a path this system does not have.
+    path at all. ``soc_name`` and ``floor_names`` are how the source names those inputs, so a
+    stand-aside text can say what is missing without the controller knowing any path table.
     """
 
     soc: Optional[float] = None
@@ -115,6 +115,9 @@ class Snapshot:
     # D-Bus GetValue), on the caller's monotonic clock. None = never.
     alive_at: Optional[float] = None
     connected: bool = True
+    # The transport's names of the SOC and of the floor inputs (its paths), for the texts.
+    soc_name: str = "the battery SOC"
+    floor_names: str = "the SOC limits"
 
 
 @dataclass(frozen=True)

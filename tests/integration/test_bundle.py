@@ -38,7 +38,7 @@ from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = ("install.sh", "uninstall.sh", "service/run", "service/log/run")
+SCRIPTS = ("install.sh", "uninstall.sh", "service/run", "service/log/run", "bin/venus-prio")
 DAEMONTOOLS = ("svscan", "supervise", "svc", "svok", "svstat", "multilog", "softlimit")
 BASELINE = 2500.0
 
@@ -82,9 +82,9 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def gx_root(tmp_path: Path) -> Path:
-    """Return an empty fake GX root: /data, /service and /var/log exist, nothing else."""
+    """Return an empty fake GX root: /data, root's home, /service and /var/log, nothing else."""
     root = tmp_path / "gx"
-    for directory in ("data", "service", "var/log"):
+    for directory in ("data/home/root", "service", "var/log"):
         (root / directory).mkdir(parents=True)
     return root
 
@@ -136,7 +136,16 @@ def snapshot(root: Path) -> Dict[str, str]:
 
 
 def rc_lines(root: Path) -> List[str]:
-    return [line for line in rc_local(root).read_text().splitlines() if RC_LOCAL_MARK in line]
+    return marked_lines(rc_local(root))
+
+
+def marked_lines(path: Path) -> List[str]:
+    return [line for line in path.read_text().splitlines() if RC_LOCAL_MARK in line]
+
+
+def profile(root: Path) -> Path:
+    """Return root's ~/.profile on the GX (/home/root is a link to /data/home/root)."""
+    return root / "data" / "home" / "root" / ".profile"
 
 
 def rc_local(root: Path) -> Path:
@@ -223,9 +232,11 @@ def test_shipped_config_talks_to_the_local_broker(bundle: Path) -> None:
 def test_run_script_caps_memory_and_uses_only_the_vendored_path(bundle: Path) -> None:
     run = (bundle / "service" / "run").read_text()
     assert "exec 2>&1" in run
-    assert f"exec softlimit -d {MEMORY_LIMIT_BYTES} env " in run
-    assert 'PYTHONPATH="$root/vendor:$root"' in run
-    assert '-m venus_prio run --config "$root/config.yaml"' in run
+    command = '"$root/bin/venus-prio" run --config "$root/config.yaml"'
+    assert f"exec softlimit -d {MEMORY_LIMIT_BYTES} {command}" in run
+    wrapper = (bundle / "bin" / "venus-prio").read_text()
+    assert 'PYTHONPATH="$root/vendor:$root"' in wrapper
+    assert 'exec python3 -m venus_prio "$@"' in wrapper
     log_run = (bundle / "service" / "log" / "run").read_text()
     assert 'exec multilog t s25000 n4 "$prefix/var/log/venus-prio"' in log_run
 
@@ -288,6 +299,7 @@ def test_install_twice_links_the_service_and_adds_one_boot_line(
     rc = rc_local(gx_root)
     assert rc.read_text().startswith("#!/bin/sh\n") and os.access(rc, os.X_OK)
     assert len(rc_lines(gx_root)) == 1
+    assert marked_lines(profile(gx_root)) == [f'PATH="$PATH:{target}/bin"  {RC_LOCAL_MARK}']
 
     # The config is the user's from now on: a reinstall keeps it.
     config = target / "config.yaml"
@@ -300,6 +312,55 @@ def test_install_twice_links_the_service_and_adds_one_boot_line(
     assert config.read_text() == edited
     assert not (target / "venus_prio" / "stale_module.py").exists()
     assert len(rc_lines(gx_root)) == 1
+    assert len(marked_lines(profile(gx_root))) == 1
+
+
+def test_the_venus_prio_command_runs_on_a_bare_python(
+    bundle: Path, bare_python: Path, gx_root: Path, tmp_path: Path
+) -> None:
+    home = profile(gx_root)
+    home.write_text("# mine\nalias ll='ls -l'\n")
+    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
+    command = dest(gx_root) / "bin" / "venus-prio"
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "venus-prio").symlink_to(command)
+    # A PYTHONPATH of the caller's must not reach the command: this yaml would break it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "yaml.py").write_text("raise ImportError('not the vendored yaml')\n")
+    env = gx_env(gx_root, bare_python)
+    env["PYTHONPATH"] = str(elsewhere)
+    config = dest(gx_root) / "config.yaml"
+    # As a login shell finds it (~/.profile), and through a link in another directory.
+    for how, shell in [
+        ("profile", '. "$1" && cd / && command -v venus-prio && venus-prio "$2" "$3"'),
+        ("link", 'cd / && "$4" "$2" "$3"'),
+    ]:
+        result = subprocess.run(
+            [
+                "sh",
+                "-c",
+                shell,
+                "sh",
+                str(home),
+                "check-config",
+                str(config),
+                str(links / "venus-prio"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        out = ok(result)
+        assert "transport: auto" in out, how
+        if how == "profile":
+            assert out.splitlines()[0] == str(command)
+    assert home.read_text().startswith("# mine\nalias ll='ls -l'\n")
+    ok(sh(dest(gx_root) / "uninstall.sh", "--purge", root=gx_root, bare=bare_python))
+    assert home.read_text() == "# mine\nalias ll='ls -l'\n"
 
 
 def test_boot_line_relinks_the_service(bundle: Path, bare_python: Path, gx_root: Path) -> None:
@@ -388,6 +449,8 @@ def test_scripts_work_with_busybox_tools_only(
     run(bundle / "install.sh")
     run(bundle / "install.sh")
     assert rc.read_text().splitlines()[3:] == ["exit 0"] and len(rc_lines(gx_root)) == 1
+    assert len(marked_lines(profile(gx_root))) == 1
+    assert run(dest(gx_root) / "bin" / "venus-prio", "--version") == f"venus-prio {__version__}\n"
     link = gx_root / "service" / "venus-prio"
     assert link.resolve() == (dest(gx_root) / "service").resolve()
     run(dest(gx_root) / "uninstall.sh", "--purge")
@@ -405,6 +468,7 @@ def test_install_refuses_to_start_on_a_bad_config(
     assert "control.prio_band" in result.stdout and "fix " in result.stdout
     assert not (gx_root / "service" / "venus-prio").exists()
     assert not rc_local(gx_root).exists()
+    assert not profile(gx_root).exists()
 
 
 def test_uninstall_refuses_when_the_baseline_cannot_be_restored(

@@ -14,7 +14,7 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import aiomqtt
 import pytest
@@ -67,6 +67,7 @@ TOPICS = state_topics(state_prefix(HA, portal_id=PID))
 ALL_CONFIGS = {
     m.topic for m in discovery_messages(HA, portal_id=PID, sw_version="x", controls=True)
 }
+READ_ONLY_CONFIGS = len(discovery_messages(HA, portal_id=PID, sw_version="x", controls=False))
 HA_STATUS = f"{HA.discovery_prefix}/status"
 PUBLISHER_LOG = "venus_prio.ha_publisher"
 
@@ -187,6 +188,16 @@ async def serving(config: Config) -> AsyncIterator[Service]:
         assert code == 0
 
 
+def actuator_writes(state: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]]:
+    """Return the (flash, override) write totals of a state document."""
+    return state.get("writes_total"), state.get("override_writes_total")
+
+
+def status_writes(service: Service) -> Tuple[Optional[int], Optional[int]]:
+    override = service.status.override_counters
+    return service.status.counters.total, None if override is None else override.total
+
+
 def reason_of(service: Service) -> Optional[Reason]:
     decision = service.status.decision
     return None if decision is None else decision.reason
@@ -240,6 +251,15 @@ def test_discovery_is_retained_and_the_state_follows_decisions(
                 )
                 assert ha.last(TOPICS.availability) == PAYLOAD_ONLINE.encode()
                 assert {s.topic for s in ha.configs()} == ALL_CONFIGS
+                # The actuator in use and the two kinds of writes, as the service counts them.
+                await eventually(
+                    lambda: (
+                        ha.state().get("actuator") == service.status.actuator
+                        and actuator_writes(ha.state()) == status_writes(service)
+                    ),
+                    what="the actuator and its write counters in the state",
+                )
+                assert sum(w for w in actuator_writes(ha.state()) if w is not None) >= 1
                 config = json.loads(ha.last(sorted(ALL_CONFIGS)[0]) or b"{}")
                 assert config["availability_topic"] == TOPICS.availability
 
@@ -452,7 +472,9 @@ def test_read_only_without_controls(
                 assert components == {"sensor", "binary_sensor"}
                 await ha.command(TOPICS.set_mode, b"off")
                 await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
-                await eventually(lambda: len(ha.configs()) > 16, what="the re-publish")
+                await eventually(
+                    lambda: len(ha.configs()) > READ_ONLY_CONFIGS, what="the re-publish"
+                )
                 assert service.status.mode == "auto"
                 assert steered(gx)
 

@@ -229,10 +229,25 @@ def test_absent_optional_inputs_do_not_stand_aside() -> None:
     assert decision.floor == FLOOR
 
 
-def test_missing_floor_reason_names_the_paths() -> None:
-    decision, _ = once(snap(active_soc_limit=None, min_soc_setting=None))
-    assert "/Control/ActiveSocLimit" in decision.text
-    assert "MinimumSocLimit" in decision.text
+@pytest.mark.parametrize(
+    ("missing", "names", "expected"),
+    [
+        ({"soc": None}, {}, "SOC unknown (the battery SOC is invalid or absent)"),
+        ({"soc": None}, {"soc_name": "/Dc/Battery/Soc"}, "(/Dc/Battery/Soc is invalid"),
+        (
+            {"active_soc_limit": None, "min_soc_setting": None},
+            {"floor_names": "/Control/ActiveSocLimit and MinimumSocLimit"},
+            "SOC floor unknown (/Control/ActiveSocLimit and MinimumSocLimit invalid or absent)",
+        ),
+    ],
+)
+def test_missing_input_text_names_what_the_source_calls_it(
+    missing: Dict[str, Any], names: Dict[str, Any], expected: str
+) -> None:
+    # The controller knows no path table: the names come with the snapshot.
+    decision, _ = once(snap(**missing, **names))
+    assert decision.reason is Reason.STAND_ASIDE_MISSING_INPUT
+    assert expected in decision.text
 
 
 def test_configured_min_soc_wins_over_the_gx() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from venus_prio.config import HomeAssistantConfig
 from venus_prio.homeassistant import (
+    ACTUATORS,
     MODES,
     Command,
     CommandKind,
@@ -27,7 +28,7 @@ from venus_prio.homeassistant import (
     state_prefix,
     state_topics,
 )
-from venus_prio.model import Band, Decision, Phase, Reason, TargetClass
+from venus_prio.model import Actuator, Band, Decision, Phase, Reason, TargetClass
 from venus_prio.writes import WriteCounters
 
 PORTAL = "c0619ab00001"
@@ -55,6 +56,12 @@ ENTITY_CATEGORIES = {"config", "diagnostic"}
 TEMPLATE_KEY = re.compile(r"value_json\.([A-Za-z_][A-Za-z0-9_]*)")
 SIMPLE_TEMPLATE = re.compile(r"^\{\{ value_json\.([a-z_]+) \}\}$")
 ON_OFF_TEMPLATE = re.compile(r"^\{\{ 'ON' if value_json\.([a-z_]+) else 'OFF' \}\}$")
+ATTRIBUTES_TEMPLATE = re.compile(r"^\{\{ \{(.*)\} \| tojson \}\}$")
+ATTRIBUTE_PAIR = re.compile(r"^'([a-z_]+)': value_json\.([a-z_]+)$")
+# Entities per kind; the lists of ids below are the published ones.
+SENSORS = 18
+BINARY_SENSORS = 2
+CONTROLS = 3
 
 
 def decision(
@@ -106,6 +113,11 @@ def configs(controls: bool = True, cfg: HomeAssistantConfig = CFG) -> Dict[str, 
     parsed = {m.topic: json.loads(m.payload) for m in messages}
     assert len(parsed) == len(messages), "two entities share a config topic"
     return parsed
+
+
+def configs_by_object() -> Dict[str, Dict[str, Any]]:
+    """Return the discovery configs (controls included) keyed by their object id."""
+    return {topic.split("/")[3]: config for topic, config in configs().items()}
 
 
 def component(topic: str) -> str:
@@ -171,10 +183,12 @@ def test_unique_ids_are_unique_and_stable() -> None:
 
 def test_unique_ids_are_the_published_ones() -> None:
     # Renaming one orphans the entity in every installation: this list may only grow.
+    # The writes_* ids are the flash writes: they kept the ids they were first published with.
     objects = [
         "target_w", "written_w", "soc", "floor", "pv_filtered_w", "battery_power_w",
         "data_age_s", "writes_hour", "writes_day", "writes_total", "baseline_w", "reason",
         "phase", "text", "ac_priority", "standing_aside", "enabled", "mode", "restore_baseline",
+        "override_writes_hour", "override_writes_day", "override_writes_total", "actuator",
     ]  # fmt: skip
     ids = sorted(c["unique_id"] for c in configs().values())
     assert ids == sorted(f"venus_prio_{PORTAL}_{o}" for o in objects)
@@ -259,11 +273,11 @@ def test_units_device_and_state_classes_are_valid_home_assistant_values() -> Non
             assert category in (None, "diagnostic")
             assert config.get("device_class") in (None, *BINARY_SENSOR_CLASSES)
             checked += 1
-    assert checked == 16
+    assert checked == SENSORS + BINARY_SENSORS
 
 
 def test_expected_sensor_classes() -> None:
-    by_object = {topic.split("/")[3]: config for topic, config in configs().items()}
+    by_object = configs_by_object()
     expect = {
         "target_w": ("power", "W", "measurement", None),
         "written_w": ("power", "W", "measurement", None),
@@ -275,6 +289,10 @@ def test_expected_sensor_classes() -> None:
         "writes_hour": (None, None, "measurement", "diagnostic"),
         "writes_day": (None, None, "measurement", "diagnostic"),
         "writes_total": (None, None, "total_increasing", "diagnostic"),
+        "override_writes_hour": (None, None, "measurement", "diagnostic"),
+        "override_writes_day": (None, None, "measurement", "diagnostic"),
+        "override_writes_total": (None, None, "total_increasing", "diagnostic"),
+        "actuator": ("enum", None, None, None),
         "baseline_w": ("power", "W", None, "diagnostic"),
         "reason": ("enum", None, None, None),
         "phase": ("enum", None, None, None),
@@ -291,14 +309,33 @@ def test_expected_sensor_classes() -> None:
         assert got == (device_class, unit, state_class, category), obj
 
 
-def test_enum_options_cover_every_reason_and_phase() -> None:
-    by_object = {topic.split("/")[3]: config for topic, config in configs().items()}
+def test_enum_options_cover_every_reason_phase_and_actuator() -> None:
+    by_object = configs_by_object()
     assert set(by_object["reason"]["options"]) == {r.value for r in Reason}
+    assert "STAND_ASIDE_OVERRIDE_IN_USE" in by_object["reason"]["options"]
     assert {p.value for p in Phase} <= set(by_object["phase"]["options"])
+    assert by_object["actuator"]["options"] == ["override", "setting", "none"]
     for reason in Reason:
         assert document(decision(reason=reason))["reason"] in by_object["reason"]["options"]
     for phase in (*Phase, None):
         assert document(decision(phase=phase))["phase"] in by_object["phase"]["options"]
+    for actuator in Actuator:
+        rendered = document(actuator=actuator.value)["actuator"]
+        assert rendered in by_object["actuator"]["options"]
+
+
+def render_attributes(template: str, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Render our json_attributes_template shape (a dict literal piped to tojson) as HA would."""
+    shape = ATTRIBUTES_TEMPLATE.match(template)
+    assert shape, f"unexpected attributes template: {template}"
+    attributes: Dict[str, Any] = {}
+    for pair in shape.group(1).split(", "):
+        match = ATTRIBUTE_PAIR.match(pair)
+        assert match, pair
+        attributes[match.group(1)] = state[match.group(2)]
+    # tojson must give a JSON object: that is all Home Assistant accepts as attributes.
+    parsed: Dict[str, Any] = json.loads(json.dumps(attributes))
+    return parsed
 
 
 def render(template: str, state: Dict[str, Any]) -> str:
@@ -330,12 +367,16 @@ def test_value_templates_reference_keys_of_the_real_state_document() -> None:
             assert rendered in (config["payload_on"], config["payload_off"])
         if "options" in config:
             assert rendered in config["options"]
+        attributes_template: Optional[str] = config.get("json_attributes_template")
+        if attributes_template is not None:
+            assert config["json_attributes_topic"] == TOPICS.state
+            assert render_attributes(attributes_template, state)
         seen += 1
-    assert seen == 18
+    assert seen == SENSORS + BINARY_SENSORS + CONTROLS - 1  # the button has no state
 
 
 def test_rendered_states_follow_the_decision() -> None:
-    by_object = {topic.split("/")[3]: config for topic, config in configs().items()}
+    by_object = configs_by_object()
     aside = document(decision(reason=Reason.STAND_ASIDE_STALE), enabled=False)
     prio = document(decision(reason=Reason.BELOW_FLOOR))
     assert render(by_object["standing_aside"]["value_template"], aside) == "ON"
@@ -345,6 +386,64 @@ def test_rendered_states_follow_the_decision() -> None:
     assert render(by_object["enabled"]["value_template"], aside) == "OFF"
     # A null renders "None", which HA turns into "unknown" for numeric sensors.
     assert render(by_object["soc"]["value_template"], document(decision(soc=None))) == "None"
+
+
+@pytest.mark.parametrize(
+    ("reason", "standing_aside", "ac_priority"),
+    [
+        (Reason.PV_PRIORITY, "OFF", "ON"),
+        (Reason.STAND_ASIDE_DYNAMIC_ESS, "ON", "OFF"),
+        # Someone else's hub4 override: venus-prio stands aside and never writes it.
+        (Reason.STAND_ASIDE_OVERRIDE_IN_USE, "ON", "OFF"),
+        (Reason.NORMAL, "OFF", "OFF"),
+    ],
+)
+def test_binary_sensors_per_reason(reason: Reason, standing_aside: str, ac_priority: str) -> None:
+    by_object = configs_by_object()
+    state = document(decision(reason=reason))
+    assert state["reason"] == reason.value
+    assert render(by_object["standing_aside"]["value_template"], state) == standing_aside
+    assert render(by_object["ac_priority"]["value_template"], state) == ac_priority
+
+
+FELL_BACK = "the GX resets the override (Venus before v3.60)"
+UNCOUNTED = ("None",) * 3  # a null renders "None": unknown in Home Assistant
+
+
+@pytest.mark.parametrize(
+    ("status", "actuator", "why", "override"),
+    [
+        # The override in force: the RAM writes count, the flash writes stay where they were.
+        ({"actuator": "override", "override_writes": WriteCounters(720, 9000, 9001)},
+         "override", "", ("720", "9000", "9001")),
+        # Fell back to the setting: the sensor says so, its why attribute says why.
+        ({"actuator": "setting", "actuator_why": FELL_BACK,
+          "override_writes": WriteCounters(0, 4, 4)}, "setting", FELL_BACK, ("0", "4", "4")),
+        # Nothing counts override writes (the setting only): unknown, not 0.
+        ({"actuator": "setting"}, "setting", "", UNCOUNTED),
+        ({}, "none", "", UNCOUNTED),
+        ({"actuator_why": "x" * 400}, "none", "x" * 255, UNCOUNTED),
+    ],
+)  # fmt: skip
+def test_actuator_and_the_two_write_counters(
+    status: Dict[str, Any], actuator: str, why: str, override: Any
+) -> None:
+    by_object = configs_by_object()
+    state = document(**status)
+    sensor = by_object["actuator"]
+    assert render(sensor["value_template"], state) == actuator
+    assert render_attributes(sensor["json_attributes_template"], state) == {"why": why}
+    counters = [
+        tuple(
+            render(by_object[f"{key}_{p}"]["value_template"], state)
+            for p in ("hour", "day", "total")
+        )
+        for key in ("writes", "override_writes")
+    ]
+    # The flash writes are document()'s WriteCounters(hour=3, day=17, total=120) every time.
+    assert counters == [("3", "17", "120"), override]
+    assert by_object["writes_total"]["name"] == "Flash writes total"
+    assert by_object["override_writes_total"]["name"] == "Override writes total"
 
 
 def test_sensors_and_binary_sensors_expire() -> None:
@@ -382,7 +481,7 @@ def test_controls() -> None:
 def test_no_controls_without_controls() -> None:
     without = configs(controls=False)
     assert {component(t) for t in without} == {"sensor", "binary_sensor"}
-    assert len(without) == 16
+    assert len(without) == SENSORS + BINARY_SENSORS
     assert all("command_topic" not in c for c in without.values())
     assert set(without) < set(configs(controls=True))
 
@@ -421,6 +520,11 @@ def test_state_document_values() -> None:
         "writes_day": 17,
         "writes_total": 120,
         "baseline_w": -1,
+        "actuator": "none",
+        "actuator_why": "",
+        "override_writes_hour": None,
+        "override_writes_day": None,
+        "override_writes_total": None,
         "ac_priority": True,
         "standing_aside": False,
         "dry_run": False,
@@ -446,9 +550,17 @@ def test_state_text_is_cut_to_what_home_assistant_stores() -> None:
     assert len(document(decision(text="x" * 1000))["text"]) == 255
 
 
-def test_state_rejects_unknown_mode() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        document(mode="manual")
+@pytest.mark.parametrize(
+    ("field", "value"), [("mode", "manual"), ("actuator", "Override"), ("actuator", "")]
+)
+def test_state_rejects_unknown_mode_and_actuator(field: str, value: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        kwargs: Dict[str, Any] = {field: value}
+        document(**kwargs)
+
+
+def test_actuators_constant_matches_the_model() -> None:
+    assert ACTUATORS == ("override", "setting", "none")
 
 
 @settings(max_examples=200)

@@ -141,6 +141,8 @@ class InputStore:
             override_present=self.override_present,
             alive_at=self.alive_at,
             connected=self.connected,
+            soc_name=paths.SOC.path,
+            floor_names=f"{paths.ACTIVE_SOC_LIMIT.path} and {paths.MIN_SOC_SETTING.path}",
         )
 
 
