@@ -32,11 +32,13 @@ LOGGER = "venus_prio.venus.dbus"
 
 
 def make_source(address: str, backend: str) -> DbusSource:
-    return DbusSource(
-        venus=VenusConfig(transport="dbus", dbus=DbusConfig(address=address), reconnect_max_s=0.2),
+    dbus = DbusConfig(address=address, backend=backend.replace("_", "-"))  # venus.dbus.backend
+    source = DbusSource(
+        venus=VenusConfig(transport="dbus", dbus=dbus, reconnect_max_s=0.2),
         control=ControlConfig(max_inverter_power_w=3000.0, refresh_s=REFRESH_S),
-        backend=backend,
     )
+    assert source.backend == backend
+    return source
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,6 @@ from tests.integration.harness import (
     config_data,
     control_config,
     dbus_gx,
-    hide_dbus_fast,
     journal_at,
     mqtt_gx,
     plant,
@@ -90,7 +89,12 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     config = Config(
         control=control_config(),
         writes=WritesConfig(deadband_w=100.0, min_increase_interval_s=60.0),
-        venus=venus_config("auto", broker=mosquitto, dbus_address=dbus_daemon_process.address),
+        venus=venus_config(
+            "auto",
+            broker=mosquitto,
+            dbus_address=dbus_daemon_process.address,
+            dbus_backend=backend.replace("_", "-"),
+        ),
         homeassistant=HomeAssistantConfig(enabled=False),
         state_dir=str(tmp_path),
     )
@@ -98,11 +102,11 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     async def scenario() -> None:
         values = plant()
         async with mqtt_gx(mosquitto, values) as mq, dbus_gx(
-            dbus_daemon_process.address, backend, values, tmp_path / "shadow"
+            dbus_daemon_process.address, backend, values
         ) as db, running(mirror(mq, db)):
             source = RecordingFallback(
                 mqtt=MqttSource(venus=config.venus, control=config.control),
-                dbus=DbusSource(venus=config.venus, control=config.control, backend=backend),
+                dbus=DbusSource(venus=config.venus, control=config.control),
                 grace_s=GRACE_S,
             )
             async with steering(config, source) as service:
@@ -166,15 +170,18 @@ def test_run_command_with_auto_steers_over_dbus_without_a_broker(
 ) -> None:
     log_file = tmp_path / "run.log"
     state_dir = tmp_path / "state"
-    venus = venus_config("auto", broker=mosquitto, dbus_address=dbus_daemon_process.address)
+    venus = venus_config(
+        "auto",
+        broker=mosquitto,
+        dbus_address=dbus_daemon_process.address,
+        dbus_backend=backend.replace("_", "-"),
+    )
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config_data(venus, state_dir)), encoding="utf-8")
     mosquitto.stop()  # the GX's broker is off: `auto` must find the GX on D-Bus
 
     async def scenario() -> None:
-        async with dbus_gx(
-            dbus_daemon_process.address, backend, plant(), hide_dbus_fast(tmp_path / "shadow")
-        ) as db:
+        async with dbus_gx(dbus_daemon_process.address, backend, plant()) as db:
             process = await start_run(config_file, log_file, db.env())
             try:
                 await eventually(lambda: db.setting == 750.0, timeout=20.0, what="steering")

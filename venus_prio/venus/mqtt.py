@@ -206,6 +206,11 @@ class MqttSource(Source):
         """Wait until the state is complete after a (re)connect; False on timeout."""
         return await wait_event(self._ready, timeout)
 
+    @property
+    def reconnect_max_s(self) -> float:
+        """Return the cap of the reconnect backoff (``venus.reconnect_max_s``)."""
+        return self._venus.reconnect_max_s
+
     async def run(self) -> None:
         """Connect and stay connected, reconnecting with capped backoff, until cancelled.
 
