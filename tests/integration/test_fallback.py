@@ -7,6 +7,8 @@ write either fake accepts is mirrored to the other (one GX seen through two door
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Tuple
@@ -197,3 +199,57 @@ def test_run_command_with_auto_steers_over_dbus_without_a_broker(
             assert journal_at(state_dir).clean
 
     run_async(scenario(), timeout=90.0)
+
+
+def test_broker_without_a_gx_runs_on_dbus_and_keeps_trying_mqtt(
+    mosquitto: Broker,
+    dbus_daemon_process: DbusDaemon,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # MQTT switched off on the GX: the broker runs but no GX publishes on it, so the portal id
+    # is never found. `auto` must not stop: D-Bus carries on, MQTT is retried until it works.
+    venus = dataclasses.replace(
+        venus_config(
+            "auto",
+            broker=mosquitto,
+            dbus_address=dbus_daemon_process.address,
+            dbus_backend=backend.replace("_", "-"),
+        ),
+        portal_id=None,
+        portal_id_timeout_s=0.5,
+    )
+    control = control_config()
+    caplog.set_level(logging.DEBUG, logger="venus_prio.venus.fallback")
+
+    def attempts() -> int:
+        return sum("no GX on the MQTT broker" in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> None:
+        async with dbus_gx(dbus_daemon_process.address, backend, plant()):
+            source = FallbackSource(
+                mqtt=MqttSource(venus=venus, control=control),
+                dbus=DbusSource(venus=venus, control=control),
+                grace_s=GRACE_S,
+            )
+            async with running(source.run()) as task:
+                await eventually(
+                    lambda: source.active_transport == DBUS and source.ready,
+                    what="running on D-Bus",
+                )
+                assert source.snapshot().max_discharge_w == BASELINE
+                await eventually(lambda: attempts() >= 3, what="MQTT tried again, and again")
+                assert not task.done()
+                assert source.active_transport == DBUS
+                # The user turns MQTT on again: the GX appears on the broker.
+                async with mqtt_gx(mosquitto, plant()):
+                    await eventually(
+                        lambda: source.active_transport == MQTT,
+                        timeout=20.0,
+                        what="back on MQTT once a GX publishes there",
+                    )
+                    assert source.ready and source.portal_id == PID
+                    assert source.snapshot().max_discharge_w == BASELINE
+            assert source.switches == 2
+
+    run_async(scenario(), timeout=60.0)
