@@ -38,6 +38,7 @@ from venus_prio.model import Reason
 from venus_prio.service import Service
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.sim.plant import GX_RESET_PERIOD_S
 from venus_prio.sim.writelog import ReceivedWrite, writes_to
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.dbus import DbusSource
@@ -411,6 +412,15 @@ async def dbus_gx(
     )
     async with fake:
         yield DbusGx(fake, address=address, backend=backend)
+
+
+async def after_a_gx_reset() -> None:
+    """Return just after a 5 s boundary of the fakes' ``reset_every_5s`` (they count on the
+    monotonic clock, shared by every process here), so an override written now holds ~4 s."""
+    now = asyncio.get_running_loop().time()
+    phase = now % GX_RESET_PERIOD_S
+    if phase > 0.5:
+        await asyncio.sleep(GX_RESET_PERIOD_S - phase + 0.1)
 
 
 # -- the service, in-process and as a command ------------------------------------------------
