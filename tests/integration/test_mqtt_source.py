@@ -14,7 +14,7 @@ import aiomqtt
 import pytest
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
-from tests.integration.harness import after_a_gx_reset, start_command
+from tests.integration.harness import after_a_gx_reset, mqtt_gx, plant, start_command
 from venus_prio.config import BrokerConfig, ControlConfig, SimConfig, VenusConfig
 from venus_prio.errors import PortalIdNotFound
 from venus_prio.sim import scenarios
@@ -496,3 +496,24 @@ def test_fake_gx_command_serves_the_override_and_logs_writes(
         ]
 
     run_async(scenario(), timeout=60.0)
+
+
+@pytest.mark.parametrize(("variant", "present"), [("honoured", True), ("absent", False)])
+def test_override_presence_is_learnt_again_after_each_reconnect(
+    mosquitto: Broker, variant: str, present: bool
+) -> None:
+    async def scenario() -> None:
+        async with mqtt_gx(mosquitto, plant(), override=variant):
+            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
+            async with running(source.run()):
+                assert await source.wait_ready(10.0)
+                assert source.snapshot().override_present is present
+                mosquitto.stop()
+                await eventually(lambda: not source.snapshot().connected, what="disconnected")
+                # A GX may be updated or replaced while we are away: unknown until complete.
+                assert source.snapshot().override_present is None
+                mosquitto.start()
+                assert await source.wait_ready(15.0)
+                assert source.snapshot().override_present is present
+
+    run_async(scenario())
