@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from venus_prio import __version__
-from venus_prio.config import Config, default_config, effective_config_yaml, load_config
+from venus_prio.config import (
+    OVERRIDE_VARIANTS,
+    Config,
+    default_config,
+    effective_config_yaml,
+    load_config,
+)
 from venus_prio.errors import ConfigError, InputError, SourceError
 
 EXIT_OK = 0
@@ -140,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="cloudy-floor")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
     p.add_argument("--config", help="config.yaml (the sim section sets the plant)")
+    p.add_argument(
+        "--override",
+        choices=OVERRIDE_VARIANTS,
+        help="how the GX treats the hub4 override (default: sim.override)",
+    )
+    p.add_argument(
+        "--override-expiry-s",
+        type=float,
+        help="seconds until the override falls back to -1 (default: sim.override_expiry_s)",
+    )
+    p.add_argument(
+        "--write-log", type=Path, help="append every W/ received to this file, one JSON line each"
+    )
     p.set_defaults(func=_cmd_fake_gx)
     return parser
 

@@ -3,7 +3,9 @@
 ``MqttGx`` drives a ``FakeGx`` on a real Mosquitto broker, ``DbusGx`` a ``FakeVenus`` on a real
 dbus-daemon (with dbus-fast or dbus-next). Both start from the same plant (``PLANT``: an ESS
 just above its 10 % floor with 1000 W of PV and the user's 2500 W), so the same test expects the
-same writes on either. Also here: running the service in-process or as ``python -m venus_prio``.
+same writes on either. Both serve the hub4 override (``override`` variant and expiry, as in
+``sim.override``) and log every write they receive. Also here: running the service in-process
+or as ``python -m venus_prio``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from venus_prio.model import Reason
 from venus_prio.service import Service
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.sim.plant import GX_RESET_PERIOD_S
+from venus_prio.sim.writelog import ReceivedWrite, writes_to
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.mqtt import MqttSource
@@ -96,9 +100,16 @@ def control_config(
 
 
 def venus_config(
-    transport: str, *, broker: Optional[Broker] = None, dbus_address: Optional[str] = None
+    transport: str,
+    *,
+    broker: Optional[Broker] = None,
+    dbus_address: Optional[str] = None,
+    dbus_backend: str = "auto",
 ) -> VenusConfig:
-    """Return test timings for ``transport``; the broker and the bus as far as given."""
+    """Return test timings for ``transport``; the broker and the bus as far as given.
+
+    ``dbus_backend`` is ``venus.dbus.backend``: ``dbus-fast``, ``dbus-next`` or ``auto``.
+    """
     return VenusConfig(
         transport=transport,
         broker=BrokerConfig()
@@ -110,7 +121,7 @@ def venus_config(
         # Long: a lost heartbeat must not trigger full republishes during these tests.
         heartbeat_timeout_s=30.0,
         reconnect_max_s=1.0,
-        dbus=DbusConfig(address=dbus_address),
+        dbus=DbusConfig(address=dbus_address, backend=dbus_backend),
     )
 
 
@@ -133,7 +144,7 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
         "reconnect_max_s": venus.reconnect_max_s,
     }
     if venus.dbus.address is not None:
-        venus_data["dbus"] = {"address": venus.dbus.address}
+        venus_data["dbus"] = {"address": venus.dbus.address, "backend": venus.dbus.backend}
     return {
         "control": {
             "max_inverter_power_w": 3000,
@@ -180,6 +191,19 @@ class GxHarness(abc.ABC):
     @abc.abstractmethod
     async def external_write(self, value_w: float) -> None:
         """Change MaxDischargePower as another tool (the GUI) would."""
+
+    @property
+    @abc.abstractmethod
+    def override_w(self) -> Optional[float]:
+        """Return the hub4 override the GX shows now (-1 none; None: no such path)."""
+
+    @abc.abstractmethod
+    def received(self) -> List[ReceivedWrite]:
+        """Return every write the GX received (any path, accepted or dropped), in order."""
+
+    def written_to(self, item: VenusItem, *, accepted_only: bool = False) -> List[Any]:
+        """Return the values written to ``item`` as the GX received them, in order."""
+        return [w.value for w in writes_to(self.received(), item, accepted_only=accepted_only)]
 
     @abc.abstractmethod
     async def send_garbage(self, item: VenusItem) -> None:
@@ -264,6 +288,13 @@ class MqttGx(GxHarness):
                 json.dumps({"value": value_w}).encode(),
             )
 
+    @property
+    def override_w(self) -> Optional[float]:
+        return self.gx.override_w
+
+    def received(self) -> List[ReceivedWrite]:
+        return self.gx.write_log.entries
+
     async def send_garbage(self, item: VenusItem) -> None:
         for payload in (b'{"value": "abc"}', b"not json", b'{"value": [1, 2]}'):
             await self.gx.publish_raw(item.topic_suffix(), payload)
@@ -280,12 +311,11 @@ class DbusGx(GxHarness):
 
     transport = "dbus"
 
-    def __init__(self, fake: FakeVenus, *, address: str, backend: str, shadow_dir: Path) -> None:
+    def __init__(self, fake: FakeVenus, *, address: str, backend: str) -> None:
         self.fake = fake
         self.address = address
         self.backend = backend
-        self.label = backend.replace("_", "-")
-        self._shadow_dir = shadow_dir
+        self.label = backend.replace("_", "-")  # also venus.dbus.backend: the run uses it
 
     async def set_value(self, item: VenusItem, value: Any) -> None:
         self.fake.set_value(item, value)
@@ -316,37 +346,32 @@ class DbusGx(GxHarness):
         # Another process's SetValue ends up here too: localsettings stores and signals it.
         self.fake.set_value(paths.MAX_DISCHARGE_POWER, float(value_w))
 
+    @property
+    def override_w(self) -> Optional[float]:
+        return self.fake.override_w
+
+    def received(self) -> List[ReceivedWrite]:
+        return self.fake.write_log.entries
+
     async def send_garbage(self, item: VenusItem) -> None:
         for garbage in ("abc", [1, 2], float("nan")):
             self.fake.set_value(item, garbage)
 
     def venus(self) -> VenusConfig:
-        return venus_config("dbus", dbus_address=self.address)
+        return venus_config("dbus", dbus_address=self.address, dbus_backend=self.label)
 
     def make_source(self, config: Config) -> Source:
-        return DbusSource(venus=config.venus, control=config.control, backend=self.backend)
-
-    def env(self) -> Dict[str, str]:
-        env = super().env()
-        if self.backend == "dbus_next":
-            # The service picks dbus_fast when importable: hide it so this run uses dbus-next.
-            env["PYTHONPATH"] = str(self._shadow_dir) + os.pathsep + env["PYTHONPATH"]
-        return env
-
-
-def hide_dbus_fast(directory: Path) -> Path:
-    """Make a directory whose ``dbus_fast`` package fails to import; return it."""
-    package = directory / "dbus_fast"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text(
-        'raise ImportError("dbus_fast hidden: this test runs venus-prio on dbus-next")\n',
-        encoding="utf-8",
-    )
-    return directory
+        return DbusSource(venus=config.venus, control=config.control)
 
 
 @contextlib.asynccontextmanager
-async def mqtt_gx(broker: Broker, values: Dict[VenusItem, Any]) -> AsyncIterator[MqttGx]:
+async def mqtt_gx(
+    broker: Broker,
+    values: Dict[VenusItem, Any],
+    *,
+    override: str = "honoured",
+    override_expiry_s: float = 60.0,
+) -> AsyncIterator[MqttGx]:
     """Run a ``FakeGx`` on ``broker`` holding ``values`` while entered."""
     gx = FakeGx(
         host=broker.host,
@@ -354,6 +379,8 @@ async def mqtt_gx(broker: Broker, values: Dict[VenusItem, Any]) -> AsyncIterator
         portal_id=PID,
         alive_timeout_s=5.0,
         heartbeat_interval_s=0.2,
+        override=override,
+        override_expiry_s=override_expiry_s,
     )
     for item, value in values.items():
         gx.items[item.topic_suffix()].value = value
@@ -364,7 +391,12 @@ async def mqtt_gx(broker: Broker, values: Dict[VenusItem, Any]) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def dbus_gx(
-    address: str, backend: str, values: Dict[VenusItem, Any], shadow_dir: Path
+    address: str,
+    backend: str,
+    values: Dict[VenusItem, Any],
+    *,
+    override: str = "honoured",
+    override_expiry_s: float = 60.0,
 ) -> AsyncIterator[DbusGx]:
     """Run a ``FakeVenus`` on the bus at ``address`` holding ``values`` while entered."""
     by_service: Dict[str, Dict[str, Any]] = {paths.SYSTEM: {}, paths.SETTINGS: {}}
@@ -375,9 +407,20 @@ async def dbus_gx(
         backend=backend,
         system=by_service[paths.SYSTEM],
         settings=by_service[paths.SETTINGS],
+        override=override,
+        override_expiry_s=override_expiry_s,
     )
     async with fake:
-        yield DbusGx(fake, address=address, backend=backend, shadow_dir=shadow_dir)
+        yield DbusGx(fake, address=address, backend=backend)
+
+
+async def after_a_gx_reset() -> None:
+    """Return just after a 5 s boundary of the fakes' ``reset_every_5s`` (they count on the
+    monotonic clock, shared by every process here), so an override written now holds ~4 s."""
+    now = asyncio.get_running_loop().time()
+    phase = now % GX_RESET_PERIOD_S
+    if phase > 0.5:
+        await asyncio.sleep(GX_RESET_PERIOD_S - phase + 0.1)
 
 
 # -- the service, in-process and as a command ------------------------------------------------

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, AsyncContextManager, Awaitable, Callable, List, Optional
 
 import pytest
 
-from tests.integration.conftest import eventually, run_async
+from tests.integration.conftest import eventually, run_async, running
 from tests.integration.harness import (
     BASELINE,
     PID,
     GxHarness,
+    after_a_gx_reset,
     dbus_gx,
-    hide_dbus_fast,
     journal_at,
     mqtt_gx,
     plant,
@@ -30,6 +30,7 @@ from tests.integration.harness import (
 )
 from venus_prio.model import Reason
 from venus_prio.venus import paths
+from venus_prio.venus.source import Readiness, Source, write_confirmed
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
     from tests.integration.dbus_fixtures import DbusDaemon
@@ -41,21 +42,33 @@ HarnessFactory = Callable[..., AsyncContextManager[GxHarness]]
 
 
 @pytest.fixture(params=["mqtt", "dbus_fast", "dbus_next"], ids=["mqtt", "dbus-fast", "dbus-next"])
-def gx(request: pytest.FixtureRequest, tmp_path: Path) -> HarnessFactory:
-    """Return ``factory(**plant overrides)``: an async context manager running a fake GX."""
+def gx(request: pytest.FixtureRequest) -> HarnessFactory:
+    """Return ``factory(override=, override_expiry_s=, **plant overrides)``: an async context
+    manager running a fake GX (the hub4 override as ``sim.override`` would set it)."""
     transport: str = request.param
     if transport == "mqtt":
         broker = request.getfixturevalue("mosquitto")
 
-        def make_mqtt(**overrides: Any) -> AsyncContextManager[GxHarness]:
-            return mqtt_gx(broker, plant(**overrides))
+        def make_mqtt(
+            override: str = "honoured", override_expiry_s: float = 60.0, **overrides: Any
+        ) -> AsyncContextManager[GxHarness]:
+            return mqtt_gx(
+                broker, plant(**overrides), override=override, override_expiry_s=override_expiry_s
+            )
 
         return make_mqtt
     daemon: DbusDaemon = request.getfixturevalue("dbus_daemon_process")
-    shadow = hide_dbus_fast(tmp_path / "shadow")
 
-    def make_dbus(**overrides: Any) -> AsyncContextManager[GxHarness]:
-        return dbus_gx(daemon.address, transport, plant(**overrides), shadow)
+    def make_dbus(
+        override: str = "honoured", override_expiry_s: float = 60.0, **overrides: Any
+    ) -> AsyncContextManager[GxHarness]:
+        return dbus_gx(
+            daemon.address,
+            transport,
+            plant(**overrides),
+            override=override,
+            override_expiry_s=override_expiry_s,
+        )
 
     return make_dbus
 
@@ -298,3 +311,124 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
             assert (journal.baseline_w, journal.clean) == (BASELINE, True)
 
     run_async(scenario(), timeout=120.0)
+
+
+# -- the hub4 override at the source (control.md section 8) ---------------------------------
+#
+# Each story gets a ready source on a fake GX whose override behaves as ``variant`` with
+# ``expiry_s``; the stories are a table so every transport runs every one of them.
+
+OVERRIDE = paths.OVERRIDE_MAX_DISCHARGE
+Story = Callable[[GxHarness, Source], Awaitable[None]]
+
+
+def shows(source: Source, value: Optional[float]) -> Callable[[], bool]:
+    return lambda: source.snapshot().override_w == value
+
+
+async def write_and_read_back(fake: GxHarness, source: Source) -> None:
+    await eventually(lambda: source.snapshot().override_present is True, what="override present")
+    assert source.snapshot().override_w == -1.0
+    await source.write_override(850.0)
+    assert await source.read_override(2.0) == 850.0
+    assert fake.override_w == 850.0
+    await eventually(shows(source, 850.0), what="850 W in the snapshot")
+    assert fake.written_to(OVERRIDE) == [850]
+    # The setting was not touched.
+    assert fake.written_to(paths.MAX_DISCHARGE_POWER) == []
+
+
+async def expires_back_to_none(fake: GxHarness, source: Source) -> None:
+    await source.write_override(600.0)
+    await eventually(shows(source, 600.0), what="600 W in the snapshot")
+    # Nobody rewrites it: the GX falls back to -1 by itself, and says so.
+    await eventually(shows(source, -1.0), timeout=5.0, what="the override expired to -1")
+    assert fake.override_w == -1.0
+    assert await source.read_override(2.0) == -1.0
+    assert fake.written_to(OVERRIDE) == [600]
+
+
+async def absent_path(fake: GxHarness, source: Source) -> None:
+    await eventually(lambda: source.snapshot().override_present is False, what="override absent")
+    await source.write_override(500.0)  # dropped by the GX, like any write to a missing path
+    assert await source.read_override(0.5) is None
+    assert fake.override_w is None
+    assert fake.written_to(OVERRIDE, accepted_only=True) == []
+    # Nothing else suffers: the source is ready, connected and alive, the inputs complete.
+    snap = source.snapshot()
+    assert isinstance(source, Readiness) and source.ready
+    assert snap.connected and snap.alive_at is not None
+    assert (snap.override_w, snap.soc, snap.max_discharge_w) == (None, 12.0, BASELINE)
+
+
+async def reset_by_the_gx(fake: GxHarness, source: Source) -> None:
+    # systemcalc before v3.60 sets it back to -1 at the next 5 s boundary, long before expiry.
+    await after_a_gx_reset()
+    await source.write_override(700.0)
+    assert await source.read_override(2.0) == 700.0
+    await eventually(shows(source, -1.0), timeout=6.0, what="the GX's reset seen")
+    assert fake.override_w == -1.0
+    assert fake.written_to(OVERRIDE) == [700]
+
+
+async def foreign_value(fake: GxHarness, source: Source) -> None:
+    # Dynamic ESS keeping the battery idle: max(1.0, DC PV), written by someone else.
+    await fake.set_value(OVERRIDE, 1.0)
+    await eventually(shows(source, 1.0), what="the foreign 1 W in the snapshot")
+    assert source.snapshot().override_present is True
+    assert await source.read_override(2.0) == 1.0
+    assert fake.written_to(OVERRIDE) == []  # not a write over the transport
+
+
+async def release_confirmed(fake: GxHarness, source: Source) -> None:
+    assert await write_confirmed(source, 900.0, override=True) is True
+    assert fake.override_w == 900.0
+    assert await write_confirmed(source, -1.0, override=True) is True
+    assert fake.override_w == -1.0
+    # Already released: confirmed by the read-back alone, no write spent.
+    assert await write_confirmed(source, -1.0, override=True) is False
+    assert fake.written_to(OVERRIDE) == [900, -1]
+
+
+async def hub4_leaves_and_returns(fake: GxHarness, source: Source) -> None:
+    await source.write_override(400.0)
+    await eventually(shows(source, 400.0), what="400 W in the snapshot")
+    await fake.set_present(paths.HUB4, False)
+    await eventually(lambda: source.snapshot().override_present is False, what="hub4 gone")
+    assert source.snapshot().override_w is None
+    assert await source.read_override(0.5) is None
+    # hub4 is optional: its leaving makes nothing stale or unready.
+    alive_at = source.snapshot().alive_at
+    await eventually(lambda: source.snapshot().alive_at != alive_at, what="still proven alive")
+    assert isinstance(source, Readiness) and source.ready
+    # hub4control restarted: the override in its RAM is gone.
+    await fake.set_present(paths.HUB4, True)
+    await eventually(lambda: source.snapshot().override_present is True, what="hub4 back")
+    await eventually(shows(source, -1.0), what="no override after the restart")
+    assert await source.read_override(2.0) == -1.0
+
+
+@pytest.mark.parametrize(
+    ("variant", "expiry_s", "story"),
+    [
+        pytest.param("honoured", 60.0, write_and_read_back, id="write-read-back"),
+        pytest.param("honoured", 1.5, expires_back_to_none, id="expiry"),
+        pytest.param("absent", 60.0, absent_path, id="absent"),
+        pytest.param("reset_every_5s", 60.0, reset_by_the_gx, id="reset-every-5s"),
+        pytest.param("honoured", 60.0, foreign_value, id="foreign-value"),
+        pytest.param("ignored", 60.0, release_confirmed, id="release-confirmed"),
+        pytest.param("honoured", 60.0, hub4_leaves_and_returns, id="hub4-leaves-returns"),
+    ],
+)
+def test_override(
+    gx: HarnessFactory, tmp_path: Path, variant: str, expiry_s: float, story: Story
+) -> None:
+    async def scenario() -> None:
+        async with gx(override=variant, override_expiry_s=expiry_s) as fake:
+            source = fake.make_source(fake.config(tmp_path, refresh_s=0.3))
+            async with running(source.run()):
+                assert isinstance(source, Readiness)
+                assert await source.wait_ready(10.0), "the source never got ready"
+                await story(fake, source)
+
+    run_async(scenario())

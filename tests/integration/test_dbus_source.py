@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, List, Tuple
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from venus_prio.config import ControlConfig, DbusConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.sim.fakedbus import FakeVenus
+from venus_prio.sim.writelog import read_write_log
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
 from venus_prio.venus.source import write_confirmed
@@ -32,11 +34,13 @@ LOGGER = "venus_prio.venus.dbus"
 
 
 def make_source(address: str, backend: str) -> DbusSource:
-    return DbusSource(
-        venus=VenusConfig(transport="dbus", dbus=DbusConfig(address=address), reconnect_max_s=0.2),
+    dbus = DbusConfig(address=address, backend=backend.replace("_", "-"))  # venus.dbus.backend
+    source = DbusSource(
+        venus=VenusConfig(transport="dbus", dbus=dbus, reconnect_max_s=0.2),
         control=ControlConfig(max_inverter_power_w=3000.0, refresh_s=REFRESH_S),
-        backend=backend,
     )
+    assert source.backend == backend
+    return source
 
 
 @contextlib.asynccontextmanager
@@ -345,7 +349,14 @@ def test_unreachable_bus_keeps_retrying(backend: str, tmp_path: Any) -> None:
     run(scenario)
 
 
-def test_fake_as_a_separate_process(dbus_daemon: str, backend: str) -> None:
+def test_fake_as_a_separate_process(dbus_daemon: str, backend: str, tmp_path: Path) -> None:
+    write_log = tmp_path / "writes.jsonl"
+
+    async def command(process: Any, line: str) -> None:
+        process.stdin.write(line.encode() + b"\n")
+        await process.stdin.drain()
+        assert (await asyncio.wait_for(process.stdout.readline(), WAIT_S)).strip() == b"OK"
+
     async def scenario() -> None:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -357,6 +368,10 @@ def test_fake_as_a_separate_process(dbus_daemon: str, backend: str) -> None:
             backend,
             "--set",
             "system:/Dc/Battery/Soc=42.5",
+            "--override-expiry-s",
+            "1",
+            "--write-log",
+            str(write_log),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -367,10 +382,21 @@ def test_fake_as_a_separate_process(dbus_daemon: str, backend: str) -> None:
             async with running(make_source(dbus_daemon, backend)) as source:
                 await connected_and_alive(source)
                 assert source.snapshot().soc == 42.5
-                process.stdin.write(b"set system /Dc/Battery/Soc 12.5\n")
-                await process.stdin.drain()
-                assert (await asyncio.wait_for(process.stdout.readline(), WAIT_S)).strip() == b"OK"
+                await command(process, "set system /Dc/Battery/Soc 12.5")
                 await eventually(lambda: source.snapshot().soc == 12.5, "change from the process")
+                # hub4: our write is logged and expires after 1 s; another tool's value shows.
+                await source.write_override(800.0)
+                assert await source.read_override(WAIT_S) == 800.0
+                logged = read_write_log(write_log)
+                assert [(w.service, w.path, w.value, w.accepted) for w in logged] == [
+                    ("hub4", paths.OVERRIDE_MAX_DISCHARGE.path, 800.0, True)
+                ]
+                await eventually(lambda: source.snapshot().override_w == -1.0, "expired")
+                await command(process, "set hub4 /Overrides/MaxDischargePower 1.0")
+                await eventually(lambda: source.snapshot().override_w == 1.0, "foreign override")
+                await command(process, "release hub4")
+                await eventually(lambda: source.snapshot().override_present is False, "no hub4")
+                assert source.snapshot().alive_at is not None and source.ready
                 process.kill()  # the services vanish with their process
                 await process.wait()
                 await eventually(lambda: source.snapshot().soc is None, "system gone")

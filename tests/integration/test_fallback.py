@@ -7,6 +7,8 @@ write either fake accepts is mirrored to the other (one GX seen through two door
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Tuple
@@ -23,7 +25,6 @@ from tests.integration.harness import (
     config_data,
     control_config,
     dbus_gx,
-    hide_dbus_fast,
     journal_at,
     mqtt_gx,
     plant,
@@ -90,7 +91,12 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     config = Config(
         control=control_config(),
         writes=WritesConfig(deadband_w=100.0, min_increase_interval_s=60.0),
-        venus=venus_config("auto", broker=mosquitto, dbus_address=dbus_daemon_process.address),
+        venus=venus_config(
+            "auto",
+            broker=mosquitto,
+            dbus_address=dbus_daemon_process.address,
+            dbus_backend=backend.replace("_", "-"),
+        ),
         homeassistant=HomeAssistantConfig(enabled=False),
         state_dir=str(tmp_path),
     )
@@ -98,11 +104,11 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     async def scenario() -> None:
         values = plant()
         async with mqtt_gx(mosquitto, values) as mq, dbus_gx(
-            dbus_daemon_process.address, backend, values, tmp_path / "shadow"
+            dbus_daemon_process.address, backend, values
         ) as db, running(mirror(mq, db)):
             source = RecordingFallback(
                 mqtt=MqttSource(venus=config.venus, control=config.control),
-                dbus=DbusSource(venus=config.venus, control=config.control, backend=backend),
+                dbus=DbusSource(venus=config.venus, control=config.control),
                 grace_s=GRACE_S,
             )
             async with steering(config, source) as service:
@@ -166,15 +172,18 @@ def test_run_command_with_auto_steers_over_dbus_without_a_broker(
 ) -> None:
     log_file = tmp_path / "run.log"
     state_dir = tmp_path / "state"
-    venus = venus_config("auto", broker=mosquitto, dbus_address=dbus_daemon_process.address)
+    venus = venus_config(
+        "auto",
+        broker=mosquitto,
+        dbus_address=dbus_daemon_process.address,
+        dbus_backend=backend.replace("_", "-"),
+    )
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config_data(venus, state_dir)), encoding="utf-8")
     mosquitto.stop()  # the GX's broker is off: `auto` must find the GX on D-Bus
 
     async def scenario() -> None:
-        async with dbus_gx(
-            dbus_daemon_process.address, backend, plant(), hide_dbus_fast(tmp_path / "shadow")
-        ) as db:
+        async with dbus_gx(dbus_daemon_process.address, backend, plant()) as db:
             process = await start_run(config_file, log_file, db.env())
             try:
                 await eventually(lambda: db.setting == 750.0, timeout=20.0, what="steering")
@@ -190,3 +199,57 @@ def test_run_command_with_auto_steers_over_dbus_without_a_broker(
             assert journal_at(state_dir).clean
 
     run_async(scenario(), timeout=90.0)
+
+
+def test_broker_without_a_gx_runs_on_dbus_and_keeps_trying_mqtt(
+    mosquitto: Broker,
+    dbus_daemon_process: DbusDaemon,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # MQTT switched off on the GX: the broker runs but no GX publishes on it, so the portal id
+    # is never found. `auto` must not stop: D-Bus carries on, MQTT is retried until it works.
+    venus = dataclasses.replace(
+        venus_config(
+            "auto",
+            broker=mosquitto,
+            dbus_address=dbus_daemon_process.address,
+            dbus_backend=backend.replace("_", "-"),
+        ),
+        portal_id=None,
+        portal_id_timeout_s=0.5,
+    )
+    control = control_config()
+    caplog.set_level(logging.DEBUG, logger="venus_prio.venus.fallback")
+
+    def attempts() -> int:
+        return sum("no GX on the MQTT broker" in r.getMessage() for r in caplog.records)
+
+    async def scenario() -> None:
+        async with dbus_gx(dbus_daemon_process.address, backend, plant()):
+            source = FallbackSource(
+                mqtt=MqttSource(venus=venus, control=control),
+                dbus=DbusSource(venus=venus, control=control),
+                grace_s=GRACE_S,
+            )
+            async with running(source.run()) as task:
+                await eventually(
+                    lambda: source.active_transport == DBUS and source.ready,
+                    what="running on D-Bus",
+                )
+                assert source.snapshot().max_discharge_w == BASELINE
+                await eventually(lambda: attempts() >= 3, what="MQTT tried again, and again")
+                assert not task.done()
+                assert source.active_transport == DBUS
+                # The user turns MQTT on again: the GX appears on the broker.
+                async with mqtt_gx(mosquitto, plant()):
+                    await eventually(
+                        lambda: source.active_transport == MQTT,
+                        timeout=20.0,
+                        what="back on MQTT once a GX publishes there",
+                    )
+                    assert source.ready and source.portal_id == PID
+                    assert source.snapshot().max_discharge_w == BASELINE
+            assert source.switches == 2
+
+    run_async(scenario(), timeout=60.0)

@@ -7,17 +7,20 @@ import json
 import logging
 import math
 import random
+from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 import aiomqtt
 import pytest
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
+from tests.integration.harness import after_a_gx_reset, mqtt_gx, plant, start_command
 from venus_prio.config import BrokerConfig, ControlConfig, SimConfig, VenusConfig
 from venus_prio.errors import PortalIdNotFound
 from venus_prio.sim import scenarios
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, drive_scenario
 from venus_prio.sim.plant import Plant, PlantParams
+from venus_prio.sim.writelog import read_write_log
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MqttSource
 from venus_prio.venus.source import write_confirmed
@@ -452,5 +455,65 @@ def test_fake_gx_scenario_drives_the_plant(mosquitto: Broker, fake_gx: FakeGxFac
                 assert soc is not None
                 assert 0.0 <= soc <= 100.0
                 assert source.snapshot().battery_power_w is not None
+
+    run_async(scenario())
+
+
+def test_fake_gx_command_serves_the_override_and_logs_writes(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    """``venus-prio fake-gx --override ... --write-log ...`` as the service tests run it."""
+    write_log, output = tmp_path / "writes.jsonl", tmp_path / "fake-gx.log"
+    args = ["--host", mosquitto.host, "--port", str(mosquitto.port), "--speed", "60"]
+    override = ["--override", "reset_every_5s", "--override-expiry-s", "30"]
+
+    async def scenario() -> None:
+        fake = await start_command(
+            output, "fake-gx", *args, *override, "--write-log", str(write_log)
+        )
+        try:
+            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
+            async with running(source.run()):
+                assert await source.wait_ready(15.0), output.read_text(encoding="utf-8")
+                assert source.snapshot().override_present is True
+                await after_a_gx_reset()
+                await source.write_override(900.0)
+                # The GX sets it back to -1 at the next 5 s boundary: the source sees both.
+                await eventually(lambda: source.snapshot().override_w == 900.0, what="900 W")
+                async with aiomqtt.Client(mosquitto.host, mosquitto.port) as other:
+                    topic = flashmq.w_topic(PID, paths.OVERRIDE_MAX_DISCHARGE.topic_suffix())
+                    await other.publish(topic, b'{"value": "x"}')  # dropped: not a number
+                await eventually(
+                    lambda: source.snapshot().override_w == -1.0, timeout=6.0, what="reset"
+                )
+        finally:
+            fake.terminate()
+            await fake.wait()
+        logged = [(w.service, w.path, w.value, w.accepted) for w in read_write_log(write_log)]
+        assert logged == [
+            ("hub4", paths.OVERRIDE_MAX_DISCHARGE.path, 900, True),
+            ("hub4", paths.OVERRIDE_MAX_DISCHARGE.path, "x", False),
+        ]
+
+    run_async(scenario(), timeout=60.0)
+
+
+@pytest.mark.parametrize(("variant", "present"), [("honoured", True), ("absent", False)])
+def test_override_presence_is_learnt_again_after_each_reconnect(
+    mosquitto: Broker, variant: str, present: bool
+) -> None:
+    async def scenario() -> None:
+        async with mqtt_gx(mosquitto, plant(), override=variant):
+            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
+            async with running(source.run()):
+                assert await source.wait_ready(10.0)
+                assert source.snapshot().override_present is present
+                mosquitto.stop()
+                await eventually(lambda: not source.snapshot().connected, what="disconnected")
+                # A GX may be updated or replaced while we are away: unknown until complete.
+                assert source.snapshot().override_present is None
+                mosquitto.start()
+                assert await source.wait_ready(15.0)
+                assert source.snapshot().override_present is present
 
     run_async(scenario())

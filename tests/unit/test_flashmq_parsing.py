@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 
 from venus_prio.config import BrokerConfig, TlsConfig, VenusConfig
 from venus_prio.errors import ConfigError
-from venus_prio.sim.fakegx import _Entry, apply_write, entry_payload, plant_values
+from venus_prio.sim.fakegx import (
+    _NO_VALUE,
+    _Entry,
+    apply_write,
+    entry_payload,
+    override_write,
+    plant_values,
+    written_value,
+)
 from venus_prio.sim.plant import PlantStep
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import ItemUpdate, PayloadError
@@ -134,10 +142,56 @@ def test_subscriptions_are_narrow() -> None:
     assert "N/c0619ab00001/settings/0/Settings/CGwacs/MaxDischargePower" in topics
     assert "N/c0619ab00001/heartbeat" in topics
     assert "N/c0619ab00001/full_publish_completed" in topics
-    assert len(topics) == len(paths.INPUTS) + 2
+    # The hub4 override too (control.md section 8): whether a GX has it is learnt from it.
+    assert "N/c0619ab00001/hub4/0/Overrides/MaxDischargePower" in topics
+    assert len(topics) == len(paths.INPUTS) + 3
     assert flashmq.input_topics(PID)["N/c0619ab00001/settings/0/Settings/CGwacs/Hub4Mode"] == (
         paths.HUB4_MODE
     )
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"value": 850}', ItemUpdate(value=850.0)),
+        (b'{"value": 1.0}', ItemUpdate(value=1.0)),  # Dynamic ESS's idle: max(1.0, DC PV)
+        (b'{"value": -1}', ItemUpdate(value=-1.0)),  # no override
+        (b'{"value": null}', ItemUpdate(value=None)),  # invalid: no override either
+        (b"", ItemUpdate(value=None, absent=True)),  # hub4 left the bus
+    ],
+)
+def test_override_payloads(payload: bytes, expected: ItemUpdate) -> None:
+    topic = "N/c0619ab00001/hub4/0/Overrides/MaxDischargePower"
+    item = flashmq.input_topics(PID)[topic]
+    assert item == paths.OVERRIDE_MAX_DISCHARGE
+    assert flashmq.parse_item_payload(item, payload) == expected
+
+
+@pytest.mark.parametrize("payload", [b'{"value": "850"}', b'{"value": true}', b"{}", b"x"])
+def test_override_garbage_is_rejected(payload: bytes) -> None:
+    with pytest.raises(PayloadError):
+        flashmq.parse_item_payload(paths.OVERRIDE_MAX_DISCHARGE, payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"value": 850}', (True, 850.0)),
+        (b'{"value": 0}', (True, 0.0)),
+        (b'{"value": -1}', (True, -1.0)),
+        (b'{"value": null}', (True, None)),  # null releases, like -1
+        (b'{"value": "850"}', (False, None)),  # hub4 takes numbers only
+        (b'{"value": true}', (False, None)),
+        (b'{"value": [850]}', (False, None)),
+    ],
+)
+def test_fake_hub4_takes_numbers_and_null(payload: bytes, expected: object) -> None:
+    assert override_write(written_value(payload)) == expected
+
+
+@pytest.mark.parametrize("payload", [b"850", b"not json", b'{"val": 850}'])
+def test_fake_drops_writes_without_a_value(payload: bytes) -> None:
+    assert written_value(payload) is _NO_VALUE
 
 
 def test_keepalive_payloads_round_trip() -> None:

@@ -1,4 +1,4 @@
-"""A fake Venus D-Bus: ``com.victronenergy.system`` and ``.settings`` speaking the BusItem API.
+"""A fake Venus D-Bus: ``com.victronenergy.system``, ``.settings`` and ``.hub4`` (BusItem API).
 
 How it works: each service is its own bus connection (as each Venus service is its own process),
 so signals carry distinct senders. One message handler per connection answers the BusItem
@@ -14,9 +14,16 @@ localsettings: SetValue converts to the setting's type, refuses a value outside 
 -1, value unchanged) and only signals a change. A service can release its bus name (it
 disappears, NameOwnerChanged) and take it again.
 
-Run it as a separate process with ``python -m venus_prio.sim.fakedbus --address ADDRESS``; it
-prints ``READY`` when both names are owned and then takes commands on stdin, one per line,
-answering ``OK`` or ``ERROR ...``: ``set <system|settings> <path> <json value>``,
+hub4 carries ``/Overrides/MaxDischargePower`` backed by a ``plant.OverrideRegister`` (variant and
+expiry): SetValue takes numbers (-1 releases) and null, the value falls back to -1 by itself at
+expiry or a reset (signalled like any change), and leaving the bus is hub4control stopping: the
+override is gone. The ``absent`` variant keeps hub4 off the bus altogether. Every SetValue
+received is in ``write_log`` (``--write-log FILE`` as a process).
+
+Run it as a separate process with ``python -m venus_prio.sim.fakedbus --address ADDRESS``
+(``--override VARIANT --override-expiry-s N --write-log FILE``); it prints ``READY`` when the names
+are owned and then takes commands on stdin, one per line, answering ``OK`` or ``ERROR ...``:
+``set <system|settings|hub4> <path> <json value>`` (on hub4: another tool's override),
 ``release <service>``, ``acquire <service>``, ``freeze <service>`` (take calls, never answer:
 a hung service), ``thaw <service>``, ``quit``.
 
@@ -34,8 +41,13 @@ import math
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from venus_prio.config import OVERRIDE_VARIANTS
+from venus_prio.sim.fakegx import override_write
+from venus_prio.sim.plant import OverrideRegister
+from venus_prio.sim.writelog import WriteLog
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, Backend, close_bus, load_backend, open_bus, unwrap
 from venus_prio.venus.paths import VenusItem
@@ -145,8 +157,10 @@ class FakeService:
         values: Dict[str, Any],
         settings: Optional[Dict[str, Setting]] = None,
         get_items: bool = True,
+        write_log: Optional[WriteLog] = None,
     ) -> None:
         self.bus_name = bus_name
+        self.write_log = WriteLog() if write_log is None else write_log
         self._backend = backend
         self._settings: Dict[str, Setting] = dict(settings or {})
         self._values: Dict[str, Any] = dict(values)
@@ -305,8 +319,103 @@ class FakeService:
             else:
                 self.set_value(path, converted)
                 code = SETVALUE_OK
-        self.set_calls.append((path, value, code))
+        self._log_write(path, value, code)
         return code
+
+    def _log_write(self, path: str, value: Any, code: int) -> None:
+        self.set_calls.append((path, value, code))
+        service = self.bus_name.split(".")[2]
+        self.write_log.record(service, path, value, accepted=code == SETVALUE_OK, at=_now())
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+OVERRIDE_PATH = paths.OVERRIDE_MAX_DISCHARGE.path
+
+
+class FakeHub4(FakeService):
+    """hub4control's ``/Overrides/MaxDischargePower``: a volatile value that expires by itself."""
+
+    def __init__(
+        self, *, backend: Backend, register: OverrideRegister, write_log: WriteLog
+    ) -> None:
+        super().__init__(
+            backend=backend,
+            bus_name=f"com.victronenergy.{paths.HUB4}",
+            values={OVERRIDE_PATH: -1.0},
+            write_log=write_log,
+        )
+        self.register = register
+        self._rearm = asyncio.Event()
+        self._timer: Optional[asyncio.Future[None]] = None
+
+    async def connect(self, address: str) -> None:
+        await super().connect(address)
+        self._timer = asyncio.ensure_future(self._expire())
+
+    async def close(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
+        await super().close()
+
+    async def release(self) -> None:
+        """hub4control stops: the name goes and the override in its RAM with it."""
+        await super().release()
+        self.register.write(None, _now())
+        self._values[OVERRIDE_PATH] = self.register.shown(_now())
+
+    def value(self, path: str) -> Any:
+        self._refresh()
+        return super().value(path)
+
+    def set_value(self, path: str, value: Any) -> bool:
+        """Another writer on the GX (Dynamic ESS, scheduled charging): a number or None."""
+        if path != OVERRIDE_PATH:
+            return super().set_value(path, value)
+        taken, number = override_write(value)
+        if not taken:
+            raise ValueError(f"hub4 takes a number or null as the override, not {value!r}")
+        self.register.write(number, _now())
+        self._rearm.set()
+        return self._refresh()
+
+    def _refresh(self) -> bool:
+        """Show the register's value now; signal it when it changed (expiry, reset, a write)."""
+        return super().set_value(OVERRIDE_PATH, self.register.shown(_now()))
+
+    def _answer(self, message: Any) -> Any:
+        self._refresh()  # a GetValue/GetItems shows the value as of now
+        return super()._answer(message)
+
+    def _set_from_bus(self, path: str, value: Any) -> int:
+        if path != OVERRIDE_PATH:
+            return super()._set_from_bus(path, value)
+        taken, number = override_write(value)
+        code = SETVALUE_OK if taken else SETVALUE_ERROR
+        if taken:
+            self.register.write(number, _now())
+            self._rearm.set()
+            self._refresh()
+        self._log_write(path, value, code)
+        return code
+
+    async def _expire(self) -> None:
+        """Signal the fall back to -1 when the register's expiry or reset comes."""
+        while True:
+            due = self.register.next_change(_now())
+            waiter = asyncio.ensure_future(self._rearm.wait())
+            timeout = None if due is None else max(0.0, due - _now())
+            try:
+                await asyncio.wait({waiter}, timeout=timeout)
+            finally:
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
+            self._rearm.clear()
+            self._refresh()
 
 
 def _same(old: Any, new: Any) -> bool:
@@ -325,10 +434,16 @@ class FakeVenus:
         system: Optional[Dict[str, Any]] = None,
         settings: Optional[Dict[str, Any]] = None,
         get_items: bool = True,
+        override: str = "honoured",
+        override_expiry_s: float = 60.0,
+        write_log: Optional[Path] = None,
     ) -> None:
-        """``system``/``settings`` override the default values (path -> value)."""
+        """``system``/``settings`` override the default values (path -> value); ``override`` is
+        how hub4 treats the override (``absent``: no hub4 on the bus)."""
         self.address = address
         self.backend = load_backend(backend)
+        self.write_log = WriteLog(write_log)
+        self.override = OverrideRegister(variant=override, expiry_s=override_expiry_s)
         system_values = dict(DEFAULT_SYSTEM)
         system_values.update(system or {})
         setting_table = dict(DEFAULT_SETTINGS)
@@ -338,6 +453,7 @@ class FakeVenus:
                 bus_name=f"com.victronenergy.{paths.SYSTEM}",
                 values=system_values,
                 get_items=get_items,
+                write_log=self.write_log,
             ),
             paths.SETTINGS: FakeService(
                 backend=self.backend,
@@ -345,16 +461,21 @@ class FakeVenus:
                 values=dict(settings or {}),
                 settings=setting_table,
                 get_items=get_items,
+                write_log=self.write_log,
             ),
         }
+        if self.override.present:
+            self.services[paths.HUB4] = FakeHub4(
+                backend=self.backend, register=self.override, write_log=self.write_log
+            )
 
     async def start(self) -> None:
-        """Connect both services and take their names."""
+        """Connect every service and take its name."""
         for service in self.services.values():
             await service.connect(self.address)
 
     async def stop(self) -> None:
-        """Disconnect both services."""
+        """Disconnect every service."""
         for service in self.services.values():
             await service.close()
 
@@ -366,8 +487,26 @@ class FakeVenus:
         await self.stop()
 
     def service(self, name: str) -> FakeService:
-        """Return the service ``system`` or ``settings``."""
-        return self.services[name]
+        """Return the service ``system``, ``settings`` or ``hub4``."""
+        try:
+            return self.services[name]
+        except KeyError:
+            raise KeyError(f"no {name} service on this fake (override variant absent?)") from None
+
+    @property
+    def override_w(self) -> Optional[float]:
+        """Return the override hub4 shows now (-1 none; None: hub4 is not on the bus)."""
+        hub4 = self.services.get(paths.HUB4)
+        if hub4 is None or not hub4.owned:
+            return None
+        value = hub4.value(OVERRIDE_PATH)
+        return None if value is None else float(value)
+
+    def override_in_force(self) -> float:
+        """Return the cap the inverter obeys now (-1 none; ``ignored``: always -1)."""
+        if self.override_w is None:
+            return -1.0
+        return self.override.in_force(_now())
 
     def set_value(self, item: VenusItem, value: Any) -> bool:
         """Set an item from Python (None = invalid); True when it changed and was signalled."""
@@ -378,12 +517,12 @@ class FakeVenus:
         return self.services[item.service].value(item.path)
 
     async def release(self, service: str) -> None:
-        """Make ``system`` or ``settings`` disappear from the bus."""
-        await self.services[service].release()
+        """Make ``system``, ``settings`` or ``hub4`` disappear from the bus."""
+        await self.service(service).release()
 
     async def acquire(self, service: str) -> None:
-        """Bring ``system`` or ``settings`` back."""
-        await self.services[service].acquire()
+        """Bring ``system``, ``settings`` or ``hub4`` back."""
+        await self.service(service).acquire()
 
 
 # -- running as a process --------------------------------------------------------------------
@@ -422,6 +561,9 @@ async def _serve(args: argparse.Namespace) -> None:
         system=overrides[paths.SYSTEM],
         settings=overrides[paths.SETTINGS],
         get_items=not args.no_get_items,
+        override=args.override,
+        override_expiry_s=args.override_expiry_s,
+        write_log=args.write_log,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -470,6 +612,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="initial value, e.g. system:/Dc/Battery/Soc=42.5 (repeatable)",
     )
     parser.add_argument("--no-get-items", action="store_true", help="act like an old service")
+    parser.add_argument(
+        "--override", choices=OVERRIDE_VARIANTS, default="honoured", help="how hub4 treats it"
+    )
+    parser.add_argument(
+        "--override-expiry-s", type=float, default=60.0, help="the override's expiry"
+    )
+    parser.add_argument("--write-log", type=Path, help="append every SetValue as a JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(args))
@@ -479,6 +628,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 __all__ = [
     "DEFAULT_SETTINGS",
     "DEFAULT_SYSTEM",
+    "FakeHub4",
     "FakeService",
     "FakeVenus",
     "Setting",

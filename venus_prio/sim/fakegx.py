@@ -9,6 +9,13 @@ most 3 full republishes per second); while alive a heartbeat goes out every
 when not alive; ``W/<id>/settings/0/<path>`` is applied only when it is valid and in range,
 anything else is silently dropped, exactly like localsettings.
 
+hub4's ``/Overrides/MaxDischargePower`` is served from a ``plant.OverrideRegister`` (``override``
+variant and expiry): ``W/`` applies it like hub4control (numbers only, -1 or null releases), the
+N/ goes out on every change of what it shows, including its own fall back to -1 at expiry or a
+reset (while alive, like any item); the ``absent`` variant has no such path at all (never
+published, writes dropped, reads unanswered). Every ``W/`` received, accepted or dropped, is in
+``write_log`` (and in ``--write-log FILE`` when run as ``venus-prio fake-gx``).
+
 The knobs ``heartbeat_enabled``, ``answer_reads`` and ``paused`` let tests break the GX in
 the ways a real one breaks.
 """
@@ -23,15 +30,17 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, List, Optional, Union
+from pathlib import Path
+from typing import Any, Deque, Dict, List, Optional, Tuple, Union
 
 import aiomqtt
 
 from venus_prio.config import default_config, load_config
 from venus_prio.errors import SourceUnavailable
 from venus_prio.sim import scenarios
-from venus_prio.sim.plant import Plant, PlantParams, PlantStep
+from venus_prio.sim.plant import OverrideRegister, Plant, PlantParams, PlantStep
 from venus_prio.sim.scenarios import Profile
+from venus_prio.sim.writelog import WriteLog
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MessagePump
 from venus_prio.venus.paths import VenusItem
@@ -41,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORTAL_ID = "c0619ab00001"
 FULL_REPUBLISH_LIMIT = 3  # per second, across all clients (dbus-flashmq)
+OVERRIDE_SUFFIX = paths.OVERRIDE_MAX_DISCHARGE.topic_suffix()
 ItemValue = Union[int, float, str, None]
 
 
@@ -56,7 +66,7 @@ class _Entry:
 
 @dataclass(frozen=True)
 class AcceptedWrite:
-    """A W/ that the fake localsettings applied."""
+    """A W/ that the fake applied (localsettings, or hub4 for the override; a release is -1)."""
 
     suffix: str
     value: float
@@ -102,15 +112,33 @@ def entry_payload(entry: _Entry) -> bytes:
     return json.dumps(obj).encode()
 
 
-def apply_write(entry: _Entry, payload: bytes) -> Optional[Union[int, float]]:
-    """Return the value a W/ payload sets on a setting, None when localsettings drops it."""
+_NO_VALUE = object()  # a W/ payload that is not {"value": ...}
+
+
+def written_value(payload: bytes) -> Any:
+    """Return the ``value`` of a W/ payload; ``_NO_VALUE`` (dropped by the plugin) without one."""
     try:
         obj = json.loads(payload)
     except (ValueError, RecursionError):
-        return None
+        return _NO_VALUE
     if not isinstance(obj, dict) or "value" not in obj:
-        return None
-    raw = obj["value"]
+        return _NO_VALUE
+    return obj["value"]
+
+
+def override_write(raw: Any) -> Tuple[bool, Optional[float]]:
+    """Return (taken, value) of a written override as hub4control sees it: a finite number, or
+    null (None) that releases it; anything else is dropped."""
+    if raw is None:
+        return True, None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+        return False, None
+    return True, float(raw)
+
+
+def apply_write(entry: _Entry, payload: bytes) -> Optional[Union[int, float]]:
+    """Return the value a W/ payload sets on a setting, None when localsettings drops it."""
+    raw = written_value(payload)
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not entry.present:
         return None
     if not math.isfinite(float(raw)):
@@ -136,6 +164,9 @@ class FakeGx:
         alive_timeout_s: float = 60.0,
         heartbeat_interval_s: float = 3.0,
         reconnect_s: float = 0.2,
+        override: str = "honoured",
+        override_expiry_s: float = 60.0,
+        write_log: Optional[Path] = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -146,6 +177,10 @@ class FakeGx:
         self.items = default_items()
         self.items[paths.SERIAL.topic_suffix()].value = portal_id
         self.writes: List[AcceptedWrite] = []
+        self.write_log = WriteLog(write_log)  # every W/ received, accepted or not
+        self.override = OverrideRegister(variant=override, expiry_s=override_expiry_s)
+        if self.override.present:
+            self.items[OVERRIDE_SUFFIX] = _Entry(-1.0)
         self.keepalives: List[KeepaliveSeen] = []
         self.reads: List[str] = []  # suffixes of the R/ reads answered
         self.heartbeat_enabled = True
@@ -175,6 +210,21 @@ class FakeGx:
     def value(self, item_or_suffix: Union[VenusItem, str]) -> ItemValue:
         return self.items[_suffix(item_or_suffix)].value
 
+    @property
+    def override_w(self) -> Optional[float]:
+        """Return the override the GX shows now (-1 none; None: no such path or hub4 gone)."""
+        entry = self.items.get(OVERRIDE_SUFFIX)
+        if entry is None or not entry.present:
+            return None
+        return self.override.shown(_now())
+
+    def override_in_force(self) -> float:
+        """Return the cap the inverter obeys now (-1 none; the ``ignored`` variant: always -1)."""
+        entry = self.items.get(OVERRIDE_SUFFIX)
+        if entry is None or not entry.present:
+            return -1.0
+        return self.override.in_force(_now())
+
     async def wait_connected(self, timeout: float = 10.0) -> None:
         """Wait until the fake is connected and has published its Serial."""
         if not await wait_event(self._connected, timeout):
@@ -193,8 +243,15 @@ class FakeGx:
         minimum: Optional[float] = None,
         maximum: Optional[float] = None,
     ) -> None:
-        """Change an item; publish N/ only when it changed and only while alive."""
+        """Change an item; publish N/ only when it changed and only while alive.
+
+        The override goes through its register, as another writer on the GX would (Dynamic
+        ESS, scheduled charging): a number holds until it expires, -1 or None releases it.
+        """
         suffix = _suffix(item_or_suffix)
+        if suffix == OVERRIDE_SUFFIX:
+            await self._set_override(value)
+            return
         entry = self.items.get(suffix)
         if entry is None:
             entry = self.items[suffix] = _Entry(value, minimum, maximum, present=False)
@@ -208,8 +265,45 @@ class FakeGx:
         if changed and self.alive:
             await self._publish_item(suffix)
 
+    async def _set_override(self, value: ItemValue) -> None:
+        entry = self.items.get(OVERRIDE_SUFFIX)
+        if entry is None:
+            raise ValueError("this fake GX has no hub4 override (variant 'absent')")
+        taken, number = override_write(value)
+        if not taken:
+            raise ValueError(f"hub4 takes a number or null as the override, not {value!r}")
+        self.override.write(number, _now())
+        if not entry.present:
+            entry.present = True
+            entry.value = self.override.shown(_now())
+            if self.alive:
+                await self._publish_item(OVERRIDE_SUFFIX)
+        await self._sync_override()
+
+    def _refresh_override(self) -> bool:
+        """Bring the override's item up to date with its register; True when it changed."""
+        entry = self.items.get(OVERRIDE_SUFFIX)
+        if entry is None or not entry.present:
+            return False
+        shown = self.override.shown(_now())
+        if entry.value == shown:
+            return False
+        entry.value = shown
+        return True
+
+    async def _sync_override(self) -> None:
+        """Publish the override when it changed (its own expiry or reset too), while alive."""
+        if self._refresh_override() and self.alive:
+            await self._publish_item(OVERRIDE_SUFFIX)
+
     async def remove_service(self, service: str) -> None:
-        """Make a service leave the bus: its items become 0-byte payloads."""
+        """Make a service leave the bus: its items become 0-byte payloads.
+
+        hub4 leaving is hub4control stopping: the override in its RAM is gone with it.
+        """
+        if service == paths.HUB4:
+            self.override.write(None, _now())
+            self._refresh_override()
         for suffix, entry in self.items.items():
             if suffix.startswith(f"{service}/") and entry.present:
                 entry.present = False
@@ -255,9 +349,15 @@ class FakeGx:
         pump = MessagePump(client)
         try:
             while True:
-                message = await pump.get(next_heartbeat - _now())
+                wake_at = next_heartbeat
+                expires_at = self.override.next_change(_now())
+                if expires_at is not None:
+                    wake_at = min(wake_at, expires_at)
+                message = await pump.get(wake_at - _now())
                 if message is not None and not self.paused:
                     await self._on_message(message.topic.value, bytes(message.payload))
+                if not self.paused:
+                    await self._sync_override()
                 if _now() >= next_heartbeat:
                     next_heartbeat = _now() + self.heartbeat_interval_s
                     if self.alive and self.heartbeat_enabled and not self.paused:
@@ -293,6 +393,7 @@ class FakeGx:
         self.keepalives.append(KeepaliveSeen(at=now, full=full, echo=echo, dumped=dumped))
         if not dumped:
             return
+        self._refresh_override()  # the dump shows the value as of now
         for suffix in list(self.items):
             await self._publish_item(suffix)
         completion: Dict[str, Any] = {"value": int(time.time())}
@@ -304,23 +405,49 @@ class FakeGx:
 
     async def _on_read(self, suffix: str) -> None:
         # A read of a subtree fans out into its leaves.
+        self._refresh_override()
         hits = [s for s in self.items if s == suffix or s.startswith(f"{suffix.rstrip('/')}/")]
         for hit in hits:
             self.reads.append(hit)
             await self._publish_item(hit)
 
     async def _on_write(self, suffix: str, payload: bytes) -> None:
+        if suffix == OVERRIDE_SUFFIX:
+            await self._on_override_write(payload)
+            return
         entry = self.items.get(suffix)
-        if entry is None or not suffix.startswith("settings/0/"):
-            return  # unknown path (or a read-only system path): silently dropped
-        new = apply_write(entry, payload)
-        if new is None:
+        # An unknown path (or a read-only system path) is silently dropped, like a bad value.
+        settable = entry is not None and suffix.startswith("settings/0/")
+        new = apply_write(entry, payload) if entry is not None and settable else None
+        self._log_write(suffix, payload, accepted=new is not None)
+        if entry is None or new is None:
             return
         self.writes.append(AcceptedWrite(suffix=suffix, value=float(new), at=_now()))
         changed = entry.value != new or type(entry.value) is not type(new)
         entry.value = new
         if changed and self.alive:
             await self._publish_item(suffix)
+
+    async def _on_override_write(self, payload: bytes) -> None:
+        entry = self.items.get(OVERRIDE_SUFFIX)
+        raw = written_value(payload)
+        taken, value = (False, None) if raw is _NO_VALUE else override_write(raw)
+        accepted = taken and entry is not None and entry.present
+        self._log_write(OVERRIDE_SUFFIX, payload, accepted=accepted)
+        if not accepted:
+            return
+        self.override.write(value, _now())
+        self.writes.append(
+            AcceptedWrite(suffix=OVERRIDE_SUFFIX, value=-1.0 if value is None else value, at=_now())
+        )
+        await self._sync_override()
+
+    def _log_write(self, suffix: str, payload: bytes, *, accepted: bool) -> None:
+        service, _, rest = suffix.partition("/")
+        path = "/" + rest.partition("/")[2]  # drop the instance: <service>/<instance>/<path>
+        raw = written_value(payload)
+        value = payload.decode("utf-8", "replace") if raw is _NO_VALUE else raw
+        self.write_log.record(service, path, value, accepted=accepted, at=_now())
 
     async def _publish_item(self, suffix: str) -> None:
         await self._publish(
@@ -385,6 +512,7 @@ async def drive_scenario(
                 load_w=profile.load_w[row],
                 pv_ac_w=profile.pv_ac_w[row],
                 max_discharge_w=gx.setting,
+                override_w=gx.override_in_force(),
             )
             t += dt_s
             if t >= profile.end_s:
@@ -402,17 +530,28 @@ def fake_gx_command(args: argparse.Namespace) -> int:
     profile = scenarios.builtin(args.scenario, sim.seed)
     start_soc = sim.start_soc if sim.start_soc is not None else sim.reserve_soc + 1.0
     plant = Plant(PlantParams.from_sim_config(sim, min_soc=sim.reserve_soc), start_soc=start_soc)
+    variant = sim.override if args.override is None else args.override
+    expiry_s = sim.override_expiry_s if args.override_expiry_s is None else args.override_expiry_s
     log.info(
-        "fake GX %s on %s:%s playing %r at %gx speed",
+        "fake GX %s on %s:%s playing %r at %gx speed; hub4 override %s, expiring after %gs",
         args.portal_id,
         args.host,
         args.port,
         args.scenario,
         args.speed,
+        variant,
+        expiry_s,
     )
 
     async def main() -> None:
-        gx = FakeGx(host=args.host, port=args.port, portal_id=args.portal_id)
+        gx = FakeGx(
+            host=args.host,
+            port=args.port,
+            portal_id=args.portal_id,
+            override=variant,
+            override_expiry_s=expiry_s,
+            write_log=args.write_log,
+        )
         for item in (paths.MIN_SOC_SETTING, paths.ACTIVE_SOC_LIMIT):
             gx.items[item.topic_suffix()].value = sim.reserve_soc
         gx.items[paths.SOC.topic_suffix()].value = round(start_soc, 1)

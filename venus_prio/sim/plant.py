@@ -271,6 +271,17 @@ class OverrideRegister:
                 self._value, self._written_at = -1.0, None
         return self._value
 
+    def next_change(self, now: float) -> Optional[float]:
+        """Return when the shown value falls back to -1 by itself (expiry or reset), if ever."""
+        if self.shown(now) is None or self._written_at is None:
+            return None
+        written = self._written_at
+        change = written + self.expiry_s
+        if self.variant == "reset_every_5s":
+            reset = (math.floor(written / GX_RESET_PERIOD_S) + 1) * GX_RESET_PERIOD_S
+            change = min(change, reset)
+        return change
+
     def in_force(self, now: float) -> float:
         """Return the cap the inverter obeys at ``now`` (-1 = none)."""
         shown = self.shown(now)

@@ -8,14 +8,18 @@ then looks up who owns each service and reads it whole (``GetItems`` on ``/``, p
 Subscribing before reading means no change can slip in between. Signals carry the sender's unique
 name, so the owner map tells which service a signal came from.
 
+``com.victronenergy.hub4`` (the override, control.md section 8) is optional: a GX without it
+(older firmware, no ESS) or a hub4control that restarts makes the override absent
+(``override_present`` False), never the source not ready, stale or disconnected.
+
 Liveness (control.md section 5): every ``refresh_s`` a ``GetValue`` of the SOC proves the GX is
 alive. A service that leaves the bus makes its items absent (None) and stops the proof; when it
 comes back it is read again. A dropped bus connection ends the session; ``run`` reconnects with
 capped exponential backoff.
 
-Works with ``dbus_fast`` (preinstalled on Venus OS) when importable, else ``dbus_next``: the two
-share the low-level API used here (``MessageBus``, ``Message``, ``Variant``, ``call``,
-``add_message_handler``), so there is one code path; ``load_backend`` picks one.
+Works with ``dbus_fast`` (preinstalled on Venus OS) and ``dbus_next``: the two share the low-level
+API used here (``MessageBus``, ``Message``, ``Variant``, ``call``, ``add_message_handler``), so
+there is one code path. ``venus.dbus.backend`` picks one (``auto``: dbus-fast when importable).
 """
 
 from __future__ import annotations
@@ -30,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from venus_prio.config import ControlConfig, VenusConfig
-from venus_prio.errors import SourceUnavailable
+from venus_prio.errors import ConfigError, SourceUnavailable
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import InputStore, Source
+from venus_prio.venus.source import InputStore, Source, override_shown
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ DBUS_PATH = "/org/freedesktop/DBus"
 ERROR_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 SYSTEM_SERVICE = f"com.victronenergy.{paths.SYSTEM}"
 SETTINGS_SERVICE = f"com.victronenergy.{paths.SETTINGS}"
-SERVICES: Tuple[str, ...] = (SYSTEM_SERVICE, SETTINGS_SERVICE)
+HUB4_SERVICE = f"com.victronenergy.{paths.HUB4}"
+SERVICES: Tuple[str, ...] = (SYSTEM_SERVICE, SETTINGS_SERVICE)  # required: the inputs
+WATCHED: Tuple[str, ...] = (*SERVICES, HUB4_SERVICE)  # plus the optional override
 CALL_TIMEOUT_S = 5.0
 RECONNECT_MIN_S = 0.5
 
@@ -85,6 +91,25 @@ def load_backend(name: Optional[str] = None) -> Backend:
         )
     wanted = name or " or ".join(BACKENDS)
     raise SourceUnavailable(f"D-Bus transport needs {wanted}, which is not installed")
+
+
+def configured_backend(venus: VenusConfig) -> Backend:
+    """Load the library ``venus.dbus.backend`` names (``auto``: the first one installed).
+
+    An explicit choice that is not installed is the user's mistake: a ``ConfigError`` naming the
+    key. ``auto`` with neither installed raises ``SourceUnavailable`` (not a GX: no D-Bus).
+    """
+    choice = venus.dbus.backend
+    if choice == "auto":
+        return load_backend()
+    module = choice.replace("-", "_")
+    try:
+        return load_backend(module)
+    except SourceUnavailable as exc:
+        raise ConfigError(
+            f"venus.dbus.backend: {choice} is not installed (pip install {choice}, "
+            "or set auto to use whichever is)"
+        ) from exc
 
 
 async def open_bus(backend: Backend, address: Optional[str]) -> Any:
@@ -141,17 +166,18 @@ def _describe(reply: Any) -> str:
 
 
 def _items_by_service() -> Dict[str, Dict[str, VenusItem]]:
-    table: Dict[str, Dict[str, VenusItem]] = {name: {} for name in SERVICES}
-    for item in (*paths.INPUTS, paths.SERIAL):
+    table: Dict[str, Dict[str, VenusItem]] = {name: {} for name in WATCHED}
+    for item in (*paths.INPUTS, paths.SERIAL, paths.OVERRIDE_MAX_DISCHARGE):
         table[item.bus_name][item.path] = item
     return table
 
 
 class DbusSource(Source):
-    """Read the GX's inputs from D-Bus and write MaxDischargePower with ``SetValue``.
+    """Read the GX's inputs from D-Bus; write MaxDischargePower and the override with ``SetValue``.
 
     ``ready`` / ``wait_ready`` tell when the state is complete after a (re)connect: every
     service on the bus has been read once. ``portal_id`` comes from system ``/Serial``.
+    ``backend`` (``dbus_fast``/``dbus_next``) overrides ``venus.dbus.backend``.
     Construct it inside the running event loop (the store holds asyncio events).
     """
 
@@ -169,11 +195,11 @@ class DbusSource(Source):
         self._venus = venus
         self._control = control
         self._clock = clock
-        self._backend = load_backend(backend)
+        self._backend = configured_backend(venus) if backend is None else load_backend(backend)
         self._items = _items_by_service()
         self._bus: Optional[Any] = None
         self._ready = asyncio.Event()
-        self._owners: Dict[str, Optional[str]] = dict.fromkeys(SERVICES)
+        self._owners: Dict[str, Optional[str]] = dict.fromkeys(WATCHED)
         self._pending: Set[str] = set()  # services to (re-)read
         self._wake: Optional[asyncio.Event] = None  # made in the loop (3.8 binds it at creation)
         self._garbage: Set[str] = set()  # item paths whose last value was garbage (logged once)
@@ -252,7 +278,7 @@ class DbusSource(Source):
         self._owner_events.clear()
         try:
             await self._subscribe(bus)
-            for service in SERVICES:
+            for service in WATCHED:
                 owner = await self._name_owner(bus, service)
                 if service in self._owner_events:
                     continue  # a NameOwnerChanged handled meanwhile is newer than this answer
@@ -277,10 +303,11 @@ class DbusSource(Source):
             bus.remove_message_handler(self._on_message)
             await close_bus(bus)
             await asyncio.gather(disconnected, return_exceptions=True)
-            self._owners = dict.fromkeys(SERVICES)
+            self._owners = dict.fromkeys(WATCHED)
             self._pending.clear()
-            for service in SERVICES:
+            for service in WATCHED:
                 self._forget(service)
+            self.store.set_override_present(None)  # known again once hub4 is looked up
             self.store.set_connected(False)
 
     async def _serve(
@@ -435,6 +462,8 @@ class DbusSource(Source):
                 self._apply(service, path, found[path])
             elif item.field:
                 self.store.set(item, None)  # this system does not publish it: absent
+                if item is paths.OVERRIDE_MAX_DISCHARGE:
+                    self.store.set_override_present(False)  # hub4 without the override
         if bounds is not None:
             self.store.set_bounds(*bounds)
         if service in self._absent_logged:
@@ -459,14 +488,18 @@ class DbusSource(Source):
             return None
         return float(value) if math.isfinite(value) else None
 
+    def _inputs_on_bus(self) -> bool:
+        """Return whether every service the inputs come from is on the bus (hub4 is optional)."""
+        return all(self._owners[service] is not None for service in SERVICES)
+
     async def _prove_alive(self, bus: Any) -> None:
         """GetValue of the SOC; an answer while both services are present proves liveness."""
-        if any(owner is None for owner in self._owners.values()):
+        if not self._inputs_on_bus():
             return  # a service is gone: nothing to prove, the inputs go stale
         timeout = min(CALL_TIMEOUT_S, self._control.refresh_s)
         start = self._seq
         reply = await self._call(bus, SYSTEM_SERVICE, paths.SOC.path, "GetValue", timeout=timeout)
-        if any(owner is None for owner in self._owners.values()):
+        if not self._inputs_on_bus():
             return  # it left while we asked
         if reply is None or is_error(reply, self._backend):
             if not self._liveness_failing:
@@ -538,9 +571,16 @@ class DbusSource(Source):
             self._forget(name)
 
     def _service_absent(self, service: str) -> None:
-        if service not in self._absent_logged:
+        if service == HUB4_SERVICE:
+            self.store.set_override_present(False)
+        if service in self._absent_logged:
+            return
+        self._absent_logged.add(service)
+        if service == HUB4_SERVICE:
+            # Normal on older firmware or without ESS: the setting is the actuator then.
+            log.info("%s is not on D-Bus: no hub4 override", service)
+        else:
             log.warning("%s is not on D-Bus; its values are absent", service)
-            self._absent_logged.add(service)
 
     def _forget(self, service: str) -> None:
         for path, item in self._items[service].items():
@@ -575,6 +615,8 @@ class DbusSource(Source):
             return
         self._garbage.discard(path)
         self.store.set(item, number)
+        if item is paths.OVERRIDE_MAX_DISCHARGE:
+            self.store.set_override_present(True)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -582,33 +624,7 @@ class DbusSource(Source):
         self, value_w: float, *, timeout: float = CALL_TIMEOUT_S
     ) -> Optional[int]:
         """Send ``SetValue``; return its code (0 = accepted), None when it did not answer."""
-        bus = self._bus
-        if bus is None:
-            raise SourceUnavailable("not connected to D-Bus")
-        reply = await self._call(
-            bus,
-            SETTINGS_SERVICE,
-            paths.MAX_DISCHARGE_POWER.path,
-            "SetValue",
-            signature="v",
-            body=[self._backend.variant("d", float(value_w))],
-            timeout=timeout,
-        )
-        if reply is None:
-            return None
-        if is_error(reply, self._backend):
-            raise SourceUnavailable(f"SetValue on {SETTINGS_SERVICE} failed: {_describe(reply)}")
-        code = reply.body[0] if reply.body else None
-        if isinstance(code, bool) or not isinstance(code, int):
-            raise SourceUnavailable(f"SetValue on {SETTINGS_SERVICE} answered {reply.body!r}")
-        self.last_write_code = code
-        if code != 0:
-            log.warning(
-                "the GX rejected MaxDischargePower %s (SetValue returned %d); value unchanged",
-                value_w,
-                code,
-            )
-        return code
+        return await self._set_value(paths.MAX_DISCHARGE_POWER, value_w, timeout)
 
     async def write_max_discharge(self, value_w: float) -> None:
         """Write MaxDischargePower; a rejection is logged and left in ``last_write_code``."""
@@ -617,25 +633,72 @@ class DbusSource(Source):
 
     async def read_max_discharge(self, timeout: float) -> Optional[float]:
         """GetValue MaxDischargePower; None when there is no (valid) answer in time."""
-        bus = self._bus
-        if bus is None:
-            return None
-        start = self._seq
-        reply = await self._call(
-            bus, SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, "GetValue", timeout=timeout
-        )
-        if reply is None or is_error(reply, self._backend):
-            return None
-        if self._owners[SETTINGS_SERVICE] is None:
-            return None  # it left while we asked
-        if self._unsignalled_since(SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, start):
-            self._apply(SETTINGS_SERVICE, paths.MAX_DISCHARGE_POWER.path, {"Value": reply.body[0]})
-        if all(owner is not None for owner in self._owners.values()):
-            self.store.mark_alive(self._now())
-        return self._number(reply.body[0])
+        answered, value = await self._read_back(paths.MAX_DISCHARGE_POWER, timeout)
+        return value if answered else None
 
     async def write_override(self, value_w: float) -> None:
-        raise SourceUnavailable("the hub4 override is not implemented on this transport yet")
+        """SetValue the hub4 override (-1 releases it).
+
+        On a GX without hub4 the write is dropped with a debug line, as dbus-flashmq drops a W/
+        to a path that does not exist: whether the value holds is what the read-back tells.
+        """
+        if self._bus is not None and self._owners[HUB4_SERVICE] is None:
+            log.debug("%s is not on D-Bus: override write of %g dropped", HUB4_SERVICE, value_w)
+            return
+        if await self._set_value(paths.OVERRIDE_MAX_DISCHARGE, value_w) is None:
+            raise SourceUnavailable("SetValue of the hub4 override: no answer from the GX")
 
     async def read_override(self, timeout: float) -> Optional[float]:
-        return None
+        """GetValue the override: -1 for none (or invalid); None without hub4 or an answer."""
+        answered, value = await self._read_back(paths.OVERRIDE_MAX_DISCHARGE, timeout)
+        return override_shown(value) if answered else None
+
+    async def _set_value(
+        self, item: VenusItem, value_w: float, timeout: float = CALL_TIMEOUT_S
+    ) -> Optional[int]:
+        bus = self._bus
+        if bus is None:
+            raise SourceUnavailable("not connected to D-Bus")
+        service = item.bus_name
+        reply = await self._call(
+            bus,
+            service,
+            item.path,
+            "SetValue",
+            signature="v",
+            body=[self._backend.variant("d", float(value_w))],
+            timeout=timeout,
+        )
+        if reply is None:
+            return None
+        if is_error(reply, self._backend):
+            raise SourceUnavailable(f"SetValue {item.path} on {service} failed: {_describe(reply)}")
+        code = reply.body[0] if reply.body else None
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise SourceUnavailable(f"SetValue {item.path} on {service} answered {reply.body!r}")
+        self.last_write_code = code
+        if code != 0:
+            log.warning(
+                "the GX rejected %s %s (SetValue returned %d); value unchanged",
+                item.path,
+                value_w,
+                code,
+            )
+        return code
+
+    async def _read_back(self, item: VenusItem, timeout: float) -> Tuple[bool, Optional[float]]:
+        """GetValue ``item``: (answered, value); an answer from a complete GX proves liveness."""
+        bus, service = self._bus, item.bus_name
+        if bus is None or self._owners[service] is None:
+            return False, None
+        start = self._seq
+        reply = await self._call(bus, service, item.path, "GetValue", timeout=timeout)
+        if reply is None or is_error(reply, self._backend):
+            return False, None
+        if self._owners[service] is None:
+            return False, None  # it left while we asked
+        if self._unsignalled_since(service, item.path, start):
+            self._apply(service, item.path, {"Value": reply.body[0]})
+        if self._inputs_on_bus():
+            self.store.mark_alive(self._now())
+        return True, self._number(reply.body[0])

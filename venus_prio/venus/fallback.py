@@ -13,8 +13,14 @@ and it carries the writes and read-backs. A small follower loop re-applies the p
     dbus    no           -                                            ->  dbus
 
 "MQTT ready" means connected and the full publish completed, so switching back happens only
-when the MQTT state is complete again. The service sees one ``Source`` throughout, so its
-controller state, write state and journal survive a switch by construction.
+when the MQTT state is complete again.
+
+A broker without a GX publishing on it (MQTT switched off on the GX, so no portal id can be
+discovered: ``PortalIdNotFound``) is not fatal while the GX is on D-Bus: MQTT is tried again in
+the background with capped backoff, and taken back when it turns ready (issue 10.2).
+
+The service sees one ``Source`` throughout, so its controller state, write state and journal
+survive a switch by construction.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Union
 
 from venus_prio.config import ControlConfig, VenusConfig
-from venus_prio.errors import SourceUnavailable
+from venus_prio.errors import PortalIdNotFound, SourceUnavailable
 from venus_prio.model import Snapshot
 from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus.dbus import SYSTEM_SERVICE, DbusSource
-from venus_prio.venus.mqtt import MqttSource
+from venus_prio.venus.mqtt import FIRST_BACKOFF_S, MqttSource
 from venus_prio.venus.source import Source
 
 log = logging.getLogger(__name__)
@@ -152,7 +158,7 @@ class FallbackSource(Source):
     async def run(self) -> None:
         """Run both transports and the follower until cancelled; a failing one fails this."""
         tasks: List[asyncio.Future[None]] = [
-            asyncio.ensure_future(self._mqtt.run()),
+            asyncio.ensure_future(self._run_mqtt()),
             asyncio.ensure_future(self._dbus.run()),
             asyncio.ensure_future(self._follow()),
         ]
@@ -165,6 +171,34 @@ class FallbackSource(Source):
             if failure is not None:
                 raise failure
         raise SourceUnavailable("the transports stopped")
+
+    async def _run_mqtt(self) -> None:
+        """Run MQTT; without a GX on the broker keep trying while the GX is on D-Bus.
+
+        ``PortalIdNotFound`` stays fatal when D-Bus does not show the GX either: then the
+        configuration is wrong (not a GX broker, not on a GX), and retrying would hide it.
+        """
+        backoff = FIRST_BACKOFF_S
+        logged = False
+        while True:
+            try:
+                await self._mqtt.run()
+            except PortalIdNotFound as exc:
+                if not self._dbus.has_service(SYSTEM_SERVICE):
+                    raise
+                cap = self._mqtt.reconnect_max_s
+                if not logged:
+                    log.warning(
+                        "no GX on the MQTT broker (%s); staying on D-Bus and trying MQTT again "
+                        "with backoff up to %gs",
+                        exc,
+                        cap,
+                    )
+                    logged = True
+                else:
+                    log.debug("still no GX on the MQTT broker: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, cap)
 
     # -- the follower ------------------------------------------------------------------------
 

@@ -70,9 +70,14 @@ def keepalive_topic(portal_id: str) -> str:
     return r_topic(portal_id, "keepalive")
 
 
+# What the client follows: every input, and the hub4 override (a GX may not have it: the
+# absence of its topic after the full publish says so, venus-mqtt.md checklist point 9).
+FOLLOWED: Tuple[VenusItem, ...] = (*paths.INPUTS, paths.OVERRIDE_MAX_DISCHARGE)
+
+
 def input_topics(portal_id: str) -> Dict[str, VenusItem]:
-    """Return the N/ topic of every input item, mapped to its item."""
-    return {n_topic(portal_id, item.topic_suffix()): item for item in paths.INPUTS}
+    """Return the N/ topic of every followed item (inputs and the override), mapped to it."""
+    return {n_topic(portal_id, item.topic_suffix()): item for item in FOLLOWED}
 
 
 def subscriptions(portal_id: str) -> List[str]:

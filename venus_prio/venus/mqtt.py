@@ -28,7 +28,7 @@ from venus_prio.errors import ConfigError, PortalIdNotFound, SourceUnavailable
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import PayloadError
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import Source, wait_event, wait_future
+from venus_prio.venus.source import Source, override_shown, wait_event, wait_future
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,9 @@ class _Session:
         self.heartbeat_at = now  # the heartbeat watch starts at connect
         self.heartbeat_lost = False
         self.soc_read_pending = False
+        # Whether the hub4 override was published since our last full keepalive: its absence
+        # from a completed full publish means this GX has no such path.
+        self.override_seen = False
 
 
 class MqttSource(Source):
@@ -189,7 +192,8 @@ class MqttSource(Source):
         self._session: Optional[_Session] = None
         self._topics: Dict[str, VenusItem] = {}
         self._warned_topics: Set[str] = set()
-        self._setting_waiters: List[asyncio.Future[Optional[float]]] = []
+        # Read-backs waiting for the N/ answer to their R/, per item (setting and override).
+        self._waiters: Dict[VenusItem, List[asyncio.Future[Optional[float]]]] = {}
 
     # -- public --------------------------------------------------------------------------
 
@@ -201,6 +205,11 @@ class MqttSource(Source):
     async def wait_ready(self, timeout: float) -> bool:
         """Wait until the state is complete after a (re)connect; False on timeout."""
         return await wait_event(self._ready, timeout)
+
+    @property
+    def reconnect_max_s(self) -> float:
+        """Return the cap of the reconnect backoff (``venus.reconnect_max_s``)."""
+        return self._venus.reconnect_max_s
 
     async def run(self) -> None:
         """Connect and stay connected, reconnecting with capped backoff, until cancelled.
@@ -241,6 +250,8 @@ class MqttSource(Source):
                 self._client = None
                 self._session = None
                 self._ready.clear()
+                # Whether this GX has the override is known again after the next full publish.
+                self.store.set_override_present(None)
                 self.store.set_connected(False)
                 self._fail_waiters()
             await asyncio.sleep(backoff)
@@ -248,48 +259,65 @@ class MqttSource(Source):
 
     async def write_max_discharge(self, value_w: float) -> None:
         """Publish a write of MaxDischargePower (QoS 0, not retained; no ack exists)."""
+        await self._write(paths.MAX_DISCHARGE_POWER, value_w)
+
+    async def read_max_discharge(self, timeout: float) -> Optional[float]:
+        """Ask the GX for MaxDischargePower with an ``R/``; None when no answer in time."""
+        return await self._read_back(paths.MAX_DISCHARGE_POWER, timeout)
+
+    async def write_override(self, value_w: float) -> None:
+        """Publish a write of the hub4 override (QoS 0, not retained; -1 releases it).
+
+        Like every W/ it has no ack: on a GX without the path it is silently dropped.
+        """
+        await self._write(paths.OVERRIDE_MAX_DISCHARGE, value_w)
+
+    async def read_override(self, timeout: float) -> Optional[float]:
+        """Ask the GX for the override with an ``R/``: -1 for none (or null), None when the GX
+        did not answer in time or has no such path (the plugin does not answer those)."""
+        if self.store.override_present is False:
+            return None
+        return await self._read_back(paths.OVERRIDE_MAX_DISCHARGE, timeout)
+
+    async def _write(self, item: VenusItem, value_w: float) -> None:
         client, portal_id = self._client, self.portal_id
         if client is None or portal_id is None or self._session is None:
             raise SourceUnavailable("not connected to the GX broker")
-        topic = flashmq.w_topic(portal_id, paths.MAX_DISCHARGE_POWER.topic_suffix())
+        topic = flashmq.w_topic(portal_id, item.topic_suffix())
         try:
             await client.publish(topic, flashmq.write_payload(value_w), qos=0, retain=False)
         except aiomqtt.MqttError as exc:
             raise SourceUnavailable(f"write of {topic} failed: {exc}") from exc
 
-    async def read_max_discharge(self, timeout: float) -> Optional[float]:
-        """Ask the GX for MaxDischargePower with an ``R/``; None when no answer in time."""
+    async def _read_back(self, item: VenusItem, timeout: float) -> Optional[float]:
+        """Publish ``R/`` for ``item`` and return the value of the N/ answer, None without one."""
         client, portal_id = self._client, self.portal_id
         if client is None or portal_id is None or self._session is None:
             return None
         waiter: asyncio.Future[Optional[float]] = asyncio.get_running_loop().create_future()
-        self._setting_waiters.append(waiter)
+        waiters = self._waiters.setdefault(item, [])
+        waiters.append(waiter)
         try:
-            topic = flashmq.r_topic(portal_id, paths.MAX_DISCHARGE_POWER.topic_suffix())
+            topic = flashmq.r_topic(portal_id, item.topic_suffix())
             await client.publish(topic, b"", qos=0, retain=False)
             return await wait_future(waiter, timeout)
         except (aiomqtt.MqttError, SourceUnavailable):
             return None
         finally:
-            if waiter in self._setting_waiters:
-                self._setting_waiters.remove(waiter)
+            if waiter in waiters:
+                waiters.remove(waiter)
 
     # -- connection ----------------------------------------------------------------------
-
-    async def write_override(self, value_w: float) -> None:
-        raise SourceUnavailable("the hub4 override is not implemented on this transport yet")
-
-    async def read_override(self, timeout: float) -> Optional[float]:
-        return None
 
     def _make_client(self) -> aiomqtt.Client:
         return make_client(self._endpoint, name="venus-prio")
 
     def _fail_waiters(self) -> None:
-        for waiter in self._setting_waiters:
-            if not waiter.done():
-                waiter.set_exception(SourceUnavailable("connection lost"))
-        self._setting_waiters.clear()
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(SourceUnavailable("connection lost"))
+        self._waiters.clear()
 
     async def _discover_portal_id(self, client: aiomqtt.Client, pump: MessagePump) -> str:
         """Return the portal id from the retained ``N/+/system/0/Serial``."""
@@ -354,6 +382,7 @@ class MqttSource(Source):
     ) -> None:
         session.echo = secrets.token_hex(8)
         session.values_since_full = False
+        session.override_seen = False
         session.full_deadline = self._clock() + self._venus.full_publish_timeout_s
         # A full keepalive also keeps the GX alive: the next plain one is due an interval later.
         session.next_keepalive = self._clock() + self._venus.keepalive_interval_s
@@ -376,8 +405,7 @@ class MqttSource(Source):
                     "assuming firmware without the echo",
                     self._venus.full_publish_timeout_s,
                 )
-                session.full_deadline = None
-                self._ready.set()
+                self._full_publish_done(session)
             else:
                 # Full republishes are limited to 3 per second across all clients: ask again.
                 log.debug("full publish not completed in time; asking again")
@@ -427,10 +455,9 @@ class MqttSource(Source):
             if not well_formed:
                 self._warn_once(topic, payload, "not a JSON object")
             elif session.full_deadline is not None and echo in (None, session.echo):
-                session.full_deadline = None
                 if not self._ready.is_set():
                     log.info("full publish completed: the GX state is complete")
-                self._ready.set()
+                self._full_publish_done(session)
             return
         item = self._topics.get(topic)
         if item is None:
@@ -454,15 +481,35 @@ class MqttSource(Source):
             # The answer to our R/ read (or a fresher change): the GX is alive.
             session.soc_read_pending = False
             self.store.mark_alive(now)
-        if item == paths.MAX_DISCHARGE_POWER:
-            if update.minimum is not None or update.maximum is not None:
-                self.store.set_bounds(update.minimum, update.maximum)
-            if self._setting_waiters:
-                self.store.mark_alive(now)
-            for waiter in self._setting_waiters:
-                if not waiter.done():
-                    waiter.set_result(update.value)
-            self._setting_waiters.clear()
+        if item == paths.MAX_DISCHARGE_POWER and (
+            update.minimum is not None or update.maximum is not None
+        ):
+            self.store.set_bounds(update.minimum, update.maximum)
+        if item == paths.OVERRIDE_MAX_DISCHARGE:
+            # A 0-byte payload: hub4 left the bus, the path is gone with it.
+            session.override_seen = not update.absent
+            self.store.set_override_present(not update.absent)
+        self._answer_waiters(item, update, now)
+
+    def _answer_waiters(self, item: VenusItem, update: flashmq.ItemUpdate, now: float) -> None:
+        """Hand an N/ to the read-backs of ``item``: an answer to an R/ proves the GX is alive."""
+        waiters = self._waiters.pop(item, [])
+        if not waiters:
+            return
+        self.store.mark_alive(now)
+        value = update.value
+        if item == paths.OVERRIDE_MAX_DISCHARGE and not update.absent:
+            value = override_shown(value)  # null: no override in force
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(value)
+
+    def _full_publish_done(self, session: _Session) -> None:
+        """The state is complete: every item this GX has was published since our keepalive."""
+        session.full_deadline = None
+        if not session.override_seen:
+            self.store.set_override_present(False)
+        self._ready.set()
 
     def _warn_once(self, topic: str, payload: bytes, problem: str) -> None:
         if topic in self._warned_topics:

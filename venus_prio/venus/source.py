@@ -17,6 +17,7 @@ import logging
 import math
 from typing import Any, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
 
+from venus_prio.actuator import RELEASE_W
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import Snapshot
 from venus_prio.venus import paths
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 # Values on the GX closer than this are the same value (localsettings converts int <-> float).
 SAME_W = 0.5
+
+
+def override_shown(value: Optional[float]) -> float:
+    """Return the override as a read-back reports it: null (invalid) means none is in force."""
+    return RELEASE_W if value is None else value
 
 
 def same_value(a: Optional[float], b: Optional[float]) -> bool:
