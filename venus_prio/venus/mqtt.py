@@ -356,6 +356,7 @@ class MqttSource(Source):
         await client.subscribe([(topic, 0) for topic in flashmq.subscriptions(portal_id)])
         session = _Session(self._clock())
         self._session = session
+        self.store.forget_values()
         await self._send_full_keepalive(client, session, portal_id)
         while True:
             now = self._clock()
@@ -472,7 +473,11 @@ class MqttSource(Source):
         ):
             self._warn_once(topic, payload, "min/max cannot be this setting's range")
             return
-        session.values_since_full = True
+        # Evidence of a dump from firmware that ignores the echo: a value we did not ask for.
+        # The answer to our own SOC liveness read is not (it once made a half-refreshed state
+        # "complete" after a broker restart).
+        if not (item == paths.SOC and session.soc_read_pending) and not self._waiters.get(item):
+            session.values_since_full = True
         if update.absent:
             self.store.set(item, None)
         else:

@@ -103,6 +103,20 @@ class InputStore:
     def set_bounds(self, setting_min: Optional[float], setting_max: Optional[float]) -> None:
         self.setting_min, self.setting_max = setting_min, setting_max
 
+    def forget_values(self) -> None:
+        """Drop every value: a new connection must not take the last one's values as current.
+
+        After a reconnect the GX republishes everything; until then a value kept from before the
+        outage may be older than our own last write (issue 10: it was once adopted as the user's
+        change). Unknown is honest: the service does not steer on it.
+        """
+        for key in self._values:
+            if self._values[key] is not None:
+                self._values[key] = None
+                self.changed.set()
+        self.setting_min = self.setting_max = None
+        self.set_override_present(None)
+
     def set_override_present(self, present: Optional[bool]) -> None:
         """Record whether the GX publishes the hub4 override path (None: not known yet)."""
         if present != self.override_present:
