@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Broker, running
+from venus_prio.app import serve
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -388,6 +389,20 @@ async def steering(config: Config, source: Source) -> AsyncIterator[Service]:
     """Run a Service over ``source``; stop it (restoring the baseline) at the end."""
     service = Service(config=config, source=source)
     task = asyncio.ensure_future(service.run())
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        code = await asyncio.wait_for(task, 15.0)
+        assert code == 0
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Config) -> AsyncIterator[Service]:
+    """Run the service and its publisher as ``venus-prio run`` does; stop it at the end."""
+    source = MqttSource(venus=config.venus, control=config.control)
+    service = Service(config=config, source=source)
+    task = asyncio.ensure_future(serve(service, config))
     try:
         yield service
     finally:
