@@ -192,7 +192,7 @@ class HomeAssistantPublisher:
 
     async def run(self) -> None:
         """Stay connected and publishing until cancelled; never raise anything else."""
-        retry = Reconnect(self._endpoint, self._reconnect_max_s, who="Home Assistant: ")
+        retry = Reconnect(self._endpoint, self._reconnect_max_s, who="Home Assistant: ", logger=log)
         while True:
             connected = False
             wait = FIRST_BACKOFF_S

@@ -241,7 +241,15 @@ class Reconnect:
     setting, and a login storm against the GX helps no one. Each new problem is logged again.
     """
 
-    def __init__(self, endpoint: Endpoint, cap_s: float, *, who: str = "") -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        cap_s: float,
+        *,
+        who: str = "",
+        logger: logging.Logger = log,
+    ) -> None:
+        self._log = logger  # the client's own logger: its messages stay under its name
         self._endpoint = endpoint
         self._cap_s = cap_s
         self._who = who
@@ -256,7 +264,7 @@ class Reconnect:
     def connected(self) -> None:
         """Note a connection: log it when it is the first or ends an outage."""
         if self._logged is not None or not self._ever_connected:
-            log.info("%sconnected to the MQTT broker %s", self._who, self.where)
+            self._log.info("%sconnected to the MQTT broker %s", self._who, self.where)
         self._ever_connected = True
         self._logged = None
         self._backoff = FIRST_BACKOFF_S
@@ -267,7 +275,7 @@ class Reconnect:
         if problem is not None:
             wait = self._cap_s
             if problem != self._logged:
-                log.error(
+                self._log.error(
                     "%scannot connect to the MQTT broker %s: %s; trying again every %gs%s",
                     self._who,
                     self.where,
@@ -280,7 +288,7 @@ class Reconnect:
         wait, self._backoff = self._backoff, min(self._backoff * 2, self._cap_s)
         if self._logged != _NETWORK:
             what = "lost the connection to" if was_connected else "cannot connect to"
-            log.warning(
+            self._log.warning(
                 "%s%s the MQTT broker %s (%s); retrying with backoff up to %gs%s",
                 self._who,
                 what,
