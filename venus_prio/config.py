@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import math
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
@@ -111,6 +112,9 @@ class TlsConfig:
     enabled: bool = False
     ca_file: Optional[str] = None
     insecure: bool = False  # accept the GX's self-signed certificate without a CA file
+    # The name the broker's certificate must carry. None: venus.local for the GX (every GX's
+    # certificate carries it, whatever address it is reached at), the host for other brokers.
+    server_name: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ class BrokerConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     username: Optional[str] = None
-    password: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)  # never in a repr or a log
     tls: TlsConfig = field(default_factory=TlsConfig)
 
 
@@ -487,11 +491,35 @@ def _read_tls(sec: _Section) -> TlsConfig:
         enabled=sec.boolean("enabled", d.enabled),
         ca_file=sec.string("ca_file", d.ca_file),
         insecure=sec.boolean("insecure", d.insecure),
+        server_name=sec.string("server_name", d.server_name),
     )
     sec.done()
-    if tls.ca_file is not None and not Path(tls.ca_file).expanduser().is_file():
-        raise ConfigError(f"{sec.key_path('ca_file')}: no such file: {tls.ca_file}")
+    chosen = [key for key in ("ca_file", "insecure", "server_name") if getattr(tls, key)]
+    # Without enabled these would be ignored and the connection made in plain text.
+    _check(
+        tls.enabled or not chosen,
+        f"{sec.key_path('enabled')}: {', '.join(chosen)} given but TLS is not enabled; "
+        "set enabled: true",
+    )
+    _check(
+        not (tls.insecure and (tls.ca_file or tls.server_name)),
+        f"{sec.key_path('insecure')}: insecure skips the certificate check; "
+        "give ca_file/server_name or insecure, not both",
+    )
+    if tls.ca_file is not None:
+        _check_ca_file(sec.key_path("ca_file"), tls.ca_file)
     return tls
+
+
+def _check_ca_file(key: str, ca_file: str) -> None:
+    """Raise ``ConfigError`` unless ``ca_file`` holds certificates (PEM) that TLS can trust."""
+    path = Path(ca_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file: {ca_file}")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{key}: not a PEM certificate file: {ca_file} ({exc})") from exc
 
 
 def _read_broker(

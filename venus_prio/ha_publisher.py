@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set
 import aiomqtt
 
 from venus_prio import __version__
-from venus_prio.config import Config, HomeAssistantConfig, VenusConfig
+from venus_prio.config import ENV_HA_PASSWORD, Config, HomeAssistantConfig, VenusConfig
 from venus_prio.homeassistant import (
     PAYLOAD_ONLINE,
     STATE_HEARTBEAT_S,
@@ -42,7 +42,14 @@ from venus_prio.homeassistant import (
 )
 from venus_prio.status import ServiceStatus
 from venus_prio.venus import flashmq
-from venus_prio.venus.mqtt import Endpoint, MessagePump, make_client, resolve_endpoint
+from venus_prio.venus.mqtt import (
+    Endpoint,
+    MessagePump,
+    Reconnect,
+    login_problem,
+    make_client,
+    resolve_endpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,17 @@ def ha_endpoint(homeassistant: HomeAssistantConfig, venus: VenusConfig) -> Endpo
     if broker.password is not None and username is None:
         # MQTT can carry a password only together with a user name.
         username = "venus-prio"
-    return Endpoint(broker.host, broker.port, broker.tls, username, broker.password)
+    return Endpoint(
+        broker.host,
+        broker.port,
+        broker.tls,
+        username,
+        broker.password,
+        key="homeassistant.broker",
+        password_env=ENV_HA_PASSWORD,
+        # A regular broker: its certificate names the host it is reached at, as TLS expects.
+        server_name=broker.tls.server_name,
+    )
 
 
 def _client(endpoint: Endpoint, *, will: Optional[Message] = None) -> aiomqtt.Client:
@@ -178,34 +195,18 @@ class HomeAssistantPublisher:
 
     async def run(self) -> None:
         """Stay connected and publishing until cancelled; never raise anything else."""
-        backoff = FIRST_BACKOFF_S
-        down_logged = False
-        ever_connected = False
-        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        retry = Reconnect(self._endpoint, self._reconnect_max_s, who="Home Assistant: ", logger=log)
         while True:
             connected = False
+            wait = FIRST_BACKOFF_S
             try:
                 will = availability_message(self.topics, online=False)
                 async with _client(self._endpoint, will=will) as client:
                     connected = True
-                    if down_logged or not ever_connected:
-                        log.info("Home Assistant: connected to the MQTT broker %s", where)
-                    ever_connected = True
-                    down_logged = False
-                    backoff = FIRST_BACKOFF_S
+                    retry.connected()
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                if not down_logged:
-                    what = "lost the connection to" if connected else "cannot connect to"
-                    log.warning(
-                        "Home Assistant: %s the MQTT broker %s (%s); retrying with backoff up to "
-                        "%gs; steering goes on",
-                        what,
-                        where,
-                        exc,
-                        self._reconnect_max_s,
-                    )
-                    down_logged = True
+                wait = retry.failed(exc, was_connected=connected, note="; steering goes on")
             except Exception:
                 # A bug here must not stop steering: log it (once in full) and start afresh.
                 if not self._failed_once:
@@ -213,8 +214,7 @@ class HomeAssistantPublisher:
                     self._failed_once = True
                 else:
                     log.debug("Home Assistant publisher failed again", exc_info=True)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._reconnect_max_s)
+            await asyncio.sleep(wait)
 
     # -- one connection ------------------------------------------------------------------
 
@@ -384,7 +384,7 @@ async def _cleanup(config: Config) -> int:
             "Cannot reach the MQTT broker %s:%s (%s): nothing removed",
             endpoint.host,
             endpoint.port,
-            exc,
+            login_problem(exc, endpoint) or exc,
         )
         return EXIT_FAILURE
     log.info(

@@ -1,5 +1,9 @@
 """Fixtures for integration tests: a real Mosquitto broker on a free loopback port, a fake GX.
 
+``secure_mosquitto`` adds what a GX in the "Secured" profile serves: a TLS listener with the
+GX's self-signed certificate (``CN=venus.local``) that takes only the GX password; the plain
+listener stays open on loopback, where the GX's own dbus-flashmq plugin (here ``FakeGx``) sits.
+
 Tests are plain functions that call ``asyncio.run`` (no async pytest plugin): the ``fake_gx``
 fixture therefore hands out an async context manager that runs a ``FakeGx`` task inside the
 test's own event loop.
@@ -15,12 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     AsyncContextManager,
     AsyncIterator,
     Awaitable,
     Callable,
+    Dict,
     Iterator,
     Optional,
     TypeVar,
@@ -56,24 +62,74 @@ def _mosquitto_binary() -> Optional[str]:
     return shutil.which("mosquitto")
 
 
-class Broker:
-    """A Mosquitto process on a fixed loopback port that can be stopped and started again."""
+@dataclass(frozen=True)
+class SecureListener:
+    """A TLS listener that takes only the users in ``passwords`` (name -> password)."""
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    cert: Path
+    key: Path
+    passwords: Dict[str, str]
+
+
+class Broker:
+    """A Mosquitto process on a fixed loopback port that can be stopped and started again.
+
+    With ``secure``, a second listener on ``tls_port`` speaks TLS and wants a password; the
+    plain one on ``port`` stays anonymous (settings are per listener).
+    """
+
+    def __init__(
+        self, binary: str, workdir: Path, *, secure: Optional[SecureListener] = None
+    ) -> None:
         self.binary = binary
         self.host = HOST
         self.port = _free_port()
+        self.tls_port: Optional[int] = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
-        self.conf.write_text(
-            f"listener {self.port} {HOST}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            f"log_dest file {self.log}\n"
-            "log_type error\nlog_type warning\nlog_type notice\n",
-            encoding="utf-8",
-        )
+        lines = [
+            "per_listener_settings true",
+            "persistence false",
+            f"log_dest file {self.log}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            f"listener {self.port} {HOST}",
+            "allow_anonymous true",
+        ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user, which cannot read pytest's
+            # private temporary directories (the log, the keys, the password file).
+            lines.insert(0, "user root")
+        if secure is not None:
+            self.tls_port = _free_port()
+            lines += [
+                f"listener {self.tls_port} {HOST}",
+                f"certfile {secure.cert}",
+                f"keyfile {secure.key}",
+                "allow_anonymous false",
+                f"password_file {_password_file(workdir / 'passwd', secure.passwords)}",
+            ]
+        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self._process: Optional[subprocess.Popen[bytes]] = None
+
+    def connections(self, port: int) -> int:
+        """Return how many TCP connections the broker accepted on ``port`` so far.
+
+        A connection whose TLS handshake fails while being accepted is logged without its port
+        ("Client connection from <ip> failed: <ssl error>"): that can only be ``tls_port``.
+        """
+        if not self.log.exists():
+            return 0
+        lines = self.log.read_text(encoding="utf-8").splitlines()
+        accepted = sum(
+            1 for line in lines if "New connection from" in line and f" on port {port}." in line
+        )
+        if port != self.tls_port:
+            return accepted
+        return accepted + sum(
+            1 for line in lines if "Client connection from" in line and " failed: " in line
+        )
 
     @property
     def running(self) -> bool:
@@ -112,26 +168,149 @@ class Broker:
         self.start()
 
 
-@pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    """Yield a running Mosquitto broker on a free loopback port; kill it at teardown."""
+def _missing(tool: str, package: str) -> None:
+    """Skip (fail on CI) the test: ``tool`` is not installed."""
+    message = (
+        f"{tool} is not installed: the MQTT integration tests need the `{package}` "
+        f"package (apt-get install {package})"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    # Loud on purpose, past pytest's capture: a silently skipped suite looks like a pass.
+    print(f"\nWARNING: SKIPPING MQTT INTEGRATION TESTS: {message}", file=sys.__stderr__)
+    pytest.skip(f"!!! SKIPPED: {message} !!!")
+
+
+def _tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        _missing(name, package)
+        raise AssertionError("unreachable")  # pytest.skip raised
+    return path
+
+
+def _password_file(path: Path, passwords: Dict[str, str]) -> Path:
+    """Write a Mosquitto password file (hashed by mosquitto_passwd) and return its path."""
+    tool = _tool("mosquitto_passwd", "mosquitto")
+    path.write_text("", encoding="utf-8")
+    for user, password in passwords.items():
+        subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
+    return path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run([_tool("openssl", "openssl"), *args], check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A certificate a broker serves and the file a client must trust to accept it."""
+
+    ca_file: Path
+    listener: SecureListener
+
+
+def self_signed_gx_certificate(directory: Path, name: str) -> SecureListener:
+    """Make a GX's own certificate the way Venus OS does: self-signed, ``CN=venus.local``.
+
+    No subjectAltName, like the GX's: the name is only in the subject. The returned listener
+    has no passwords yet.
+    """
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", "/CN=venus.local", "-keyout", str(key), "-out", str(cert),
+    )  # fmt: skip
+    return SecureListener(cert=cert, key=key, passwords={})
+
+
+def ca_issued_certificate(directory: Path, name: str) -> Pki:
+    """Make a throwaway CA and a server certificate it issued for ``localhost``/127.0.0.1.
+
+    That is a regular broker (Home Assistant's own Mosquitto): the client checks the host name
+    it connects to against the subjectAltName, as any TLS client does.
+    """
+    ca_cert, ca_key = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
+    cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name} test CA", "-keyout", str(ca_key), "-out", str(ca_cert),
+    )  # fmt: skip
+    _openssl(
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    extensions = directory / f"{name}.ext"
+    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n", encoding="utf-8")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(cert),
+    )  # fmt: skip
+    return Pki(ca_file=ca_cert, listener=SecureListener(cert=cert, key=key, passwords={}))
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """Throwaway certificates, made once per test session."""
+
+    gx: Pki  # the GX's self-signed certificate: it is its own CA file
+    other_gx: Pki  # another GX's certificate: the wrong CA file for ``gx``
+    ha: Pki  # a CA and the certificate it issued to Home Assistant's broker
+
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    directory = tmp_path_factory.mktemp("pki")
+    gx, other = (self_signed_gx_certificate(directory, name) for name in ("gx", "other-gx"))
+    return Certificates(
+        gx=Pki(ca_file=gx.cert, listener=gx),
+        other_gx=Pki(ca_file=other.cert, listener=other),
+        ha=ca_issued_certificate(directory, "ha"),
+    )
+
+
+def _mosquitto_or_skip() -> str:
     binary = _mosquitto_binary()
     if binary is None:
-        message = (
-            "mosquitto is not installed: the MQTT integration tests need the `mosquitto` "
-            "package (apt-get install mosquitto)"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        # Loud on purpose, past pytest's capture: a silently skipped suite looks like a pass.
-        print(f"\nWARNING: SKIPPING MQTT INTEGRATION TESTS: {message}", file=sys.__stderr__)
-        pytest.skip(f"!!! SKIPPED: {message} !!!")
-    broker = Broker(binary, tmp_path)
+        _missing("mosquitto", "mosquitto")
+        raise AssertionError("unreachable")  # pytest.skip raised
+    return binary
+
+
+@contextlib.contextmanager
+def started(broker: Broker) -> Iterator[Broker]:
+    """Start ``broker`` for the block; kill it at the end."""
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """Yield a running Mosquitto broker on a free loopback port; kill it at teardown."""
+    with started(Broker(_mosquitto_or_skip(), tmp_path)) as broker:
+        yield broker
+
+
+def secure_broker(workdir: Path, pki: Pki, passwords: Dict[str, str]) -> Broker:
+    """Return a (not yet started) broker serving ``pki`` on its TLS port to ``passwords``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    listener = SecureListener(cert=pki.listener.cert, key=pki.listener.key, passwords=passwords)
+    return Broker(_mosquitto_or_skip(), workdir, secure=listener)
+
+
+GX_USER = "venus-prio"  # what venus-prio sends when no username is configured
+GX_PASSWORD = "gx-Pa55word-4-tests"
+
+
+@pytest.fixture
+def secure_mosquitto(tmp_path: Path, certificates: Certificates) -> Iterator[Broker]:
+    """Yield a broker like a GX in the "Secured" profile (``tls_port``: TLS and the password)."""
+    broker = secure_broker(tmp_path / "gx-broker", certificates.gx, {GX_USER: GX_PASSWORD})
+    with started(broker):
+        yield broker
 
 
 FakeGxFactory = Callable[..., AsyncContextManager[FakeGx]]

@@ -17,13 +17,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncContextManager, AsyncIterator, Dict, List, Optional
 
 import aiomqtt
 import pytest
 import yaml
 
 from tests.integration.conftest import Broker, running
+from venus_prio.app import serve
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -427,16 +428,26 @@ async def after_a_gx_reset() -> None:
 
 
 @contextlib.asynccontextmanager
-async def steering(config: Config, source: Source) -> AsyncIterator[Service]:
-    """Run a Service over ``source``; stop it (restoring the baseline) at the end."""
+async def steering(
+    config: Config, source: Source, *, publish: bool = False
+) -> AsyncIterator[Service]:
+    """Run a Service over ``source``; stop it (restoring the baseline) at the end.
+
+    ``publish``: with its Home Assistant publisher too (when enabled), as ``venus-prio run``.
+    """
     service = Service(config=config, source=source)
-    task = asyncio.ensure_future(service.run())
+    task = asyncio.ensure_future(serve(service, config) if publish else service.run())
     try:
         yield service
     finally:
         service.request_stop()
         code = await asyncio.wait_for(task, 15.0)
         assert code == 0
+
+
+def serving(config: Config) -> AsyncContextManager[Service]:
+    """Run the service over MQTT and its publisher as ``venus-prio run`` does; stop at the end."""
+    return steering(config, MqttSource(venus=config.venus, control=config.control), publish=True)
 
 
 def reason_of(service: Service) -> Optional[Reason]:

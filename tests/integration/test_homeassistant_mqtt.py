@@ -28,12 +28,12 @@ from tests.integration.conftest import (
 )
 from tests.integration.harness import (
     config_data,
+    serving,
     start_command,
     venus_config,
     wait_exit,
     write_yaml,
 )
-from venus_prio.app import serve
 from venus_prio.config import (
     BrokerConfig,
     Config,
@@ -55,7 +55,6 @@ from venus_prio.model import Reason
 from venus_prio.service import Service
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.venus import paths
-from venus_prio.venus.mqtt import MqttSource
 
 pytestmark = pytest.mark.integration
 
@@ -172,20 +171,6 @@ async def listening(broker: Broker) -> AsyncIterator[HaListener]:
         await client.subscribe([("homeassistant/#", 1), (f"{TOPICS.base}/#", 1)])
         async with running(listener.collect()):
             yield listener
-
-
-@contextlib.asynccontextmanager
-async def serving(config: Config) -> AsyncIterator[Service]:
-    """Run the service and its publisher as ``venus-prio run`` does; stop it at the end."""
-    source = MqttSource(venus=config.venus, control=config.control)
-    service = Service(config=config, source=source)
-    task = asyncio.ensure_future(serve(service, config))
-    try:
-        yield service
-    finally:
-        service.request_stop()
-        code = await asyncio.wait_for(task, 15.0)
-        assert code == 0
 
 
 def actuator_writes(state: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]]:

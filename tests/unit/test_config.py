@@ -72,7 +72,25 @@ def test_minimal_config_gets_the_spec_defaults() -> None:
             with_("venus", password="a", password_file="/x"),
             "venus.password_file: give either password or password_file",
         ),
-        (with_("venus", tls={"ca_file": "/nonexistent/ca.crt"}), "venus.tls.ca_file: no such file"),
+        (
+            with_("venus", tls={"enabled": True, "ca_file": "/nonexistent/ca.crt"}),
+            "venus.tls.ca_file: no such file",
+        ),
+        (
+            with_("venus", tls={"enabled": True, "ca_file": __file__}),
+            "venus.tls.ca_file: not a PEM certificate file",
+        ),
+        (
+            with_("venus", tls={"ca_file": __file__}),
+            "venus.tls.enabled: ca_file given but TLS is not enabled",
+        ),
+        (
+            with_(
+                "homeassistant",
+                broker={"tls": {"enabled": True, "insecure": True, "ca_file": __file__}},
+            ),
+            "homeassistant.broker.tls.insecure: insecure skips the certificate check",
+        ),
         (with_("homeassistant", node_id="a b"), "homeassistant.node_id: must be a plain MQTT"),
         (with_("homeassistant", broker={"hots": "x"}), "homeassistant.broker.hots: unknown key"),
         (with_("sim", battery_kwh=-1), "sim.battery_kwh: must be > 0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import ssl
 from typing import Optional
 
 import pytest
@@ -279,6 +280,15 @@ def test_lan_endpoint_gives_a_password_a_user_name() -> None:
     endpoint = resolve_endpoint(VenusConfig(broker=BrokerConfig(host="gx", password="pw")))
     assert (endpoint.host, endpoint.port, endpoint.username) == ("gx", 1883, "venus-prio")
     assert resolve_endpoint(VenusConfig()).username is None
+    assert "pw" not in repr(endpoint)
+
+
+def test_lan_endpoint_checks_the_gx_certificate_for_venus_local() -> None:
+    # Whatever address the GX is reached at, its own certificate names venus.local.
+    dialled = VenusConfig(broker=BrokerConfig(host="192.168.1.5", tls=TlsConfig(enabled=True)))
+    assert resolve_endpoint(dialled).server_name == "venus.local"
+    own = TlsConfig(enabled=True, server_name="gx.home.lan")
+    assert resolve_endpoint(VenusConfig(broker=BrokerConfig(tls=own))).server_name == "gx.home.lan"
 
 
 def test_tls_context() -> None:
@@ -289,6 +299,7 @@ def test_tls_context() -> None:
     verifying = tls_context(TlsConfig(enabled=True))
     assert verifying is not None
     assert verifying.check_hostname is True
+    assert verifying.verify_mode == ssl.CERT_REQUIRED
 
 
 @pytest.mark.parametrize(

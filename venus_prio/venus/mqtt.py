@@ -17,13 +17,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Set, Union
 
 import aiomqtt
 
-from venus_prio.config import BrokerConfig, ControlConfig, TlsConfig, VenusConfig
+from venus_prio.config import (
+    ENV_MQTT_PASSWORD,
+    BrokerConfig,
+    ControlConfig,
+    TlsConfig,
+    VenusConfig,
+)
 from venus_prio.errors import ConfigError, PortalIdNotFound, SourceUnavailable
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import PayloadError
@@ -37,16 +45,30 @@ FIRST_BACKOFF_S = 1.0
 _MIN_WAIT_S = 0.001
 
 
+# Every GX's own certificate carries this name (CN), whatever address the GX is reached at.
+GX_CERTIFICATE_NAME = "venus.local"
+# CONNACK codes for a refused login: MQTT 3.1.1 (4, 5) and their MQTT 5 reason codes (134, 135).
+_LOGIN_REFUSED = frozenset({4, 5, 134, 135})
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """Where to connect and how to log in, resolved from ``VenusConfig``."""
+    """Where to connect and how to log in, resolved from ``VenusConfig``.
+
+    ``key`` is where the settings live in the config file and ``password_env`` the environment
+    variable that can hold the password: error messages name them. ``server_name`` is the name
+    the certificate must carry; None means the host.
+    """
 
     host: str
     port: int
     tls: TlsConfig
     username: Optional[str]
-    password: Optional[str]
+    password: Optional[str] = field(repr=False)  # never in a repr or a log
     vrm: bool = False
+    key: str = "venus"
+    password_env: str = ENV_MQTT_PASSWORD
+    server_name: Optional[str] = None
 
 
 def resolve_endpoint(venus: VenusConfig) -> Endpoint:
@@ -55,6 +77,10 @@ def resolve_endpoint(venus: VenusConfig) -> Endpoint:
     VRM mode derives the host from the portal id unless ``venus.broker.host`` was set to
     something else than the default (tests point it at a local broker); only the derived host
     forces port 8883 with TLS. The configured password is the VRM token.
+
+    On the LAN the certificate is checked for ``venus.local`` unless ``venus.tls.server_name``
+    says otherwise: a GX's self-signed certificate names venus.local and never the address
+    the user dials, so checking the host would fail on every GX reached by its IP.
     """
     broker = venus.broker
     username = broker.username
@@ -72,20 +98,69 @@ def resolve_endpoint(venus: VenusConfig) -> Endpoint:
     if password is not None and username is None:
         # The GX checks only the password; MQTT needs a user name to carry one.
         username = "venus-prio"
-    return Endpoint(broker.host, broker.port, broker.tls, username, password)
+    server_name = broker.tls.server_name or GX_CERTIFICATE_NAME
+    return Endpoint(
+        broker.host, broker.port, broker.tls, username, password, server_name=server_name
+    )
 
 
-def tls_context(tls: TlsConfig) -> Optional[ssl.SSLContext]:
-    """Return the SSL context for the broker, None for a plain connection."""
+class _ClientContext(ssl.SSLContext):
+    """The SSL context of venus-prio's MQTT clients.
+
+    Two things paho does not do: check the certificate for ``server_name`` rather than the host
+    dialled (paho passes the host; a GX reached at 192.168.1.5 presents a certificate for
+    venus.local; the chain is still verified against the CA file), and close the socket when
+    the handshake fails (paho leaves it to the garbage collector, once per retry).
+    """
+
+    server_name: Optional[str] = None  # None: the host paho dials
+
+    def wrap_socket(  # noqa: PLR0917  (ssl.SSLContext.wrap_socket's own signature)
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: Union[str, bytes, None] = None,
+        session: Optional[ssl.SSLSession] = None,
+    ) -> ssl.SSLSocket:
+        wrapped = super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=self.server_name or server_hostname,
+            session=session,
+        )
+        try:
+            # Here rather than in paho, to close the socket on failure; paho's own
+            # do_handshake afterwards finds it done.
+            wrapped.do_handshake()
+        except BaseException:
+            wrapped.close()
+            raise
+        return wrapped
+
+
+def tls_context(tls: TlsConfig, server_name: Optional[str] = None) -> Optional[ssl.SSLContext]:
+    """Return the SSL context for the broker, None for a plain connection.
+
+    ``server_name``: the name the certificate must carry when it is not the host connected to.
+    """
     if not tls.enabled:
         return None
+    context = _ClientContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the name
     if tls.insecure:
         # The GX serves a self-signed certificate (CN=venus.local): the user chose not to verify.
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=tls.ca_file)
+    elif tls.ca_file is not None:
+        context.load_verify_locations(cafile=str(Path(tls.ca_file).expanduser()))
+        context.server_name = server_name
+    else:
+        context.load_default_certs()
+        context.server_name = server_name
+    return context
 
 
 def make_client(
@@ -97,10 +172,133 @@ def make_client(
         endpoint.port,
         username=endpoint.username,
         password=endpoint.password,
-        tls_context=tls_context(endpoint.tls),
+        tls_context=tls_context(endpoint.tls, endpoint.server_name),
         identifier=f"{name}-{secrets.token_hex(4)}",
         will=will,
     )
+
+
+def login_problem(exc: aiomqtt.MqttError, endpoint: Endpoint) -> Optional[str]:
+    """Return what is wrong with the settings when ``exc`` says so, naming the setting; else None.
+
+    A refused certificate or login does not heal by retrying: the user must change a setting
+    (or the GX's password). A refused or lost connection (None) is the network or the broker.
+    """
+    where = f"{endpoint.host}:{endpoint.port}"
+    key = endpoint.key
+    # aiomqtt raises ``MqttError(str(exc)) from None``: the TLS error is still the context.
+    cause = exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or str(cause)
+        name = endpoint.server_name or endpoint.host
+        if "mismatch" in reason:
+            return (
+                f"{key}.tls.server_name: the certificate of {where} is not for {name!r} "
+                f"({reason}); set {key}.tls.server_name to the name it carries"
+            )
+        if endpoint.tls.ca_file is None:
+            return (
+                f"{key}.tls.ca_file: the certificate of {where} is not signed by a CA this "
+                f"system trusts ({reason}); give the broker's certificate or its CA as "
+                f"{key}.tls.ca_file (a GX's: /data/keys/mosquitto.crt), or set "
+                f"{key}.tls.insecure: true"
+            )
+        return (
+            f"{key}.tls.ca_file: the certificate of {where} is not signed by "
+            f"{endpoint.tls.ca_file} ({reason}); give that broker's certificate or its CA "
+            f"(a GX's: /data/keys/mosquitto.crt), or set {key}.tls.insecure: true"
+        )
+    if isinstance(cause, ssl.SSLError):
+        return (
+            f"{key}.tls: the TLS handshake with {where} failed ({cause}); is {endpoint.port} "
+            "the broker's TLS port (8883 on a GX)?"
+        )
+    if isinstance(exc, aiomqtt.MqttCodeError) and _code(exc.rc) in _LOGIN_REFUSED:
+        secret = f"{key}.password, {key}.password_file or {endpoint.password_env}"
+        if endpoint.password is None:
+            return (
+                f"{key}.password: {where} refused the login without a password ({exc}); a GX "
+                f'in the "Secured" profile wants its password: set {secret}'
+            )
+        return f"{key}.password: {where} refused the login ({exc}); check {secret}"
+    return None
+
+
+def _code(rc: object) -> Optional[int]:
+    value = getattr(rc, "value", rc)  # paho's ReasonCode, or a plain int
+    return value if isinstance(value, int) else None
+
+
+_NETWORK = "network"  # what ``Reconnect`` last logged: a network failure (the text varies)
+
+
+class Reconnect:
+    """When to try a broker again and what to log, for every venus-prio MQTT client.
+
+    A network failure is logged once (WARNING) and retried with doubling backoff up to
+    ``cap_s``. A refused certificate or login (``login_problem``) is logged once as an ERROR
+    naming the setting and retried every ``cap_s``: it only heals when someone changes a
+    setting, and a login storm against the GX helps no one. Each new problem is logged again.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        cap_s: float,
+        *,
+        who: str = "",
+        logger: logging.Logger = log,
+    ) -> None:
+        self._log = logger  # the client's own logger: its messages stay under its name
+        self._endpoint = endpoint
+        self._cap_s = cap_s
+        self._who = who
+        self._backoff = FIRST_BACKOFF_S
+        self._logged: Optional[str] = None
+        self._ever_connected = False
+
+    @property
+    def where(self) -> str:
+        return f"{self._endpoint.host}:{self._endpoint.port}"
+
+    def connected(self) -> None:
+        """Note a connection: log it when it is the first or ends an outage."""
+        if self._logged is not None or not self._ever_connected:
+            self._log.info("%sconnected to the MQTT broker %s", self._who, self.where)
+        self._ever_connected = True
+        self._logged = None
+        self._backoff = FIRST_BACKOFF_S
+
+    def failed(self, exc: aiomqtt.MqttError, *, was_connected: bool, note: str = "") -> float:
+        """Log the failure once and return how long to wait before the next attempt."""
+        problem = login_problem(exc, self._endpoint)
+        if problem is not None:
+            wait = self._cap_s
+            if problem != self._logged:
+                self._log.error(
+                    "%scannot connect to the MQTT broker %s: %s; trying again every %gs%s",
+                    self._who,
+                    self.where,
+                    problem,
+                    wait,
+                    note,
+                )
+            self._logged = problem
+            return wait
+        wait, self._backoff = self._backoff, min(self._backoff * 2, self._cap_s)
+        if self._logged != _NETWORK:
+            what = "lost the connection to" if was_connected else "cannot connect to"
+            self._log.warning(
+                "%s%s the MQTT broker %s (%s); retrying with backoff up to %gs%s",
+                self._who,
+                what,
+                self.where,
+                exc,
+                self._cap_s,
+                note,
+            )
+            self._logged = _NETWORK
+        return wait
 
 
 def _loop_time() -> float:
@@ -217,35 +415,19 @@ class MqttSource(Source):
         Raises ``PortalIdNotFound`` when the portal id must be discovered and the broker
         does not show one in time.
         """
-        backoff = FIRST_BACKOFF_S
-        down_logged = False
-        ever_connected = False
-        endpoint = self._endpoint
+        retry = Reconnect(self._endpoint, self._venus.reconnect_max_s)
         while True:
             connected = False
+            wait = FIRST_BACKOFF_S
             try:
                 async with self._make_client() as client:
                     connected = True
-                    if down_logged or not ever_connected:
-                        log.info("connected to the MQTT broker %s:%s", endpoint.host, endpoint.port)
-                    ever_connected = True
-                    down_logged = False
-                    backoff = FIRST_BACKOFF_S
+                    retry.connected()
                     self._client = client
                     self.store.set_connected(True)
                     await self._run_session(client)
             except aiomqtt.MqttError as exc:
-                if not down_logged:
-                    what = "lost the connection to" if connected else "cannot connect to"
-                    log.warning(
-                        "%s the MQTT broker %s:%s (%s); retrying with backoff up to %gs",
-                        what,
-                        endpoint.host,
-                        endpoint.port,
-                        exc,
-                        self._venus.reconnect_max_s,
-                    )
-                    down_logged = True
+                wait = retry.failed(exc, was_connected=connected)
             finally:
                 self._client = None
                 self._session = None
@@ -254,8 +436,7 @@ class MqttSource(Source):
                 self.store.set_override_present(None)
                 self.store.set_connected(False)
                 self._fail_waiters()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self._venus.reconnect_max_s)
+            await asyncio.sleep(wait)
 
     async def write_max_discharge(self, value_w: float) -> None:
         """Publish a write of MaxDischargePower (QoS 0, not retained; no ack exists)."""
