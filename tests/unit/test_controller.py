@@ -222,7 +222,11 @@ FOREIGN = {"override_in_use": True}
 def test_stand_aside_writes_baseline(
     overrides: Any, outside: Dict[str, bool], reason: Reason
 ) -> None:
-    decision, state = once(snap(**{"soc": 12.0, **overrides}), **outside)
+    decision, state = once(
+        snap(**{"soc": 12.0, **overrides}),
+        enabled=outside.get("enabled", True),
+        override_in_use=outside.get("override_in_use", False),
+    )
     assert (decision.reason, decision.target_w) == (reason, BASELINE)
     assert decision.target_class is TargetClass.BASELINE
     assert reason.stands_aside
