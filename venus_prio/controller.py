@@ -258,7 +258,14 @@ def decide(
     threshold = cfg.pv_min_w - (cfg.pv_min_hysteresis_w if state.sharing else 0.0)
     sharing = pv_f >= threshold
     in_pv_band = band is Band.PRIORITY or (band is Band.RECOVERY and phase is Phase.CHARGING)
-    factor = _trimmed_factor(state, snap, cfg, dt) if in_pv_band and sharing else state.pv_factor
+    if not cfg.trim.enabled:
+        # Nothing to remember: the configured factor (it differs per actuator, so a remembered
+        # one would leak from the override's settings into the setting's after a switch).
+        factor = None
+    elif in_pv_band and sharing:
+        factor = _trimmed_factor(state, snap, cfg, dt)
+    else:
+        factor = state.pv_factor
     effective_factor = factor if factor is not None else cfg.pv_factor
     if sharing:
         raw_share = floor_to_step(effective_factor * pv_f - cfg.pv_offset_w, cfg.step_w)

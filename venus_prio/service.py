@@ -32,6 +32,7 @@ then the old value on the GX is not mistaken for somebody else's change.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -459,6 +460,9 @@ class Service:
             self._override_held = False
             self._save_journal()
         choice = actuator.choose(self._act, snap, cfg=self._config.actuator.override, now=now)
+        if choice.actuator is not self._choice.actuator:
+            # A trimmed PV factor belongs to the actuator it was learnt on.
+            self._ctrl = dataclasses.replace(self._ctrl, pv_factor=None)
         if choice != self._choice:
             level = logging.WARNING if choice.fell_back else logging.INFO
             log.log(

@@ -52,6 +52,7 @@ def once(
     state: Optional[ControllerState] = None,
     cfg: ControlConfig = CFG,
     now: float = 0.0,
+    *,
     enabled: bool = True,
     override_in_use: bool = False,
 ) -> Tuple[Decision, ControllerState]:
