@@ -625,3 +625,53 @@ def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path
     assert run(scenario) is True
     journal = journal_of(tmp_path)
     assert (journal.baseline_w, journal.last_written_w, journal.clean) == (BASELINE, BASELINE, True)
+
+
+def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10.1: after a reconnect or a transport switch a full publish may carry a value from
+    before our last write; it is ours, not the user's. A genuine change is adopted at once."""
+
+    async def scenario() -> None:
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
+        await service.evaluate()
+        source.deliver()
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        source.deliver()
+        await service.evaluate()
+        assert (source.writes, source.setting_w) == ([750.0, 300.0], 300.0)
+        # A late full publish shows our earlier 750 W while the GX holds 300 W.
+        source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
+        for _ in range(8):  # past the echo timeout: the read-back shows 300 W
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        assert service.status.baseline_w == BASELINE
+        assert source.writes == [750.0, 300.0]  # nothing to correct: the GX holds ours
+        assert journal_of(tmp_path).baseline_w == BASELINE
+        # The user really sets 1800 W: adopted at once, then steered over.
+        source.setting_w = 1800.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 1800.0)
+        await service.evaluate()
+        assert service.status.baseline_w == 1800.0
+        assert journal_of(tmp_path).baseline_w == 1800.0
+        # A stale publish that stays (the GX really holds our old value) is corrected, not adopted.
+        source.deliver()
+        source.setting_w = 750.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
+        for _ in range(8):
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        source.deliver()
+        assert service.status.baseline_w == 1800.0
+        assert source.setting_w == 300.0
+
+    with caplog.at_level(logging.INFO, logger="venus_prio.service"):
+        run(scenario)
+    adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+    assert len(adopted) == 1 and "1800 W" in adopted[0]
