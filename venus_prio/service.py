@@ -37,6 +37,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import (
+    Awaitable,
     Callable,
     List,
     Optional,
@@ -517,18 +518,9 @@ class Service:
         if write.value_w < 0:
             await self._release_override(write.why, reason=decision.reason)
             return
-        if not self._override_held:
-            # The journal must say so before the GX holds one of ours.
-            self._override_held = True
-            if not self._save_journal():
-                self._override_held = False
-                return
-        try:
-            await self._source.write_override(write.value_w)
-        except SourceUnavailable as exc:
-            if not self._warned_unreachable:
-                log.warning("GX unreachable: cannot steer the override (%s)", exc)
-                self._warned_unreachable = True
+        if not self._journal_ours(Actuator.OVERRIDE):
+            return
+        if not await self._try_write(self._source.write_override, write.value_w):
             return
         self._record_override(write, decision.reason, sent=True, now=now)
         level = logging.DEBUG if write.why == "refresh" else logging.INFO
@@ -709,18 +701,9 @@ class Service:
             )
             return
         steering = not same_value(write.value_w, self._baseline)
-        if steering and self._clean:
-            # The user's value must be on disk before the GX holds one of ours.
-            self._clean = False
-            if not self._save_journal():
-                self._clean = True
-                return
-        try:
-            await self._source.write_max_discharge(write.value_w)
-        except SourceUnavailable as exc:
-            if not self._warned_unreachable:
-                log.warning("GX unreachable: cannot restore/steer (%s)", exc)
-                self._warned_unreachable = True
+        if steering and not self._journal_ours(Actuator.SETTING):
+            return
+        if not await self._try_write(self._source.write_max_discharge, write.value_w):
             return
         self._wstate = record_write(self._wstate, write, previous_w=previous_w, now=now)
         self._in_flight = _in_flight(self._in_flight, write.value_w, gx_w=gx_w, now=now)
@@ -731,6 +714,34 @@ class Service:
             write.value_w, write.why, reason, write.forced, sent=True, at=now
         )
         log.info("Wrote MaxDischargePower %g W (%s; %s)", write.value_w, write.why, reason.value)
+
+    def _journal_ours(self, where: Actuator) -> bool:
+        """Journal that ``where`` may hold a value of venus-prio's, before it does (the user's
+        value must be on disk first); False when the journal cannot be saved: do not write."""
+        if self._override_held if where is Actuator.OVERRIDE else not self._clean:
+            return True
+        self._set_held(where, held=True)
+        if self._save_journal():
+            return True
+        self._set_held(where, held=False)
+        return False
+
+    def _set_held(self, where: Actuator, *, held: bool) -> None:
+        if where is Actuator.OVERRIDE:
+            self._override_held = held
+        else:
+            self._clean = not held
+
+    async def _try_write(self, send: Callable[[float], Awaitable[None]], value_w: float) -> bool:
+        """Send a steering write; False (warned once) when the GX cannot be reached."""
+        try:
+            await send(value_w)
+        except SourceUnavailable as exc:
+            if not self._warned_unreachable:
+                log.warning("GX unreachable: cannot restore/steer (%s)", exc)
+                self._warned_unreachable = True
+            return False
+        return True
 
     async def _hand_back(self, why: str) -> None:
         """Release the override and write the baseline now, outside the policy (stop steering)."""

@@ -3,6 +3,7 @@ override; tables of timed steps plus hypothesis properties over random GX behavi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
@@ -248,20 +249,14 @@ def test_never_writes_to_someone_elses_override(events: List[Tuple[str, float]],
         else:
             klass = TargetClass.BASELINE
         now += 1.0
+        plan = functools.partial(actuator.plan_override, cfg=OVR, max_w=3000.0, now=now)
         s = snap(override_w=gx_w)
         state = actuator.observe(state, s, reason=Reason.PV_PRIORITY, config=cfg, now=now)
         choice = actuator.choose(state, s, cfg=OVR, now=now)
         if state.override_in_use or choice.actuator is not Actuator.OVERRIDE:
             klass = TargetClass.BASELINE  # the controller stands aside / the override is idle
-        write = actuator.plan_override(
-            target_w=target,
-            target_class=klass,
-            current_w=state.held_w,
-            last_write_t=state.last_write_t,
-            cfg=OVR,
-            max_w=3000.0,
-            now=now,
-        )
+        held = (state.held_w, state.last_write_t)
+        write = plan(target_w=target, target_class=klass, current_w=held[0], last_write_t=held[1])
         if write is not None:
             assert not (owner == "someone else" and gx_w >= 0), (gx_w, write)
             assert write.value_w == -1.0 or 0.0 <= write.value_w <= 3000.0
