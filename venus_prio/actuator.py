@@ -2,16 +2,47 @@
 
 How it works: two places on the GX cap the discharge. The hub4 override (RAM, expires by
 itself, no flash wear) is preferred; the persisted setting is the fallback, rationed by
-``writes.plan_write``. This module decides, for the override:
+``writes.plan_write``. Everything here is pure (``now`` is an argument); ``service.py`` calls it
+and does the I/O.
 
-    plan_override: whether a target becomes an override write (step, deadband, refresh)
+1. Which actuator (``observe`` keeps an ``ActuatorState``; ``choose`` reads it)::
 
-The override follows the target every evaluation: targets are rounded down to
-``override.step_w``; a write goes out when the value moves by ``override.deadband_w`` or more
-(up or down alike: no rate limit, no budget, since RAM wears nothing), when it moves between the
-classes hold / positive / released, and at least every ``override.refresh_s`` so it never
-expires while venus-prio steers. Handing back (the baseline class) is ``RELEASE_W``. Pure:
-``now`` is an argument.
+       actuator.kind  condition                                        actuator  for how long
+       setting        -                                                SETTING   always
+       override       the GX has the path (or has not said yet)        OVERRIDE  -
+       override       no hub4 override on this GX                      NONE      not steering
+       auto           the override had no effect (2. below)            SETTING   until restart
+       auto           the GX reset our value (2. below)                SETTING   retry_after_s
+       auto           no hub4 override on this GX / not reported yet   SETTING   (no warning)
+       auto           otherwise                                        OVERRIDE  -
+
+2. Verification of our own value (``auto``), on every snapshot:
+
+   - *ours*: after a write the GX must show our value and keep it. Our value replaced by -1/null
+     within ``verify_s`` of our last write (or never shown within ``verify_s`` of taking the
+     override), with nobody else in sight (no Dynamic ESS, no external control), means the GX
+     resets it (Venus before v3.60): fall back, try again after ``retry_after_s``. Replaced later
+     than that: it expired (we could not refresh it, e.g. while disconnected); take it again.
+   - *effective*: while our override L is in force in PV_PRIORITY or RECOVERING, a discharge
+     ``-battery_power`` above ``max(0, L - net DC PV) + effect_tolerance_w`` continuously for
+     ``effect_window_s`` means the GX ignores it: fall back, no retry until restart.
+
+3. Someone else's override (every ``actuator.kind``): a value on the path that is not -1/null
+   and not ours (our held value, or one we wrote within ``verify_s``: its echo may lag) means
+   Dynamic ESS, scheduled charging, load shedding or another tool owns it. ``override_in_use``
+   is then True (the controller stands aside with ``STAND_ASIDE_OVERRIDE_IN_USE``), we hold
+   nothing there, so nothing is ever written to it; it clears after ``foreign_clear_s`` of -1/null.
+
+4. Never two caps in force: ``hand_back_first`` names the actuator still holding a venus-prio
+   value that must be handed back (override: -1 confirmed; setting: the baseline confirmed)
+   before the chosen one may steer.
+
+5. Steering through the override (``plan_override``): targets are rounded down to
+   ``override.step_w``; a write goes out when the value moves by ``override.deadband_w`` or more
+   (up or down alike: no rate limit, no budget, since RAM wears nothing), when it moves between
+   the classes hold / positive / released, and at least every ``override.refresh_s`` so it never
+   expires while venus-prio steers. Handing back (the baseline class) is ``RELEASE_W``.
+   ``control_for`` gives the controller the PV share that fits the actuator.
 """
 
 from __future__ import annotations
@@ -19,12 +50,245 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
-from venus_prio.config import Config, ControlConfig, OverrideConfig
-from venus_prio.model import Actuator, TargetClass
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig
+from venus_prio.controller import HUB4_MODE_EXTERNAL_CONTROL, net_pv_w
+from venus_prio.model import Actuator, Reason, Snapshot, TargetClass
+from venus_prio.venus.source import same_value
 
 RELEASE_W = -1.0  # "no override": hub4control falls back to the setting and stock ESS
+
+
+# Reasons under which the override caps the inverter at the PV: the effect check runs only here.
+_EFFECT_REASONS = frozenset({Reason.PV_PRIORITY, Reason.RECOVERING})
+
+
+@dataclass(frozen=True)
+class ActuatorState:
+    """What the verification remembers between two snapshots (see the module docstring)."""
+
+    kind: str = "auto"  # actuator.kind
+    # Our use of the override.
+    held_w: Optional[float] = None  # the value venus-prio holds on the override; None: none
+    inherited: bool = False  # the journal says a previous run held it: what shows first is ours
+    taken_at: Optional[float] = None  # when we took it (first write after holding none)
+    last_write_t: Optional[float] = None  # our last write of the override (any value)
+    recent: Tuple[Tuple[float, float], ...] = ()  # (time, value) of our writes within verify_s
+    shown: bool = False  # the GX has shown held_w since we took it
+    # Verification (auto).
+    retry_at: Optional[float] = None  # the GX reset our value: the setting until then
+    ineffective: bool = False  # the override had no effect: the setting until restart
+    excess_since: Optional[float] = None  # discharge above what our cap allows since
+    # Someone else's override.
+    foreign_w: Optional[float] = None  # someone else's value (the last one seen)
+    clear_since: Optional[float] = None  # -1/null shown since, while foreign_w is set
+
+    @property
+    def override_in_use(self) -> bool:
+        """Return True while someone else holds the override: stand aside, never write it."""
+        return self.foreign_w is not None
+
+    def ours(self, value: float) -> bool:
+        """Return whether ``value`` on the override is venus-prio's own."""
+        return same_value(value, self.held_w) or any(same_value(value, v) for _, v in self.recent)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The actuator to steer through now, why (for Home Assistant; "" when nothing needs
+    saying) and whether that is a fallback after a failed check (worth a warning)."""
+
+    actuator: Actuator
+    why: str
+    fell_back: bool = False
+
+
+def start(config: ActuatorConfig, *, override_held: bool = False) -> ActuatorState:
+    """Return the state at start-up; ``override_held``: the journal says a previous run (which
+    did not hand back) may still hold the override."""
+    return ActuatorState(kind=config.kind, inherited=override_held)
+
+
+def wrote(
+    state: ActuatorState, value_w: float, *, cfg: OverrideConfig, now: float
+) -> ActuatorState:
+    """Return the state after venus-prio wrote ``value_w`` to the override (``RELEASE_W``)."""
+    recent = (*_recent(state.recent, cfg, now), (now, value_w))
+    if value_w < 0:
+        return dataclasses.replace(
+            state, held_w=None, taken_at=None, last_write_t=now, recent=recent, shown=False
+        )
+    taking = state.held_w is None
+    return dataclasses.replace(
+        state,
+        held_w=value_w,
+        inherited=False,
+        taken_at=now if taking else state.taken_at,
+        last_write_t=now,
+        recent=recent,
+        shown=state.shown and not taking and same_value(value_w, state.held_w),
+    )
+
+
+def _recent(
+    recent: Tuple[Tuple[float, float], ...], cfg: OverrideConfig, now: float
+) -> Tuple[Tuple[float, float], ...]:
+    return tuple((t, v) for t, v in recent if now - t <= cfg.verify_s)
+
+
+def observe(
+    state: ActuatorState,
+    snap: Snapshot,
+    *,
+    reason: Optional[Reason],
+    config: Config,
+    now: float,
+) -> ActuatorState:
+    """Return the state after seeing ``snap``; ``reason``: the decision now in force."""
+    cfg = config.actuator.override
+    state = dataclasses.replace(state, recent=_recent(state.recent, cfg, now))
+    if not snap.connected:
+        return state  # nothing shown can be judged; expiry is judged on reconnect
+    shown = snap.override_w if snap.override_present else None
+    released = shown is None or shown < 0
+    if state.inherited and snap.override_present is not None:
+        # A previous run held it and did not let go: what stands there now is ours.
+        state = dataclasses.replace(
+            state,
+            inherited=False,
+            held_w=None if released else shown,
+            taken_at=None if released else now,
+            shown=not released,
+        )
+    if released:
+        state = _released(state, snap, cfg, now)
+    else:
+        assert shown is not None
+        state = _holding(state, shown, now)
+    return _effect(state, snap, reason=reason, config=config, now=now)
+
+
+def _released(
+    state: ActuatorState, snap: Snapshot, cfg: OverrideConfig, now: float
+) -> ActuatorState:
+    """-1/null (or absent) on the override: ours gone (reset, expired), someone else's clearing."""
+    if state.foreign_w is not None:
+        since = now if state.clear_since is None else state.clear_since
+        if now - since >= cfg.foreign_clear_s:
+            return dataclasses.replace(state, foreign_w=None, clear_since=None)
+        return dataclasses.replace(state, clear_since=since)
+    if state.held_w is None:
+        return state
+    if state.shown:
+        if state.last_write_t is None or now - state.last_write_t > cfg.verify_s:
+            # Not refreshed in time (disconnected, stalled): it expired, as designed.
+            return dataclasses.replace(state, held_w=None, taken_at=None, shown=False)
+    elif state.taken_at is not None and now - state.taken_at <= cfg.verify_s:
+        return state  # our write's echo is still on its way
+    somebody_else = (snap.dynamic_ess_mode or 0) > 0 or snap.hub4_mode == HUB4_MODE_EXTERNAL_CONTROL
+    gone = dataclasses.replace(state, held_w=None, taken_at=None, shown=False, excess_since=None)
+    if somebody_else or state.kind != "auto":
+        return gone
+    return dataclasses.replace(gone, retry_at=now + cfg.retry_after_s)
+
+
+def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
+    """A value on the override: ours (echo) or someone else's."""
+    if state.foreign_w is None and state.ours(shown):
+        if same_value(shown, state.held_w):
+            return dataclasses.replace(state, shown=True)
+        return state  # an older write of ours, its echo lagging behind
+    # Someone else's: we hold nothing there any more and never write it.
+    return dataclasses.replace(
+        state,
+        held_w=None,
+        taken_at=None,
+        shown=False,
+        excess_since=None,
+        foreign_w=shown,
+        clear_since=None,
+    )
+
+
+def _effect(
+    state: ActuatorState, snap: Snapshot, *, reason: Optional[Reason], config: Config, now: float
+) -> ActuatorState:
+    """The effect check: does the battery discharge beyond what our cap allows?"""
+    cfg = config.actuator.override
+    cap = state.held_w
+    battery = snap.battery_power_w
+    checking = (
+        state.kind == "auto"
+        and cap is not None
+        and state.shown
+        and same_value(snap.override_w, cap)
+        and reason in _EFFECT_REASONS
+        and battery is not None
+        and math.isfinite(battery)
+    )
+    if not checking:
+        return dataclasses.replace(state, excess_since=None)
+    assert cap is not None and battery is not None
+    allowed = max(0.0, cap - net_pv_w(snap, config.control)) + cfg.effect_tolerance_w
+    if -battery <= allowed:
+        return dataclasses.replace(state, excess_since=None)
+    since = now if state.excess_since is None else state.excess_since
+    return dataclasses.replace(
+        state, excess_since=since, ineffective=now - since >= cfg.effect_window_s
+    )
+
+
+def choose(state: ActuatorState, snap: Snapshot, *, cfg: OverrideConfig, now: float) -> Choice:
+    """Return the actuator to steer through now (the table in the module docstring)."""
+    present = snap.override_present
+    if state.kind == "setting":
+        return Choice(Actuator.SETTING, "actuator.kind is setting")
+    if state.kind == "override":
+        if present is False:
+            return Choice(
+                Actuator.NONE,
+                "actuator.kind is override, but this GX has no hub4 override "
+                "(older firmware or no ESS): not steering",
+            )
+        return Choice(Actuator.OVERRIDE, "")
+    if state.ineffective:
+        return Choice(
+            Actuator.SETTING,
+            f"the hub4 override had no effect on this GX (the battery discharged beyond the cap "
+            f"for {cfg.effect_window_s:g} s): using the setting until venus-prio restarts",
+            fell_back=True,
+        )
+    if state.retry_at is not None and now < state.retry_at:
+        return Choice(
+            Actuator.SETTING,
+            "the GX resets the hub4 override within seconds (Venus OS before v3.60?): using the "
+            f"setting, trying the override again in {_duration(state.retry_at - now)}",
+            fell_back=True,
+        )
+    if present is None:
+        return Choice(Actuator.SETTING, "the GX has not shown the hub4 override (yet)")
+    if not present:
+        return Choice(Actuator.SETTING, "this GX has no hub4 override (older firmware or no ESS)")
+    return Choice(Actuator.OVERRIDE, "")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def hand_back_first(
+    active: Actuator, *, setting_held: bool, override_held: bool
+) -> Optional[Actuator]:
+    """Return the actuator whose venus-prio value must be handed back (confirmed) before
+    ``active`` may steer, or None: never two caps in force."""
+    if override_held and active is not Actuator.OVERRIDE:
+        return Actuator.OVERRIDE
+    if setting_held and active is not Actuator.SETTING:
+        return Actuator.SETTING
+    return None
 
 
 @dataclass(frozen=True)

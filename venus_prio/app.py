@@ -14,6 +14,7 @@ import sys
 import time
 from typing import List, Optional, TextIO
 
+from venus_prio.actuator import RELEASE_W
 from venus_prio.config import Config
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Decision, Snapshot, TargetClass
@@ -135,7 +136,8 @@ async def _home_assistant(service: Service, config: Config) -> None:
 
 
 def restore(config: Config) -> int:
-    """Write the journal's baseline to the GX, confirm it and mark the journal clean."""
+    """Release venus-prio's override and write the journal's baseline to the setting (each when
+    the journal says venus-prio may hold it), confirm both and mark the journal clean."""
     return asyncio.run(_restore(config))
 
 
@@ -162,32 +164,57 @@ async def _restore(config: Config) -> int:
             )
             return EXIT_FAILURE
         assert journal.baseline_w is not None  # checked above
-        snap = source.snapshot()
-        value = clamp_target(
-            journal.baseline_w,
-            TargetClass.BASELINE,
-            max_w=config.control.max_inverter_power_w,
-            setting_min=snap.max_discharge_min,
-            setting_max=snap.max_discharge_max,
-        )
-        if await write_confirmed(source, value) is None:
-            log.error("RESTORE NOT CONFIRMED: MaxDischargePower %g W did not show on the GX", value)
+        if journal.override_held and not await _release_override(source):
             return EXIT_FAILURE
+        value = journal.baseline_w
+        if not journal.clean:
+            # The setting may hold a value of venus-prio's: put the user's back.
+            snap = source.snapshot()
+            value = clamp_target(
+                journal.baseline_w,
+                TargetClass.BASELINE,
+                max_w=config.control.max_inverter_power_w,
+                setting_min=snap.max_discharge_min,
+                setting_max=snap.max_discharge_max,
+            )
+            if await write_confirmed(source, value) is None:
+                log.error(
+                    "RESTORE NOT CONFIRMED: MaxDischargePower %g W did not show on the GX", value
+                )
+                return EXIT_FAILURE
+            log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
+        else:
+            log.info("The setting holds the user's own value: nothing to restore there")
         save_journal(
             path,
             Journal(
                 portal_id=journal.portal_id or source.portal_id,
                 baseline_w=journal.baseline_w,
-                last_written_w=value,
+                last_written_w=value if not journal.clean else journal.last_written_w,
                 clean=True,
                 mode=journal.mode,
                 updated=time.time(),
+                override_held=False,
             ),
         )
-        log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
         return EXIT_OK
 
     return await with_source(source, main())
+
+
+async def _release_override(source: Source) -> bool:
+    """Release venus-prio's hub4 override (-1, confirmed by read-back); False when unconfirmed."""
+    if source.snapshot().override_present is False:
+        log.info("The GX shows no hub4 override: nothing to release")
+        return True
+    if await write_confirmed(source, RELEASE_W, override=True) is None:
+        log.error(
+            "RELEASE NOT CONFIRMED: the hub4 override did not show -1 "
+            "(it expires by itself within minutes)"
+        )
+        return False
+    log.info("Released the hub4 override (-1 confirmed by read-back)")
+    return True
 
 
 def probe(config: Config, out: Optional[TextIO] = None) -> int:
@@ -236,7 +263,11 @@ def format_probe(
         f"  Dynamic ESS mode    {show(snap.dynamic_ess_mode)}",
         f"  MaxDischargePower   {show(snap.max_discharge_w, ' W')} "
         f"(min {show(snap.max_discharge_min)}, max {show(snap.max_discharge_max)})",
+        f"  Override (hub4)     {show(snap.override_w, ' W')}"
+        + ("" if snap.override_present is not False else " (absent on this GX)"),
         f"Baseline              {show(status.baseline_w, ' W')}",
+        f"Actuator              {status.actuator}"
+        + (f" ({status.actuator_why})" if status.actuator_why else ""),
     ]
     if decision is None:
         lines.append("Decision              none (MaxDischargePower unknown: no baseline)")

@@ -4,7 +4,9 @@ How it works:
 
 1. Stand-aside conditions are checked first, in the order of ``_STAND_ASIDE_RULES`` (disabled,
    disconnected, stale, missing SOC, grid lost, generator, external control, keep charged,
-   Dynamic ESS, missing floor). Any of them gives the user's ``baseline`` and stops steering.
+   Dynamic ESS, someone else's hub4 override, missing floor). Any of them gives the user's
+   ``baseline`` and stops steering. Whether someone else holds the override is judged by
+   ``actuator.py`` (it needs the history of venus-prio's own writes) and passed in.
 2. Otherwise ``d = soc - floor`` picks a band, the phase hysteresis is updated, and the band and
    phase pick a row of the decision table::
 
@@ -134,50 +136,63 @@ def _next_phase(previous: Optional[Phase], d: float, cfg: ControlConfig) -> Phas
     return previous if previous is not None else Phase.CHARGING
 
 
+@dataclass(frozen=True)
+class Outside:
+    """Stand-aside inputs that are not in the snapshot: the user's switch, the override's owner."""
+
+    enabled: bool = True
+    override_in_use: bool = False  # someone else holds the hub4 override (actuator.py decides)
+
+
 # Stand-aside rules in order of precedence: (reason, test, human text). A text may name the
 # missing input as {soc} or {floor}: the snapshot says how its source calls them.
-_StandAsideTest = Callable[[Snapshot, ControlConfig, float, bool], bool]
+_StandAsideTest = Callable[[Snapshot, ControlConfig, float, Outside], bool]
 _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
-    (Reason.STAND_ASIDE_DISABLED, lambda s, c, now, en: not en, "disabled by the user"),
-    (Reason.STAND_ASIDE_DISCONNECTED, lambda s, c, now, en: not s.connected, "GX not reachable"),
+    (Reason.STAND_ASIDE_DISABLED, lambda s, c, now, o: not o.enabled, "disabled by the user"),
+    (Reason.STAND_ASIDE_DISCONNECTED, lambda s, c, now, o: not s.connected, "GX not reachable"),
     (
         Reason.STAND_ASIDE_STALE,
-        lambda s, c, now, en: s.alive_at is None or now - s.alive_at > c.stale_after_s,
+        lambda s, c, now, o: s.alive_at is None or now - s.alive_at > c.stale_after_s,
         "inputs stale: the GX has not proved it is alive",
     ),
     (
         Reason.STAND_ASIDE_MISSING_INPUT,
-        lambda s, c, now, en: _valid(s.soc) is None,
+        lambda s, c, now, o: _valid(s.soc) is None,
         "SOC unknown ({soc} is invalid or absent)",
     ),
     (
         Reason.STAND_ASIDE_GRID_LOST,
-        lambda s, c, now, en: s.ac_input_source == AC_SOURCE_NOT_CONNECTED,
+        lambda s, c, now, o: s.ac_input_source == AC_SOURCE_NOT_CONNECTED,
         "grid lost: no AC input",
     ),
     (
         Reason.STAND_ASIDE_GENERATOR,
-        lambda s, c, now, en: s.ac_input_source == AC_SOURCE_GENERATOR,
+        lambda s, c, now, o: s.ac_input_source == AC_SOURCE_GENERATOR,
         "running on a generator",
     ),
     (
         Reason.STAND_ASIDE_EXTERNAL_CONTROL,
-        lambda s, c, now, en: s.hub4_mode == HUB4_MODE_EXTERNAL_CONTROL,
+        lambda s, c, now, o: s.hub4_mode == HUB4_MODE_EXTERNAL_CONTROL,
         "ESS mode is external control",
     ),
     (
         Reason.STAND_ASIDE_KEEP_CHARGED,
-        lambda s, c, now, en: s.battery_life_state == BATTERY_LIFE_KEEP_CHARGED,
+        lambda s, c, now, o: s.battery_life_state == BATTERY_LIFE_KEEP_CHARGED,
         "ESS is set to keep batteries charged",
     ),
     (
         Reason.STAND_ASIDE_DYNAMIC_ESS,
-        lambda s, c, now, en: (s.dynamic_ess_mode or 0) > 0,
+        lambda s, c, now, o: (s.dynamic_ess_mode or 0) > 0,
         "Dynamic ESS is active",
     ),
     (
+        Reason.STAND_ASIDE_OVERRIDE_IN_USE,
+        lambda s, c, now, o: o.override_in_use,
+        "someone else holds the hub4 override (Dynamic ESS, scheduled charging, another tool)",
+    ),
+    (
         Reason.STAND_ASIDE_MISSING_INPUT,
-        lambda s, c, now, en: resolve_floor(s, c) is None,
+        lambda s, c, now, o: resolve_floor(s, c) is None,
         "SOC floor unknown ({floor} invalid or absent)",
     ),
 )
@@ -205,8 +220,14 @@ def decide(
     baseline_w: float,
     now: float,
     enabled: bool = True,
+    override_in_use: bool = False,
 ) -> Tuple[Decision, ControllerState]:
-    """Return the decision for this moment and the controller's next state."""
+    """Return the decision for this moment and the controller's next state.
+
+    ``enabled``: the user's switch (config and mode); ``override_in_use``: someone else holds the
+    hub4 override (stand aside, control.md section 8).
+    """
+    outside = Outside(enabled=enabled, override_in_use=override_in_use)
     dt = 0.0 if state.last_t is None else max(0.0, now - state.last_t)
     pv_history = update_pv_history(state.pv_history, now, net_pv_w(snap, cfg), cfg.pv_window_s)
     pv_f = filtered_pv(pv_history, now, cfg.pv_window_s)
@@ -236,7 +257,14 @@ def decide(
     threshold = cfg.pv_min_w - (cfg.pv_min_hysteresis_w if state.sharing else 0.0)
     sharing = pv_f >= threshold
     in_pv_band = band is Band.PRIORITY or (band is Band.RECOVERY and phase is Phase.CHARGING)
-    factor = _trimmed_factor(state, snap, cfg, dt) if in_pv_band and sharing else state.pv_factor
+    if not cfg.trim.enabled:
+        # Nothing to remember: the configured factor (it differs per actuator, so a remembered
+        # one would leak from the override's settings into the setting's after a switch).
+        factor = None
+    elif in_pv_band and sharing:
+        factor = _trimmed_factor(state, snap, cfg, dt)
+    else:
+        factor = state.pv_factor
     effective_factor = factor if factor is not None else cfg.pv_factor
     if sharing:
         raw_share = floor_to_step(effective_factor * pv_f - cfg.pv_offset_w, cfg.step_w)
@@ -255,7 +283,7 @@ def decide(
         )
 
     for reason, test, text in _STAND_ASIDE_RULES:
-        if test(snap, cfg, now, enabled):
+        if test(snap, cfg, now, outside):
             # Handing back: the ramp restarts from scratch when steering resumes.
             return (
                 decision(

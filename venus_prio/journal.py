@@ -1,8 +1,13 @@
 """The baseline journal (control.md section 6): the user's own MaxDischargePower, kept on disk.
 
 After a crash the value on the GX may be venus-prio's own, so the user's value must survive the
-process: it lives in ``journal.json`` in the state directory together with the last value written,
-whether the GX was handed back cleanly, and the mode chosen in Home Assistant. The file is replaced
+process: it lives in ``journal.json`` in the state directory together with whether the setting was
+handed back cleanly, whether venus-prio may hold the hub4 override (control.md section 8: a restart
+after a crash releases or takes over the right actuator), and the mode chosen in Home Assistant.
+
+It is saved only when what a restart needs changes (the baseline, clean/dirty, the override held
+or not, the mode), never on a mere steering write: on a GX it sits on the same flash as
+settings.xml, and the override may change every few seconds. The file is replaced
 atomically (temp file in the same directory, fsync, ``os.replace``): a crash mid-write leaves the
 old journal, never half a new one. A journal that cannot be read or parsed is logged once and
 treated as absent; it never stops the service.
@@ -35,10 +40,17 @@ class Journal:
 
     portal_id: Optional[str]
     baseline_w: Optional[float]  # the user's own value; None = not known yet
-    last_written_w: Optional[float]  # the last value venus-prio sent; None = never wrote
-    clean: bool  # True when the GX was handed back the baseline and it was confirmed
+    # The last setting value venus-prio had sent when the journal was saved (not updated on each
+    # steering write); None = never wrote.
+    last_written_w: Optional[float]
+    # True when the setting holds the user's value (handed back and confirmed); False: it may
+    # hold one of venus-prio's, so after a crash the value on the GX is not the user's.
+    clean: bool
     mode: str = "auto"  # "auto" | "dry-run" | "off" (a Home Assistant control)
     updated: float = 0.0  # unix time of the last save
+    # True while venus-prio may hold the hub4 override (from before its first override write
+    # until a release was confirmed, or until the GX showed it no longer holds venus-prio's).
+    override_held: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -68,6 +80,9 @@ def _parse(raw: Any) -> Journal:
     clean = raw.get("clean")
     if not isinstance(clean, bool):
         raise ValueError(f"clean: not true or false: {clean!r}")
+    override_held = raw.get("override_held", False)  # absent in journals of older versions
+    if not isinstance(override_held, bool):
+        raise ValueError(f"override_held: not true or false: {override_held!r}")
     mode = raw.get("mode", "auto")
     if mode not in MODES:
         raise ValueError(f"mode: not one of {', '.join(MODES)}: {mode!r}")
@@ -78,6 +93,7 @@ def _parse(raw: Any) -> Journal:
         clean=clean,
         mode=mode,
         updated=_number(raw, "updated") or 0.0,
+        override_held=override_held,
     )
 
 

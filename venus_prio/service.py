@@ -1,19 +1,29 @@
-"""The asyncio shell: wires a ``Source``, the controller, the write policy and the journal.
+"""The asyncio shell: wires a ``Source``, the controller, the actuators and the journal.
 
 How it works: ``Service.run`` runs the source and the steering loop side by side under one small
 supervisor. The loop wakes when the source reports a change or after ``control.tick_s``, and
 ``Service.evaluate`` does one step:
 
-    snapshot -> (learn the baseline / spot external changes) -> decide -> plan_write -> write
+    snapshot -> (learn the baseline / spot external changes) -> actuator.observe/choose
+             -> decide -> hand back the other actuator if it holds ours -> steer the chosen one:
+                override: actuator.plan_override -> write_override (release: -1 confirmed)
+                setting:  writes.plan_write -> write_max_discharge
 
-Everything that decides lives in ``controller.py`` and ``writes.py``; this module only keeps the
-state between steps, talks to the source and the journal, and logs changes of state once.
+Everything that decides lives in ``controller.py``, ``actuator.py`` (where the cap goes and why)
+and ``writes.py``; this module only keeps the state between steps, talks to the source and the
+journal, and logs changes of state once.
 
 The baseline (control.md section 6) comes from ``writes.baseline_w``, else from the journal of
 this GX (after a crash the value on the GX may be venus-prio's own), else from the value the GX
-shows when first seen. It is journaled (dirty) before the first steering write. A value on the
-GX that venus-prio did not write is adopted as the new baseline. On SIGTERM/SIGINT and on a fatal
-error the baseline is written back, confirmed by read-back, and the journal is marked clean.
+shows when first seen. A setting value venus-prio did not write is adopted as the new baseline,
+except a value it wrote itself within the last hour (a late publish after a reconnect or a
+transport switch may show one): that is never the user's. On SIGTERM/SIGINT, on a fatal error
+and on ``restore`` the override is released (-1, confirmed) and the baseline written back
+(confirmed by read-back); the journal is then marked clean.
+
+The journal is saved only when what a restart needs changes: the baseline, the setting turning
+dirty (before the first steering write) or clean (after a confirmed hand-back), the override held
+(before the first override write) or not (after a confirmed release), the mode.
 
 Writes have no ack (venus-mqtt.md point 8): a write is "in flight" until the GX echoes it; until
 then the old value on the GX is not mistaken for somebody else's change.
@@ -22,10 +32,12 @@ then the old value on the GX is not mistaken for somebody else's change.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from typing import (
+    Awaitable,
     Callable,
     List,
     Optional,
@@ -33,15 +45,17 @@ from typing import (
     Tuple,
 )
 
+from venus_prio import actuator
 from venus_prio.config import Config
 from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Decision, Reason, Snapshot, TargetClass, Write
+from venus_prio.model import Actuator, Decision, Reason, Snapshot, TargetClass, Write
 from venus_prio.status import ServiceStatus, WriteRecord
 from venus_prio.tasks import cancel_and_wait, supervise
 from venus_prio.venus.source import Readiness, Source, same_value, write_confirmed
 from venus_prio.writes import (
+    HOUR_S,
     WriteState,
     clamp_target,
     counters,
@@ -111,13 +125,21 @@ class Service:
         # One journal per state dir: the mode the user chose in Home Assistant survives restarts.
         self._mode = self._journal.mode if self._journal is not None else "auto"
         self._ctrl = ControllerState()
-        self._wstate = WriteState()
+        self._wstate = WriteState()  # setting (flash) writes
+        self._owstate = WriteState()  # override (RAM) writes: counted apart
         self._baseline: Optional[float] = None
         self._last_written: Optional[float] = None
+        self._own: Tuple[Tuple[float, float], ...] = ()  # (time, value) of our setting writes
         self._clean = True
+        # A previous run that did not hand back may still hold the override (journal).
+        self._override_held = self._journal is not None and self._journal.override_held
+        self._act = actuator.start(config.actuator, override_held=self._override_held)
+        self._choice = actuator.Choice(Actuator.NONE, "")
         self._in_flight: Optional[_InFlight] = None
         self._unconfirmed: Optional[float] = None
         self._would_be: Optional[float] = None  # dry-run: the value we would have left on the GX
+        self._would_be_override: Optional[float] = None  # dry-run: the same on the override
+        self._would_be_override_t: Optional[float] = None
         self._last_seen: Optional[float] = None
         self._decision: Optional[Decision] = None
         self._last_write: Optional[WriteRecord] = None
@@ -163,6 +185,10 @@ class Service:
             battery_power_w=snap.battery_power_w,
             data_age_s=None if snap.alive_at is None else max(0.0, now - snap.alive_at),
             transport=self._source.name,
+            actuator=self._choice.actuator.value,
+            actuator_why=self._choice.why,
+            override_counters=counters(self._owstate, now),
+            override_w=self._act.held_w,
         )
 
     def watch(self) -> asyncio.Event:
@@ -199,7 +225,7 @@ class Service:
             was_dry_run = self.dry_run
             log.info("Mode changed from %s to %s", self._mode, mode)
             self._mode = mode
-            self._would_be = None
+            self._would_be = self._would_be_override = self._would_be_override_t = None
             self._save_journal()
             if self.dry_run and not was_dry_run:
                 # Dry-run stops sending: the GX must not keep a value of ours nobody updates.
@@ -230,61 +256,66 @@ class Service:
             self._notify()
 
     async def restore_baseline(self) -> bool:
-        """Write the baseline back, confirm it by read-back and mark the journal clean."""
+        """Release the override and write the baseline back, both confirmed by read-back, and
+        mark the journal clean; False when either could not be confirmed."""
         try:
-            return await self._restore_baseline()
+            async with self._lock:
+                released = await self._release_override("restore")
+                return await self._restore_setting() and released
         finally:
             self._notify()
 
-    async def _restore_baseline(self) -> bool:
-        async with self._lock:
-            baseline = self._baseline
-            journal = self._journal
-            if (
-                baseline is None
-                and journal is not None
-                and not journal.clean
-                and journal.portal_id in (None, self._source.portal_id)
-            ):
-                # Never got as far as learning it this run, but a previous one left its value.
-                baseline = self._baseline = journal.baseline_w
-            if baseline is None:
-                log.info("No baseline known: venus-prio never took control, nothing to restore")
-                return True
-            if self.dry_run:
-                log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
-                return True
-            snap = self._source.snapshot()
-            value = clamp_target(
-                baseline,
-                TargetClass.BASELINE,
-                max_w=self._config.control.max_inverter_power_w,
-                setting_min=snap.max_discharge_min,
-                setting_max=snap.max_discharge_max,
+    async def _restore_setting(self) -> bool:
+        """Write the baseline to the setting, confirm it by read-back, mark the journal clean."""
+        baseline = self._baseline
+        journal = self._journal
+        if (
+            baseline is None
+            and journal is not None
+            and not journal.clean
+            and journal.portal_id in (None, self._source.portal_id)
+        ):
+            # Never got as far as learning it this run, but a previous one left its value.
+            baseline = self._baseline = journal.baseline_w
+        if baseline is None:
+            log.info("No baseline known: venus-prio never took control, nothing to restore")
+            return True
+        if self.dry_run:
+            log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
+            return True
+        snap = self._source.snapshot()
+        value = clamp_target(
+            baseline,
+            TargetClass.BASELINE,
+            max_w=self._config.control.max_inverter_power_w,
+            setting_min=snap.max_discharge_min,
+            setting_max=snap.max_discharge_max,
+        )
+        wrote = await write_confirmed(self._source, value)
+        if wrote is None:
+            log.error(
+                "RESTORE NOT CONFIRMED: could not confirm MaxDischargePower = %g W on the GX "
+                "(it may still hold %s W); run `venus-prio restore` once it is reachable",
+                value,
+                "an unknown" if self._last_written is None else f"{self._last_written:g}",
             )
-            wrote = await write_confirmed(self._source, value)
-            if wrote is None:
-                log.error(
-                    "RESTORE NOT CONFIRMED: could not confirm MaxDischargePower = %g W on the GX "
-                    "(it may still hold %s W); run `venus-prio restore` once it is reachable",
-                    value,
-                    "an unknown" if self._last_written is None else f"{self._last_written:g}",
-                )
-                return False
-            now = self._clock()
-            if wrote:
-                self._wstate = record_write(
-                    self._wstate,
-                    Write(value_w=value, forced=True, why="restore"),
-                    previous_w=self._last_written,
-                    now=now,
-                )
-            self._last_written = value
-            self._in_flight = None
+            return False
+        now = self._clock()
+        if wrote:
+            self._wstate = record_write(
+                self._wstate,
+                Write(value_w=value, forced=True, why="restore"),
+                previous_w=self._last_written,
+                now=now,
+            )
+            self._note_own(value, now)
+        self._last_written = value
+        self._in_flight = None
+        if not self._clean or self._journal is None or not self._journal.clean:
             self._clean = True
             self._save_journal()
-            log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
-            return True
+        log.info("Restored the baseline MaxDischargePower %g W (confirmed by read-back)", value)
+        return True
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -323,29 +354,44 @@ class Service:
             if self._in_flight is not None and now >= self._in_flight.deadline:
                 await self._settle_in_flight()
                 snap = self._source.snapshot()
-            self._observe_gx(snap.max_discharge_w)
+            self._observe_gx(snap.max_discharge_w, now)
+        self._observe_override(snap, now)
         baseline = self._baseline
         if baseline is None:
             return None
+        active = self._choice.actuator
         decision, self._ctrl = decide(
             snap,
             self._ctrl,
-            self._config.control,
+            actuator.control_for(self._config, active),
             baseline_w=baseline,
             now=now,
             enabled=self.enabled,
+            override_in_use=self._act.override_in_use,
         )
         self._log_decision(decision)
         self._decision = decision
         if not snap.connected:
             return decision  # nothing can be written; on reconnect this runs again at once
+        if not await self._hand_back_other(active):
+            return decision  # never two caps in force: not steering until that is confirmed
+        if active is Actuator.OVERRIDE:
+            await self._steer_override(decision, now)
+        elif active is Actuator.SETTING:
+            await self._steer_setting(decision, snap, baseline, now)
+        return decision
+
+    async def _steer_setting(
+        self, decision: Decision, snap: Snapshot, baseline: float, now: float
+    ) -> None:
+        """Steer through the setting: ``writes.plan_write`` rations the flash writes."""
         if snap.max_discharge_w is None:
             if not self._warned_no_value:
                 log.warning(
                     "MaxDischargePower is invalid or absent on the GX: not writing until it is back"
                 )
                 self._warned_no_value = True
-            return decision
+            return
         self._warned_no_value = False
         current = self._planning_value(snap)
         write = plan_write(
@@ -365,7 +411,6 @@ class Service:
             await self._send(
                 write, decision.reason, previous_w=current, gx_w=snap.max_discharge_w, now=now
             )
-        return decision
 
     def _planning_value(self, snap: Snapshot) -> Optional[float]:
         """Return the value the write policy compares against: what the GX holds (or will)."""
@@ -405,14 +450,148 @@ class Service:
             self._warned_unreachable = True
         self._connected = connected
 
+    # -- the override --------------------------------------------------------------------
+
+    def _observe_override(self, snap: Snapshot, now: float) -> None:
+        """Run the actuator verification on ``snap``; log a change of actuator once."""
+        reason = None if self._decision is None else self._decision.reason
+        self._act = actuator.observe(self._act, snap, reason=reason, config=self._config, now=now)
+        if self._override_held and self._act.held_w is None and not self._act.inherited:
+            # Expired, reset by the GX or taken by someone else: nothing of ours stands there.
+            self._override_held = False
+            self._save_journal()
+        choice = actuator.choose(self._act, snap, cfg=self._config.actuator.override, now=now)
+        if choice.actuator is not self._choice.actuator:
+            # A trimmed PV factor belongs to the actuator it was learnt on.
+            self._ctrl = dataclasses.replace(self._ctrl, pv_factor=None)
+        if choice != self._choice:
+            level = logging.WARNING if choice.fell_back else logging.INFO
+            log.log(
+                level,
+                "Actuator: %s%s",
+                choice.actuator.value,
+                f" ({choice.why})" if choice.why else " (hub4 /Overrides/MaxDischargePower)",
+            )
+        self._choice = choice
+
+    async def _hand_back_other(self, active: Actuator) -> bool:
+        """Hand back (confirmed) whichever other actuator holds a venus-prio value; False when
+        that could not be confirmed (then nothing may steer)."""
+        if self.dry_run:
+            return True  # nothing of ours stands on the GX in dry-run
+        for _ in range(2):
+            other = actuator.hand_back_first(
+                active, setting_held=not self._clean, override_held=self._override_held
+            )
+            if other is None:
+                return True
+            log.info("Switching to the %s: handing back the %s first", active.value, other.value)
+            if other is Actuator.OVERRIDE:
+                done = await self._release_override(f"switching to the {active.value}")
+            else:
+                done = await self._restore_setting()
+            if not done:
+                return False
+        return True
+
+    async def _steer_override(self, decision: Decision, now: float) -> None:
+        """Steer through the override: ``actuator.plan_override`` every evaluation."""
+        cfg = self._config.actuator.override
+        dry_run = self.dry_run
+        write = actuator.plan_override(
+            target_w=decision.target_w,
+            target_class=decision.target_class,
+            current_w=self._would_be_override if dry_run else self._act.held_w,
+            last_write_t=self._would_be_override_t if dry_run else self._act.last_write_t,
+            cfg=cfg,
+            max_w=self._config.control.max_inverter_power_w,
+            now=now,
+        )
+        if write is None:
+            return
+        if dry_run:
+            if write.why != "refresh":
+                log.info("Dry-run: would write the override %g W (%s)", write.value_w, write.why)
+            self._would_be_override, self._would_be_override_t = write.value_w, now
+            self._record_override(write, decision.reason, sent=False, now=now)
+            return
+        if write.value_w < 0:
+            await self._release_override(write.why, reason=decision.reason)
+            return
+        if not self._journal_ours(Actuator.OVERRIDE):
+            return
+        if not await self._try_write(self._source.write_override, write.value_w):
+            return
+        self._record_override(write, decision.reason, sent=True, now=now)
+        level = logging.DEBUG if write.why == "refresh" else logging.INFO
+        log.log(
+            level,
+            "Wrote the override %g W (%s; %s)",
+            write.value_w,
+            write.why,
+            decision.reason.value,
+        )
+
+    async def _release_override(self, why: str, *, reason: Reason = Reason.NORMAL) -> bool:
+        """Write -1 to the override and confirm it by read-back, if venus-prio may hold it."""
+        if not self._override_held or self.dry_run:
+            return True
+        if self._source.snapshot().override_present is False:
+            log.info("The GX shows no hub4 override any more: nothing to release")
+        else:
+            wrote = await write_confirmed(self._source, actuator.RELEASE_W, override=True)
+            if wrote is None:
+                log.error(
+                    "RELEASE NOT CONFIRMED: the hub4 override may still hold venus-prio's %s W "
+                    "(it expires by itself within minutes)",
+                    "?" if self._act.held_w is None else f"{self._act.held_w:g}",
+                )
+                return False
+            now = self._clock()
+            if wrote:
+                release = actuator.OverrideWrite(actuator.RELEASE_W, why)
+                self._record_override(release, reason, sent=True, now=now)
+            else:
+                self._act = actuator.wrote(
+                    self._act, actuator.RELEASE_W, cfg=self._config.actuator.override, now=now
+                )
+            log.info("Released the override (-1 confirmed by read-back; %s)", why)
+        self._override_held = False
+        self._save_journal()
+        return True
+
+    def _record_override(
+        self, write: actuator.OverrideWrite, reason: Reason, *, sent: bool, now: float
+    ) -> None:
+        previous = self._would_be_override if not sent else self._act.held_w
+        if sent:
+            self._act = actuator.wrote(
+                self._act, write.value_w, cfg=self._config.actuator.override, now=now
+            )
+        self._owstate = record_write(
+            self._owstate,
+            Write(value_w=write.value_w, forced=write.value_w < 0, why=write.why),
+            previous_w=previous,
+            now=now,
+        )
+        self._last_write = WriteRecord(
+            write.value_w,
+            write.why,
+            reason,
+            write.value_w < 0,
+            sent=sent,
+            at=now,
+            actuator=Actuator.OVERRIDE,
+        )
+
     # -- baseline and external changes ---------------------------------------------------
 
-    def _observe_gx(self, value: Optional[float]) -> None:
+    def _observe_gx(self, value: Optional[float], now: float) -> None:
         """Learn the baseline, match echoes of our writes, adopt values somebody else wrote."""
         if value is None:
             return
         if self._baseline is None:
-            self._learn_baseline(value)
+            self._learn_baseline(value, now)
         if self._in_flight is not None:
             if same_value(value, self._in_flight.value_w):
                 self._in_flight = None
@@ -426,6 +605,19 @@ class Service:
         changed = not same_value(value, self._last_seen)
         self._last_seen = value
         if same_value(value, self._last_written) or same_value(value, self._baseline):
+            return
+        if self._written_recently(value, now):
+            # An earlier value of ours (a late publish after a reconnect or a transport switch):
+            # never the user's. Expect ours; a read-back settles it if it does not come.
+            if changed:
+                log.info(
+                    "MaxDischargePower shows %g W, a value venus-prio wrote itself earlier: "
+                    "not the user's; expecting %s",
+                    value,
+                    "?" if self._last_written is None else f"{self._last_written:g} W",
+                )
+            if self._last_written is not None:
+                self._in_flight = _InFlight(self._last_written, (value,), now + ECHO_TIMEOUT_S)
             return
         if self._config.writes.baseline_w is not None:
             if changed:
@@ -445,7 +637,14 @@ class Service:
         self._baseline = value
         self._save_journal()
 
-    def _learn_baseline(self, gx_value: float) -> None:
+    def _note_own(self, value: float, now: float) -> None:
+        """Remember a setting value venus-prio wrote (for an hour: never the user's)."""
+        self._own = (*((t, v) for t, v in self._own if now - t < HOUR_S), (now, value))
+
+    def _written_recently(self, value: float, now: float) -> bool:
+        return any(now - t < HOUR_S and same_value(value, v) for t, v in self._own)
+
+    def _learn_baseline(self, gx_value: float, now: float) -> None:
         journal = self._journal
         if journal is not None and journal.portal_id != self._source.portal_id:
             log.info(
@@ -455,6 +654,8 @@ class Service:
                 self._source.portal_id,
             )
             journal = None
+            self._override_held = False
+            self._act = actuator.start(self._config.actuator)
         if self._config.writes.baseline_w is not None:
             baseline, origin = self._config.writes.baseline_w, "writes.baseline_w in the config"
         elif journal is not None and journal.baseline_w is not None:
@@ -462,7 +663,7 @@ class Service:
         else:
             baseline, origin = gx_value, "the value found on the GX"
         if journal is not None and not journal.clean:
-            # The previous run did not hand back: the value on the GX is venus-prio's own.
+            # The previous run did not restore the setting: the value on the GX is venus-prio's.
             log.warning(
                 "The previous run did not restore the baseline: %g W on the GX is venus-prio's "
                 "own; the baseline stays %g W",
@@ -471,6 +672,9 @@ class Service:
             )
             self._last_written = gx_value
             self._clean = False
+            self._note_own(gx_value, now)
+            if journal.last_written_w is not None:
+                self._note_own(journal.last_written_w, now)
         elif journal is not None:
             self._last_written = journal.last_written_w
         self._baseline = baseline
@@ -497,31 +701,51 @@ class Service:
             )
             return
         steering = not same_value(write.value_w, self._baseline)
-        if steering and self._clean:
-            # The user's value must be on disk before the GX holds one of ours.
-            self._clean = False
-            if not self._save_journal():
-                self._clean = True
-                return
-        try:
-            await self._source.write_max_discharge(write.value_w)
-        except SourceUnavailable as exc:
-            if not self._warned_unreachable:
-                log.warning("GX unreachable: cannot restore/steer (%s)", exc)
-                self._warned_unreachable = True
+        if steering and not self._journal_ours(Actuator.SETTING):
+            return
+        if not await self._try_write(self._source.write_max_discharge, write.value_w):
             return
         self._wstate = record_write(self._wstate, write, previous_w=previous_w, now=now)
         self._in_flight = _in_flight(self._in_flight, write.value_w, gx_w=gx_w, now=now)
         self._unconfirmed = None
         self._last_written = write.value_w
+        self._note_own(write.value_w, now)
         self._last_write = WriteRecord(
             write.value_w, write.why, reason, write.forced, sent=True, at=now
         )
-        self._save_journal()
         log.info("Wrote MaxDischargePower %g W (%s; %s)", write.value_w, write.why, reason.value)
 
+    def _journal_ours(self, where: Actuator) -> bool:
+        """Journal that ``where`` may hold a value of venus-prio's, before it does (the user's
+        value must be on disk first); False when the journal cannot be saved: do not write."""
+        if self._override_held if where is Actuator.OVERRIDE else not self._clean:
+            return True
+        self._set_held(where, held=True)
+        if self._save_journal():
+            return True
+        self._set_held(where, held=False)
+        return False
+
+    def _set_held(self, where: Actuator, *, held: bool) -> None:
+        if where is Actuator.OVERRIDE:
+            self._override_held = held
+        else:
+            self._clean = not held
+
+    async def _try_write(self, send: Callable[[float], Awaitable[None]], value_w: float) -> bool:
+        """Send a steering write; False (warned once) when the GX cannot be reached."""
+        try:
+            await send(value_w)
+        except SourceUnavailable as exc:
+            if not self._warned_unreachable:
+                log.warning("GX unreachable: cannot restore/steer (%s)", exc)
+                self._warned_unreachable = True
+            return False
+        return True
+
     async def _hand_back(self, why: str) -> None:
-        """Write the baseline now, outside the policy (leaving steering)."""
+        """Release the override and write the baseline now, outside the policy (stop steering)."""
+        await self._release_override(why, reason=Reason.STAND_ASIDE_DISABLED)
         snap = self._source.snapshot()
         if (
             self._baseline is None
@@ -547,12 +771,13 @@ class Service:
         self._wstate = record_write(self._wstate, write, previous_w=self._last_written, now=now)
         self._in_flight = _in_flight(self._in_flight, value, gx_w=snap.max_discharge_w, now=now)
         self._last_written = value
+        self._note_own(value, now)
         self._last_write = WriteRecord(value, why, reason, True, sent=True, at=now)
-        self._save_journal()
         log.info("Wrote MaxDischargePower %g W (%s)", value, why)
 
     def _save_journal(self) -> bool:
-        """Persist the baseline, last write, clean flag and mode; False when that failed."""
+        """Persist what a restart needs (baseline, clean flag, override held, mode); False when
+        that failed. Called only when one of them changes, never for a mere steering write."""
         if not self._persist:
             return True
         journal = Journal(
@@ -562,6 +787,7 @@ class Service:
             clean=self._clean,
             mode=self._mode,
             updated=time.time(),
+            override_held=self._override_held,
         )
         try:
             save_journal(self._journal_path, journal)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from venus_prio.model import Decision, Reason
+from venus_prio.model import Actuator, Decision, Reason
 from venus_prio.writes import WriteCounters
 
 
@@ -23,6 +23,7 @@ class WriteRecord:
     forced: bool
     sent: bool  # False: dry-run, counted as "would write"
     at: float  # on the service clock
+    actuator: Actuator = Actuator.SETTING  # where it went: the setting or the hub4 override
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ServiceStatus:
     enabled: bool  # steering allowed (config and mode)
     dry_run: bool  # nothing is sent
     connected: bool
-    written_w: Optional[float] = None  # the last value venus-prio sent to the GX
+    written_w: Optional[float] = None  # the last value venus-prio sent to the setting
     battery_power_w: Optional[float] = None
     data_age_s: Optional[float] = None  # since the GX last proved it is alive
     transport: str = ""
@@ -47,3 +48,4 @@ class ServiceStatus:
     actuator_why: str = ""
     # ``counters`` counts flash writes (the setting); the override's RAM writes count apart.
     override_counters: Optional[WriteCounters] = None
+    override_w: Optional[float] = None  # the value venus-prio holds on the override; None: none

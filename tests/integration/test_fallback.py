@@ -67,15 +67,16 @@ class RecordingFallback(FallbackSource):
         self.records.append((transport, value_w))
 
 
-async def mirror(mqtt: MqttGx, dbus: DbusGx) -> None:
-    """Copy each write one fake accepted to the other, until cancelled."""
+async def mirror(mqtt: MqttGx, dbus: DbusGx, held: asyncio.Event) -> None:
+    """Copy each write one fake accepted to the other, until cancelled; while ``held`` is set,
+    D-Bus writes wait (the MQTT side lags, as a late publish of a real GX does)."""
     seen_mqtt = seen_dbus = 0
     while True:
         for value in mqtt.written()[seen_mqtt:]:
             await dbus.set_value(paths.MAX_DISCHARGE_POWER, float(value))
             seen_mqtt += 1
-        for value in dbus.written()[seen_dbus:]:
-            await mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(value))
+        while not held.is_set() and seen_dbus < len(dbus.written()):
+            await mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(dbus.written()[seen_dbus]))
             seen_dbus += 1
         await asyncio.sleep(0.01)
 
@@ -103,9 +104,10 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
 
     async def scenario() -> None:
         values = plant()
+        lagging = asyncio.Event()
         async with mqtt_gx(mosquitto, values) as mq, dbus_gx(
             dbus_daemon_process.address, backend, values
-        ) as db, running(mirror(mq, db)):
+        ) as db, running(mirror(mq, db, lagging)):
             source = RecordingFallback(
                 mqtt=MqttSource(venus=config.venus, control=config.control),
                 dbus=DbusSource(venus=config.venus, control=config.control),
@@ -117,6 +119,7 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
                 assert source.records == [(MQTT, 750.0)]
 
                 # The broker dies; a cloud comes while it is down.
+                lagging.set()
                 mosquitto.stop()
                 await set_both(mq, db, paths.PV_DC, 400.0)
                 await eventually(
@@ -128,16 +131,23 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
                 assert db.setting == 300.0
                 assert reason_of(service) is Reason.PV_PRIORITY
 
-                # Both fakes stand for one GX: the MQTT side must hold the D-Bus write before
-                # the broker returns, or its full publish would show an older value than the
-                # real GX ever could (and the service would rightly take it for a user's change).
-                await eventually(lambda: mq.setting == 300.0, what="300 W mirrored to the GX")
-
-                # The broker is back: MQTT once its state is complete again.
+                # The broker is back; its full publish still shows our earlier 750 W (a late
+                # publish, as a real GX may send after a reconnect or a transport switch). That
+                # is venus-prio's own value, never the user's (issue 10.1): before the fix it
+                # was adopted as the baseline and later restored as if it were the user's.
                 mosquitto.start()
                 await eventually(
                     lambda: source.active_transport == MQTT, timeout=20.0, what="back on MQTT"
                 )
+                assert source.snapshot().max_discharge_w == 750.0
+                evaluated = service.watch()
+                for _ in range(3):  # a few evaluations on the stale value
+                    evaluated.clear()
+                    await asyncio.wait_for(evaluated.wait(), 5.0)
+                assert source.snapshot().max_discharge_w == 750.0
+                assert service.status.baseline_w == BASELINE
+                lagging.clear()
+                await eventually(lambda: mq.setting == 300.0, what="300 W mirrored to the GX")
                 await set_both(mq, db, paths.PV_DC, 250.0)  # 0.8 * 250 - 20 = 180 W
                 await eventually(
                     lambda: source.records[-1][0] == MQTT and len(source.records) == 3,

@@ -52,12 +52,22 @@ def once(
     state: Optional[ControllerState] = None,
     cfg: ControlConfig = CFG,
     now: float = 0.0,
+    *,
     enabled: bool = True,
+    override_in_use: bool = False,
 ) -> Tuple[Decision, ControllerState]:
     """Decide once; the snapshot's alive_at counts relative to ``now``."""
     if s.alive_at is not None:
         s = dataclasses.replace(s, alive_at=now + s.alive_at)
-    return decide(s, state or ControllerState(), cfg, baseline_w=BASELINE, now=now, enabled=enabled)
+    return decide(
+        s,
+        state or ControllerState(),
+        cfg,
+        baseline_w=BASELINE,
+        now=now,
+        enabled=enabled,
+        override_in_use=override_in_use,
+    )
 
 
 # PV 1000 W: share = floor_to_step(0.8 * 1000 - 20, 50) = 750.
@@ -180,29 +190,44 @@ def test_ramp_never_below_pv_share() -> None:
     assert decision.target_w >= decision.pv_share_w
 
 
+OFF = {"enabled": False}
+FOREIGN = {"override_in_use": True}
+
+
 @pytest.mark.parametrize(
-    ("overrides", "enabled", "reason"),
+    ("overrides", "outside", "reason"),
     [
-        ({}, False, Reason.STAND_ASIDE_DISABLED),
-        ({"connected": False}, True, Reason.STAND_ASIDE_DISCONNECTED),
-        ({"alive_at": None}, True, Reason.STAND_ASIDE_STALE),
-        ({"alive_at": -30.5}, True, Reason.STAND_ASIDE_STALE),
-        ({"soc": None}, True, Reason.STAND_ASIDE_MISSING_INPUT),
-        ({"soc": math.nan}, True, Reason.STAND_ASIDE_MISSING_INPUT),
-        ({"ac_input_source": 240}, True, Reason.STAND_ASIDE_GRID_LOST),
-        ({"ac_input_source": 2}, True, Reason.STAND_ASIDE_GENERATOR),
-        ({"hub4_mode": 3}, True, Reason.STAND_ASIDE_EXTERNAL_CONTROL),
-        ({"battery_life_state": 9}, True, Reason.STAND_ASIDE_KEEP_CHARGED),
-        ({"dynamic_ess_mode": 1}, True, Reason.STAND_ASIDE_DYNAMIC_ESS),
+        ({}, OFF, Reason.STAND_ASIDE_DISABLED),
+        ({"connected": False}, {}, Reason.STAND_ASIDE_DISCONNECTED),
+        ({"alive_at": None}, {}, Reason.STAND_ASIDE_STALE),
+        ({"alive_at": -30.5}, {}, Reason.STAND_ASIDE_STALE),
+        ({"soc": None}, {}, Reason.STAND_ASIDE_MISSING_INPUT),
+        ({"soc": math.nan}, {}, Reason.STAND_ASIDE_MISSING_INPUT),
+        ({"ac_input_source": 240}, {}, Reason.STAND_ASIDE_GRID_LOST),
+        ({"ac_input_source": 2}, {}, Reason.STAND_ASIDE_GENERATOR),
+        ({"hub4_mode": 3}, {}, Reason.STAND_ASIDE_EXTERNAL_CONTROL),
+        ({"battery_life_state": 9}, {}, Reason.STAND_ASIDE_KEEP_CHARGED),
+        ({"dynamic_ess_mode": 1}, {}, Reason.STAND_ASIDE_DYNAMIC_ESS),
+        ({}, FOREIGN, Reason.STAND_ASIDE_OVERRIDE_IN_USE),
+        # Dynamic ESS is the more specific cause when it is the one holding the override.
+        ({"dynamic_ess_mode": 1}, FOREIGN, Reason.STAND_ASIDE_DYNAMIC_ESS),
+        ({"soc": 5.0}, FOREIGN, Reason.STAND_ASIDE_OVERRIDE_IN_USE),  # even below the floor
+        ({"active_soc_limit": None, "min_soc_setting": None}, {}, Reason.STAND_ASIDE_MISSING_INPUT),
         (
             {"active_soc_limit": None, "min_soc_setting": None},
-            True,
-            Reason.STAND_ASIDE_MISSING_INPUT,
+            FOREIGN,
+            Reason.STAND_ASIDE_OVERRIDE_IN_USE,
         ),
     ],
 )
-def test_stand_aside_writes_baseline(overrides: Any, enabled: bool, reason: Reason) -> None:
-    decision, state = once(snap(**{"soc": 12.0, **overrides}), enabled=enabled)
+def test_stand_aside_writes_baseline(
+    overrides: Any, outside: Dict[str, bool], reason: Reason
+) -> None:
+    decision, state = once(
+        snap(**{"soc": 12.0, **overrides}),
+        enabled=outside.get("enabled", True),
+        override_in_use=outside.get("override_in_use", False),
+    )
     assert (decision.reason, decision.target_w) == (reason, BASELINE)
     assert decision.target_class is TargetClass.BASELINE
     assert reason.stands_aside

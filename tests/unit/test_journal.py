@@ -20,6 +20,7 @@ JOURNAL = Journal(
     clean=False,
     mode="dry-run",
     updated=1_790_000_000.5,
+    override_held=True,
 )
 
 
@@ -96,6 +97,7 @@ def test_save_onto_a_directory_fails_without_leaving_a_temp_file(tmp_path: Path)
         '{"portal_id": "x", "baseline_w": 2500, "clean": true, "mode": "turbo"}',
         '{"portal_id": 7, "baseline_w": 2500, "clean": true}',
         '{"portal_id": "x", "baseline_w": NaN, "clean": true}',
+        '{"portal_id": "x", "baseline_w": 2500, "clean": true, "override_held": "yes"}',
         "",
     ],
 )
@@ -129,3 +131,24 @@ def test_a_repaired_journal_is_read_again(tmp_path: Path) -> None:
 def test_journal_rejects_an_unknown_mode() -> None:
     with pytest.raises(ValueError, match="mode"):
         Journal(portal_id=None, baseline_w=None, last_written_w=None, clean=True, mode="turbo")
+
+
+def test_the_exact_format_on_disk(tmp_path: Path) -> None:
+    path = journal_path(tmp_path)
+    save_journal(path, JOURNAL)
+    assert json.loads(path.read_text(encoding="utf-8")) == {
+        "baseline_w": 2500.0,
+        "clean": False,
+        "last_written_w": 450.0,
+        "mode": "dry-run",
+        "override_held": True,
+        "portal_id": "c0619ab00001",
+        "updated": 1_790_000_000.5,
+    }
+
+
+def test_a_journal_of_an_older_version_holds_no_override(tmp_path: Path) -> None:
+    path = journal_path(tmp_path)
+    path.write_text('{"portal_id": "x", "baseline_w": 2500, "clean": false}', encoding="utf-8")
+    journal = load_journal(path)
+    assert journal is not None and not journal.override_held and not journal.clean

@@ -9,7 +9,7 @@ from typing import Any, Callable, Coroutine, List, Optional, Tuple, TypeVar
 
 import pytest
 
-from venus_prio.config import Config, ControlConfig, WritesConfig
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, WritesConfig
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Reason
 from venus_prio.service import Service
@@ -79,10 +79,16 @@ class JournalWitness(MemorySource):
         await super().write_max_discharge(value_w)
 
 
-def make_config(tmp_path: Path, *, tick_s: float = 1.0, **writes: Any) -> Config:
+def make_config(
+    tmp_path: Path, *, tick_s: float = 1.0, kind: str = "setting", **writes: Any
+) -> Config:
     """Return a config with control.md's numbers (not the tuned defaults), so the figures below
-    read as in the spec: share = 0.8 * PV - 20, deadband 100 W, increases once a minute."""
+    read as in the spec: share = 0.8 * PV - 20, deadband 100 W, increases once a minute.
+
+    ``kind``: the actuator; the setting by default (most tests here are about the setting's
+    write policy and journal), "auto" for the override's tests."""
     return Config(
+        actuator=ActuatorConfig(kind=kind),
         control=ControlConfig(
             max_inverter_power_w=3000.0,
             tick_s=tick_s,
@@ -147,12 +153,8 @@ def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_pa
         witnessed = source.seen[0]
         assert witnessed is not None
         assert witnessed.baseline_w == BASELINE and not witnessed.clean
-        journal = journal_of(tmp_path)
-        assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
-            BASELINE,
-            750.0,
-            False,
-        )
+        # Saved once, before the write (dirty); the write itself does not rewrite it.
+        assert journal_of(tmp_path) == witnessed
         status = service.status
         assert status.baseline_w == BASELINE
         assert status.last_write is not None and status.last_write.sent
@@ -166,6 +168,7 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
+        journaled = journal_of(tmp_path)
         clock.advance(2.0)
         source.store.set(paths.PV_DC, 400.0)
         source.store.mark_alive(clock())
@@ -173,7 +176,8 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
         assert decision is not None and decision.pv_f == 400.0
         # 0.8 * 400 - 20 = 300 W; a decrease goes out at once.
         assert source.writes == [750.0, 300.0]
-        assert journal_of(tmp_path).last_written_w == 300.0
+        # A steering write changes nothing a restart needs: the journal is not rewritten.
+        assert journal_of(tmp_path) == journaled
 
     run(scenario)
 
@@ -395,7 +399,7 @@ def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path)
 
     assert run(scenario) is False
     journal = journal_of(tmp_path)
-    assert (journal.last_written_w, journal.clean) == (750.0, False)
+    assert (journal.baseline_w, journal.clean) == (BASELINE, False)
 
 
 def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
@@ -621,3 +625,53 @@ def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path
     assert run(scenario) is True
     journal = journal_of(tmp_path)
     assert (journal.baseline_w, journal.last_written_w, journal.clean) == (BASELINE, BASELINE, True)
+
+
+def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10.1: after a reconnect or a transport switch a full publish may carry a value from
+    before our last write; it is ours, not the user's. A genuine change is adopted at once."""
+
+    async def scenario() -> None:
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
+        await service.evaluate()
+        source.deliver()
+        clock.advance(1.0)
+        source.store.set(paths.PV_DC, 400.0)
+        source.store.mark_alive(clock())
+        await service.evaluate()
+        source.deliver()
+        await service.evaluate()
+        assert (source.writes, source.setting_w) == ([750.0, 300.0], 300.0)
+        # A late full publish shows our earlier 750 W while the GX holds 300 W.
+        source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
+        for _ in range(8):  # past the echo timeout: the read-back shows 300 W
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        assert service.status.baseline_w == BASELINE
+        assert source.writes == [750.0, 300.0]  # nothing to correct: the GX holds ours
+        assert journal_of(tmp_path).baseline_w == BASELINE
+        # The user really sets 1800 W: adopted at once, then steered over.
+        source.setting_w = 1800.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 1800.0)
+        await service.evaluate()
+        assert service.status.baseline_w == 1800.0
+        assert journal_of(tmp_path).baseline_w == 1800.0
+        # A stale publish that stays (the GX really holds our old value) is corrected, not adopted.
+        source.deliver()
+        source.setting_w = 750.0
+        source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
+        for _ in range(8):
+            clock.advance(1.0)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+        source.deliver()
+        assert service.status.baseline_w == 1800.0
+        assert source.setting_w == 300.0
+
+    with caplog.at_level(logging.INFO, logger="venus_prio.service"):
+        run(scenario)
+    adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+    assert len(adopted) == 1 and "1800 W" in adopted[0]

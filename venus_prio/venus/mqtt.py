@@ -387,6 +387,9 @@ class MqttSource(Source):
         self.portal_id = venus.portal_id
         self._client: Optional[aiomqtt.Client] = None
         self._ready = asyncio.Event()
+        # The GX answered one of our full keepalives with our echo: its firmware has the echo,
+        # so a missing completion later means the full publish is not over (not old firmware).
+        self._echo_seen = False
         self._session: Optional[_Session] = None
         self._topics: Dict[str, VenusItem] = {}
         self._warned_topics: Set[str] = set()
@@ -579,7 +582,7 @@ class MqttSource(Source):
         self, client: aiomqtt.Client, session: _Session, portal_id: str, now: float
     ) -> None:
         if session.full_deadline is not None and now >= session.full_deadline:
-            if session.values_since_full:
+            if session.values_since_full and not self._echo_seen:
                 # Firmware before Venus 3.50 ignores the echo and before late 2023 sends no
                 # full_publish_completed at all: values did arrive, so take the state as full.
                 log.info(
@@ -637,6 +640,7 @@ class MqttSource(Source):
             if not well_formed:
                 self._warn_once(topic, payload, "not a JSON object")
             elif session.full_deadline is not None and echo in (None, session.echo):
+                self._echo_seen = self._echo_seen or echo is not None
                 if not self._ready.is_set():
                     log.info("full publish completed: the GX state is complete")
                 self._full_publish_done(session)

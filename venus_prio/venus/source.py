@@ -277,6 +277,14 @@ class MemorySource(Source):
             return None
         return self.override_w
 
+    def set_override(self, value_w: float) -> None:
+        """Change the override as the GX does by itself (expiry, a pre-v3.60 reset: -1) or as
+        someone else's write does (Dynamic ESS, scheduled charging); not one of ours."""
+        if not self.store.override_present:
+            raise ValueError("this GX has no hub4 override")
+        self.override_w = value_w
+        self.store.set(paths.OVERRIDE_MAX_DISCHARGE, value_w)
+
 
 async def write_confirmed(
     source: Source,
