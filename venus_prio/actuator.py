@@ -54,10 +54,9 @@ from typing import Optional, Tuple
 
 from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig
 from venus_prio.controller import HUB4_MODE_EXTERNAL_CONTROL, net_pv_w
-from venus_prio.model import Actuator, Reason, Snapshot, TargetClass
-from venus_prio.venus.source import same_value
+from venus_prio.model import NO_OVERRIDE_W, Actuator, Reason, Snapshot, TargetClass, same_value
 
-RELEASE_W = -1.0  # "no override": hub4control falls back to the setting and stock ESS
+RELEASE_W = NO_OVERRIDE_W  # writing it releases the override
 
 
 # Reasons under which the override caps the inverter at the PV: the effect check runs only here.

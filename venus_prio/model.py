@@ -11,6 +11,16 @@ import enum
 from dataclasses import dataclass
 from typing import Optional
 
+# Values on the GX closer than this are the same value (localsettings converts int <-> float).
+SAME_W = 0.5
+# The hub4 override's "no override": hub4control falls back to the setting and stock ESS.
+NO_OVERRIDE_W = -1.0
+
+
+def same_value(a: Optional[float], b: Optional[float]) -> bool:
+    """Return True when both values are known and equal as far as the GX is concerned."""
+    return a is not None and b is not None and abs(a - b) <= SAME_W
+
 
 class Phase(enum.Enum):
     """Hysteresis state between the priority band and the recovery band (control.md section 3)."""

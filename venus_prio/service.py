@@ -50,10 +50,10 @@ from venus_prio.config import Config
 from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Actuator, Decision, Reason, Snapshot, TargetClass, Write
+from venus_prio.model import Actuator, Decision, Reason, Snapshot, TargetClass, Write, same_value
 from venus_prio.status import ServiceStatus, WriteRecord
 from venus_prio.tasks import cancel_and_wait, supervise
-from venus_prio.venus.source import Readiness, Source, same_value, write_confirmed
+from venus_prio.venus.source import Readiness, Source, write_confirmed
 from venus_prio.writes import (
     HOUR_S,
     WriteState,

@@ -17,9 +17,8 @@ import logging
 import math
 from typing import Any, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
 
-from venus_prio.actuator import RELEASE_W
 from venus_prio.errors import SourceUnavailable
-from venus_prio.model import Snapshot
+from venus_prio.model import NO_OVERRIDE_W, Snapshot, same_value
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
 
@@ -27,18 +26,10 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# Values on the GX closer than this are the same value (localsettings converts int <-> float).
-SAME_W = 0.5
-
 
 def override_shown(value: Optional[float]) -> float:
     """Return the override as a read-back reports it: null (invalid) means none is in force."""
-    return RELEASE_W if value is None else value
-
-
-def same_value(a: Optional[float], b: Optional[float]) -> bool:
-    """Return True when both values are known and equal as far as the GX is concerned."""
-    return a is not None and b is not None and abs(a - b) <= SAME_W
+    return NO_OVERRIDE_W if value is None else value
 
 
 async def wait_future(future: asyncio.Future[T], timeout: float) -> Optional[T]:
