@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict, List
 
 import pytest
 
 from venus_prio.cli import main
+from venus_prio.config import OVERRIDE_VARIANTS
 
-POLICIES = ["stock", "original", "venus_prio"]
+POLICIES = ["stock", "original", "venus_prio[override]", "venus_prio[setting]"]
 
 
 def small_profile(tmp_path: Path) -> Path:
@@ -39,20 +41,33 @@ def test_simulate_cloudy_floor_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert m["throughput_kwh"] == pytest.approx(
             m["battery_charged_kwh"] + m["battery_discharged_kwh"]
         )
-    assert metrics["stock"]["writes_total"] == 0
-    assert metrics["original"]["writes_total"] > 0
+    writes = {p: (m["flash_writes_total"], m["override_writes_total"]) for p, m in metrics.items()}
+    assert writes["stock"] == (0, 0)
+    assert writes["original"][0] > 0 and writes["original"][1] == 0
+    assert writes["venus_prio[override]"][0] == 0 and writes["venus_prio[override]"][1] > 0
+    assert writes["venus_prio[setting]"][0] > 0 and writes["venus_prio[setting]"][1] == 0
+    assert doc["headlines"]["cloudy-floor"].startswith("cloudy-floor: venus-prio (override)")
+    assert f"(the original add-on: {writes['original'][0]:,})" in doc["headlines"]["cloudy-floor"]
+    assert doc["override_variant"] == "honoured"
     assert doc["wall_time_s"] > 0
 
 
 def test_simulate_csv_profile_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--profile", str(small_profile(tmp_path))]) == 0
     out = capsys.readouterr().out
-    assert "== two-hours:" in out
-    header = next(line for line in out.splitlines() if line.strip().startswith("stock"))
+    lines = out.splitlines()
+    assert lines[0].startswith("two-hours: venus-prio (override) cycled the battery")
+    assert lines[1].startswith("== two-hours:")  # the headline sits right above its table
+    header = next(line for line in lines if line.strip().startswith("stock"))
     assert header.split() == POLICIES
-    writes = next(line for line in out.splitlines() if line.startswith("writes total"))
-    stock, original, _ours = (int(v) for v in writes.split()[-3:])
-    assert stock == 0 and original > 0
+
+    def row(label: str) -> List[int]:
+        line = next(line for line in lines if line.startswith(label))
+        return [int(v) for v in line[len(label) :].split()]
+
+    # Columns: stock, original, venus_prio[override], venus_prio[setting].
+    assert [n > 0 for n in row("flash writes (setting)")] == [False, True, False, True]
+    assert [n > 0 for n in row("override writes (RAM)")] == [False, False, True, False]
     assert "wall time" in out
 
 
@@ -60,7 +75,41 @@ def test_simulate_csv_profile_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["simulate", "--profile", str(small_profile(tmp_path)), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     metrics = doc["scenarios"]["two-hours"]
-    assert sum(metrics["venus_prio"]["reason_seconds"].values()) == pytest.approx(7200.0)
+    for policy in POLICIES[2:]:
+        assert sum(metrics[policy]["reason_seconds"].values()) == pytest.approx(7200.0)
+
+
+def test_simulate_override_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--override sets how the simulated GX treats the override: only venus_prio[override] cares."""
+    profile = str(small_profile(tmp_path))
+    runs: Dict[str, Dict[str, Any]] = {}
+    for variant in OVERRIDE_VARIANTS:
+        assert main(["simulate", "--profile", profile, "--override", variant, "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["override_variant"] == variant
+        runs[variant] = doc["scenarios"]["two-hours"]
+    energy = ("throughput_kwh", "grid_import_kwh", "end_soc")
+
+    def battery(variant: str, policy: str) -> List[float]:
+        return [runs[variant][policy][key] for key in energy]
+
+    for policy in ("stock", "original", "venus_prio[setting]"):
+        assert {tuple(battery(v, policy)) for v in OVERRIDE_VARIANTS} == {
+            tuple(battery("honoured", policy))
+        }
+    ours = "venus_prio[override]"
+    # Dropped (absent) or stored without effect (ignored): no cap in force, the same day.
+    assert battery("absent", ours) == battery("ignored", ours)
+    assert battery("honoured", ours) != battery("ignored", ours)
+    assert battery("reset_every_5s", ours) != battery("honoured", ours)
+    assert {runs[v][ours]["flash_writes_total"] for v in OVERRIDE_VARIANTS} == {0}
+
+
+def test_simulate_unknown_override_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--override", "sometimes"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_simulate_bad_csv_names_the_line(
