@@ -6,7 +6,7 @@ from typing import List, Optional, Tuple, Type, Union
 
 import pytest
 
-from venus_prio.config import Config, ControlConfig, WritesConfig
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
 from venus_prio.sim.policies import (
     ORIGINAL_BELOW,
     ORIGINAL_HALF,
@@ -177,13 +177,19 @@ def test_venus_prio_dry_run_writes_nothing(
     assert steps == [PolicyStep(-1.0, False, "PV_PRIORITY")] * 3
 
 
+# The override's keys as control.md section 8 starts them (the shipped pv_factor and deadband
+# are tuned: config.yaml), so the expected writes below do not move with a retune.
+OVERRIDE = OverrideConfig(
+    pv_factor=1.0, pv_offset_w=0.0, step_w=10.0, deadband_w=20.0, refresh_s=5.0
+)
+
+
 def override_writes(
     soc: Union[float, List[float]], pvs: List[float]
 ) -> List[Tuple[int, Optional[float]]]:
-    """Run the override policy (default override keys) and return (second, value) per write."""
-    steps = run_venus_prio(
-        Config(control=CONTROL), soc=soc, pvs=pvs, policy_class=VenusPrioOverridePolicy
-    )
+    """Run the override policy (OVERRIDE's keys) and return (second, value) per write."""
+    config = Config(control=CONTROL, actuator=ActuatorConfig(override=OVERRIDE))
+    steps = run_venus_prio(config, soc=soc, pvs=pvs, policy_class=VenusPrioOverridePolicy)
     assert {(s.setting_w, s.wrote) for s in steps} == {(-1.0, False)}  # the setting: untouched
     return [(t, s.override_w) for t, s in enumerate(steps) if s.override_w is not None]
 

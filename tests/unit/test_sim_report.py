@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple
 
 import pytest
 
 from venus_prio.cli import main
 from venus_prio.config import OVERRIDE_VARIANTS
+from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.report import headline
 
 POLICIES = ["stock", "original", "venus_prio[override]", "venus_prio[setting]"]
 
@@ -145,3 +147,83 @@ def test_simulate_plot_without_matplotlib(
     assert main(["simulate", "--profile", str(small_profile(tmp_path)), "--plot", str(png)]) == 2
     assert "needs matplotlib" in capsys.readouterr().err
     assert not png.exists()
+
+
+def day(policy: str, *, throughput: float, imported: float, flash: int) -> Metrics:
+    """Return a day's metrics with only what the headline reads set to something meaningful."""
+    return Metrics(
+        policy=policy,
+        battery_charged_kwh=throughput / 2,
+        battery_discharged_kwh=throughput / 2,
+        throughput_kwh=throughput,
+        equivalent_full_cycles=throughput / 20,
+        micro_cycles=0,
+        soc_reversals=0,
+        grid_import_kwh=imported + 0.5,  # the raw import: the headline must not read it
+        grid_export_kwh=0.0,
+        grid_import_adjusted_kwh=imported,
+        conversion_losses_kwh=0.0,
+        curtailed_kwh=0.0,
+        flash_writes_total=flash,
+        flash_writes_max_per_hour=0,
+        override_writes_total=9999,
+        override_writes_max_per_hour=0,
+        min_soc=15.0,
+        max_soc=15.0,
+        end_soc=15.0,
+        reason_seconds={},
+    )
+
+
+class Case(NamedTuple):
+    """Throughput and adjusted import of stock and ours, flash writes, the expected sentence."""
+
+    stock_tp: float
+    stock_imp: float
+    ours_tp: float
+    ours_imp: float
+    ours_flash: int
+    original_flash: int
+    text: str  # what follows "<name>: venus-prio (override) "
+
+
+HEADLINES = [
+    Case(
+        3.48, 8.91, 1.81, 8.85, 0, 1779,
+        "cycled the battery 48 % less than stock ESS, imported 0.7 % less from the grid, "
+        "and wrote 0 times to flash (the original add-on: 1,779)",
+    ),
+    Case(
+        11.71, 2.51, 11.71, 2.51, 0, 1471,
+        "cycled the battery as much as stock ESS, imported as much from the grid, "
+        "and wrote 0 times to flash (the original add-on: 1,471)",
+    ),
+    Case(  # 15 % more cycling; 0.04 % more import rounds to "as much"
+        2.0, 10.0, 2.3, 10.004, 1, 12,
+        "cycled the battery 15 % more than stock ESS, imported as much from the grid, "
+        "and wrote once to flash (the original add-on: 12)",
+    ),
+    Case(  # 0.4 % more cycling rounds to "as much"
+        10.0, 10.0, 10.04, 10.06, 80, 0,
+        "cycled the battery as much as stock ESS, imported 0.6 % more from the grid, "
+        "and wrote 80 times to flash (the original add-on: 0)",
+    ),
+    Case(  # stock did not cycle the battery at all: no percentage of 0, the difference in kWh
+        0.0, 0.0, 0.25, 0.0, 0, 12345,
+        "cycled the battery 0.25 kWh more than stock ESS, imported as much from the grid, "
+        "and wrote 0 times to flash (the original add-on: 12,345)",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HEADLINES)
+def test_headline(case: Case) -> None:
+    ours = "venus_prio[override]"
+    metrics = {
+        "stock": day("stock", throughput=case.stock_tp, imported=case.stock_imp, flash=0),
+        "original": day("original", throughput=1.0, imported=1.0, flash=case.original_flash),
+        ours: day(ours, throughput=case.ours_tp, imported=case.ours_imp, flash=case.ours_flash),
+        # The setting actuator is not the headline's: wild values must not leak into it.
+        "venus_prio[setting]": day("venus_prio[setting]", throughput=99.0, imported=99.0, flash=7),
+    }
+    assert headline("dayx", metrics) == f"dayx: venus-prio (override) {case.text}"

@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 from venus_prio.config import Config
 from venus_prio.errors import InputError
-from venus_prio.sim.metrics import Metrics, MetricsAccumulator
+from venus_prio.sim.metrics import Metrics, MetricsAccumulator, adjusted_import_kwh
 from venus_prio.sim.plant import GX_RESET_PERIOD_S, OverrideRegister, Plant, PlantParams
 from venus_prio.sim.policies import (
     POLICY_NAMES,
@@ -185,13 +185,26 @@ def compare_with_traces(
     traces: Dict[str, Trace] = {}
     for name in POLICY_NAMES:
         metrics[name], traces[name] = run_scenario(profile, config, name)
-    reference = metrics["stock"].end_soc
-    sim = config.sim
+    stock = metrics["stock"]
     for name, m in metrics.items():
-        held_kwh = (m.end_soc - reference) / 100.0 * sim.battery_kwh
-        adjusted = m.grid_import_kwh - held_kwh * sim.discharge_efficiency * sim.inverter_efficiency
-        metrics[name] = replace(m, grid_import_adjusted_kwh=adjusted)
+        metrics[name] = adjusted(m, stock, config)
     return metrics, traces
+
+
+def adjusted(m: Metrics, stock: Metrics, config: Config) -> Metrics:
+    """Return ``m`` with its grid import adjusted to stock's end SOC (metrics module docstring)."""
+    sim = config.sim
+    return replace(
+        m,
+        grid_import_adjusted_kwh=adjusted_import_kwh(
+            grid_import_kwh=m.grid_import_kwh,
+            end_soc=m.end_soc,
+            reference_end_soc=stock.end_soc,
+            battery_kwh=sim.battery_kwh,
+            discharge_efficiency=sim.discharge_efficiency,
+            inverter_efficiency=sim.inverter_efficiency,
+        ),
+    )
 
 
 def compare(profile: Profile, config: Config) -> Dict[str, Metrics]:
