@@ -53,6 +53,17 @@ class PolicyStep(NamedTuple):
     override_w: Optional[float] = None
 
 
+class Reading(NamedTuple):
+    """What a controller on the GX reads before a step; ``override_w`` None: path absent."""
+
+    now: float
+    soc: float
+    pv_dc_w: float
+    battery_w: float
+    setting_w: float
+    override_w: Optional[float] = -1.0
+
+
 class Policy:
     """Interface of a simulated policy."""
 
@@ -69,6 +80,10 @@ class Policy:
         override_w: Optional[float] = -1.0,
     ) -> PolicyStep:
         """Return the next setting; ``override_w`` is what the GX shows (None: absent)."""
+        return self.decide_step(Reading(now, soc, pv_dc_w, battery_w, setting_w, override_w))
+
+    def decide_step(self, r: Reading) -> PolicyStep:
+        """Return the next setting for what the GX showed before the step."""
         raise NotImplementedError
 
 
@@ -77,18 +92,9 @@ class StockPolicy(Policy):
 
     name = "stock"
 
-    def step(
-        self,
-        *,
-        now: float,
-        soc: float,
-        pv_dc_w: float,
-        battery_w: float,
-        setting_w: float,
-        override_w: Optional[float] = -1.0,
-    ) -> PolicyStep:
+    def decide_step(self, r: Reading) -> PolicyStep:
         """Return the setting unchanged."""
-        return PolicyStep(setting_w, False, STOCK)
+        return PolicyStep(r.setting_w, False, STOCK)
 
 
 def original_share(pv: float, *, limit: float) -> float:
@@ -139,30 +145,26 @@ class OriginalPolicy(Policy):
         self.prio = not start_soc >= min_soc + 10
         self.limit = 0.0 if self.prio else max_w
 
-    def step(
-        self,
-        *,
-        now: float,
-        soc: float,
-        pv_dc_w: float,
-        battery_w: float,
-        setting_w: float,
-        override_w: Optional[float] = -1.0,
-    ) -> PolicyStep:
+    def decide_step(self, r: Reading) -> PolicyStep:
         """Update the PV mean, apply the bands and write when the limit differs."""
         samples = self._samples
         if len(samples) == samples.maxlen:
             self._sum -= samples[0]
-        samples.append(pv_dc_w)
-        self._sum += pv_dc_w
+        samples.append(r.pv_dc_w)
+        self._sum += r.pv_dc_w
         pv = self._sum / len(samples)
         self.limit, self.prio, reason = original_limit(
-            soc=soc, min_soc=self.min_soc, pv=pv, limit=self.limit, prio=self.prio, max_w=self.max_w
+            soc=r.soc,
+            min_soc=self.min_soc,
+            pv=pv,
+            limit=self.limit,
+            prio=self.prio,
+            max_w=self.max_w,
         )
         value = min(self.limit, self.max_w)
-        if value != setting_w:
+        if value != r.setting_w:
             return PolicyStep(value, True, reason)
-        return PolicyStep(setting_w, False, reason)
+        return PolicyStep(r.setting_w, False, reason)
 
 
 class _ControllerPolicy(Policy):
@@ -177,26 +179,30 @@ class _ControllerPolicy(Policy):
         # (writes.baseline_w describes a real GX, not the simulated one).
         self.baseline_w = START_SETTING_W
 
-    def decide(
-        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
-    ) -> Decision:
-        """Return the controller's decision for this step and keep its state."""
+    def decide_step(self, r: Reading) -> PolicyStep:
+        """Decide; place the target with the actuator unless ``writes.dry_run`` (then: nothing)."""
         snap = Snapshot(
-            soc=soc,
+            soc=r.soc,
             active_soc_limit=self.min_soc,
             min_soc_setting=self.min_soc,
-            pv_dc_w=pv_dc_w,
-            battery_power_w=battery_w,
-            max_discharge_w=setting_w,
+            pv_dc_w=r.pv_dc_w,
+            battery_power_w=r.battery_w,
+            max_discharge_w=r.setting_w,
             max_discharge_min=SETTING_MIN_W,
             max_discharge_max=SETTING_MAX_W,
-            alive_at=now,
+            alive_at=r.now,
             connected=True,
         )
         decision, self.state = decide(
-            snap, self.state, self.control, baseline_w=self.baseline_w, now=now
+            snap, self.state, self.control, baseline_w=self.baseline_w, now=r.now
         )
-        return decision
+        if self.config.writes.dry_run:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        return self.place(decision, r)
+
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Turn the decision into a write of this policy's actuator, or none."""
+        raise NotImplementedError
 
 
 class VenusPrioPolicy(_ControllerPolicy):
@@ -208,26 +214,13 @@ class VenusPrioPolicy(_ControllerPolicy):
         super().__init__(config, control_for(config, Actuator.SETTING), min_soc=min_soc)
         self.writes = WriteState()
 
-    def step(
-        self,
-        *,
-        now: float,
-        soc: float,
-        pv_dc_w: float,
-        battery_w: float,
-        setting_w: float,
-        override_w: Optional[float] = -1.0,
-    ) -> PolicyStep:
-        """Decide, plan the write and apply it (unless ``writes.dry_run``)."""
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Plan the setting write (``writes.plan_write``) and apply it."""
         control = self.control
-        decision = self.decide(
-            now=now, soc=soc, pv_dc_w=pv_dc_w, battery_w=battery_w, setting_w=setting_w
-        )
-        reason = decision.reason.value
         write = plan_write(
             target_w=decision.target_w,
             target_class=decision.target_class,
-            current_w=setting_w,
+            current_w=r.setting_w,
             baseline_w=self.baseline_w,
             hold_w=control.hold_w,
             max_w=control.max_inverter_power_w,
@@ -235,12 +228,12 @@ class VenusPrioPolicy(_ControllerPolicy):
             setting_max=SETTING_MAX_W,
             state=self.writes,
             cfg=self.config.writes,
-            now=now,
+            now=r.now,
         )
-        if write is None or self.config.writes.dry_run:
-            return PolicyStep(setting_w, False, reason)
-        self.writes = record_write(self.writes, write, previous_w=setting_w, now=now)
-        return PolicyStep(write.value_w, True, reason)
+        if write is None:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        self.writes = record_write(self.writes, write, previous_w=r.setting_w, now=r.now)
+        return PolicyStep(write.value_w, True, decision.reason.value)
 
 
 class VenusPrioOverridePolicy(_ControllerPolicy):
@@ -261,21 +254,8 @@ class VenusPrioOverridePolicy(_ControllerPolicy):
         self.held_w: Optional[float] = None
         self.last_write_t: Optional[float] = None
 
-    def step(
-        self,
-        *,
-        now: float,
-        soc: float,
-        pv_dc_w: float,
-        battery_w: float,
-        setting_w: float,
-        override_w: Optional[float] = -1.0,
-    ) -> PolicyStep:
-        """Decide and plan the override write (unless ``writes.dry_run``); the setting stays."""
-        decision = self.decide(
-            now=now, soc=soc, pv_dc_w=pv_dc_w, battery_w=battery_w, setting_w=setting_w
-        )
-        reason = decision.reason.value
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Plan the override write (``actuator.plan_override``); the setting stays as it is."""
         write = plan_override(
             target_w=decision.target_w,
             target_class=decision.target_class,
@@ -283,12 +263,12 @@ class VenusPrioOverridePolicy(_ControllerPolicy):
             last_write_t=self.last_write_t,
             cfg=self.config.actuator.override,
             max_w=self.control.max_inverter_power_w,
-            now=now,
+            now=r.now,
         )
-        if write is None or self.config.writes.dry_run:
-            return PolicyStep(setting_w, False, reason)
-        self.held_w, self.last_write_t = write.value_w, now
-        return PolicyStep(setting_w, False, reason, write.value_w)
+        if write is None:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        self.held_w, self.last_write_t = write.value_w, r.now
+        return PolicyStep(r.setting_w, False, decision.reason.value, write.value_w)
 
 
 POLICY_NAMES = ("stock", "original", VenusPrioOverridePolicy.name, VenusPrioPolicy.name)
