@@ -1,7 +1,7 @@
 VENV := .venv
 PYTHON ?= python3
 
-.PHONY: demo test clean gx-bundle
+.PHONY: demo test clean gx-bundle readme
 
 # Run the simulator comparison on the built-in scenarios (stock ESS vs the original add-on vs venus-prio).
 demo: $(VENV)/.installed
@@ -25,3 +25,8 @@ gx-bundle: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .venv-* *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Regenerate the README's simulator figures and .github/simulation.png from config.yaml's values.
+readme: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e '.[plot]'
+	$(VENV)/bin/python -m venus_prio.sim.readme README.md

@@ -60,6 +60,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.seed is not None:
         config = dataclasses.replace(config, sim=dataclasses.replace(config.sim, seed=args.seed))
+    if args.override is not None:
+        config = dataclasses.replace(
+            config, sim=dataclasses.replace(config.sim, override=args.override)
+        )
     return simulate_command(
         config,
         scenario=args.scenario,
@@ -108,13 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("simulate", help="compare stock ESS, the original add-on and venus-prio")
+    p = sub.add_parser(
+        "simulate", help="compare stock ESS, the original add-on and venus-prio (both actuators)"
+    )
     p.add_argument("--scenario", default="all", help="cloudy-floor, sunny, winter or all")
     p.add_argument("--profile", type=Path, help="CSV day profile: time_s,pv_dc_w,load_w[,pv_ac_w]")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG of the day for each policy")
     p.add_argument("--config", help="config.yaml (control, writes and sim sections are used)")
     p.add_argument("--seed", type=int, help="random seed of the built-in scenarios (sim.seed)")
+    p.add_argument(
+        "--override",
+        choices=OVERRIDE_VARIANTS,
+        help="how the simulated GX treats the hub4 override (sim.override)",
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("check-config", help="validate a config file and print the effective config")

@@ -87,10 +87,12 @@ class WritesConfig:
 class OverrideConfig:
     """Keys of ``actuator.override:`` (control.md section 8): the volatile hub4 override."""
 
-    pv_factor: float = 1.0  # DC-side: the inverter's losses come out of the DC power
+    # DC-side: the inverter's losses come out of the DC power. Tuned with the simulator
+    # (README, "Why these override defaults"): 1.05 evens out the filter's lag and the rounding.
+    pv_factor: float = 1.05
     pv_offset_w: float = 0.0
     step_w: float = 10.0
-    deadband_w: float = 20.0
+    deadband_w: float = 10.0
     refresh_s: float = 5.0  # rewrite at least this often while steering, so it never expires
     verify_s: float = 15.0  # a value we did not write this soon after ours: the GX resets it
     retry_after_s: float = 86400.0  # after a reset by the GX, try the override again after this

@@ -44,6 +44,9 @@ def test_minimal_config_gets_the_spec_defaults() -> None:
     assert (c.pv_min_w, c.hold_w, c.step_w, c.ramp_w_per_min) == (100.0, 0.0, 50.0, 200.0)
     assert (config.writes.deadband_w, config.writes.min_increase_interval_s) == (250.0, 240.0)
     assert config.writes.max_writes_per_hour == 30
+    o = config.actuator.override  # also tuned with the simulator ("Why these override defaults")
+    assert (o.pv_factor, o.pv_offset_w, o.step_w, o.deadband_w) == (1.05, 0.0, 10.0, 10.0)
+    assert load_config(ROOT / "config.yaml").actuator.override == o  # the file says the same
 
 
 @pytest.mark.parametrize(

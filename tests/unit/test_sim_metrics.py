@@ -10,6 +10,7 @@ import pytest
 
 from venus_prio.config import Config, ControlConfig, SimConfig
 from venus_prio.sim.metrics import MetricsAccumulator, adjusted_import_kwh, count_micro_cycles
+from venus_prio.sim.policies import POLICY_NAMES
 from venus_prio.sim.runner import compare, min_soc_for, run_scenario, start_soc_for
 from venus_prio.sim.scenarios import Profile, builtin
 
@@ -71,13 +72,13 @@ def test_adjusted_import(end: float, reference: float, adjusted: float) -> None:
 def test_accumulator_sums_and_writes_per_clock_hour() -> None:
     acc = MetricsAccumulator(policy="x", battery_kwh=10.0, start_soc=50.0)
     rows = [
-        # t, soc, battery_w, grid_w, wrote, reason
-        (0.0, 50.5, 1000.0, -500.0, True, "A"),
-        (1800.0, 51.0, 1000.0, 200.0, True, "A"),
-        (3599.0, 50.0, -2000.0, 0.0, True, "B"),
-        (3600.0, 49.0, -2000.0, 100.0, True, "B"),
+        # t, soc, battery_w, grid_w, flash write, override write, reason
+        (0.0, 50.5, 1000.0, -500.0, True, False, "A"),
+        (1800.0, 51.0, 1000.0, 200.0, True, True, "A"),
+        (3599.0, 50.0, -2000.0, 0.0, True, False, "B"),
+        (3600.0, 49.0, -2000.0, 100.0, True, True, "B"),
     ]
-    for t, soc, battery_w, grid_w, wrote, reason in rows:
+    for t, soc, battery_w, grid_w, flash_write, override_write, reason in rows:
         acc.add(
             t=t,
             dt=1800.0,
@@ -86,7 +87,8 @@ def test_accumulator_sums_and_writes_per_clock_hour() -> None:
             grid_w=grid_w,
             loss_w=40.0,
             curtailed_w=0.0,
-            wrote=wrote,
+            flash_write=flash_write,
+            override_write=override_write,
             reason=reason,
         )
     m = acc.result(discharge_efficiency=0.96, inverter_efficiency=0.93)
@@ -97,7 +99,8 @@ def test_accumulator_sums_and_writes_per_clock_hour() -> None:
     assert m.grid_import_kwh == pytest.approx(0.15)
     assert m.grid_export_kwh == pytest.approx(0.25)
     assert m.conversion_losses_kwh == pytest.approx(0.08)
-    assert (m.writes_total, m.writes_max_per_hour) == (4, 3)
+    assert (m.flash_writes_total, m.flash_writes_max_per_hour) == (4, 3)
+    assert (m.override_writes_total, m.override_writes_max_per_hour) == (2, 1)
     assert (m.min_soc, m.max_soc, m.end_soc) == (49.0, 51.0, 49.0)
     assert m.micro_cycles == 1
     assert m.reason_seconds == {"A": 3600.0, "B": 3600.0}
@@ -125,16 +128,12 @@ def test_fair_configuration() -> None:
         control=ControlConfig(max_inverter_power_w=3000.0, prio_band=4.0),
         sim=SimConfig(reserve_soc=20.0),
     )
-    assert [min_soc_for(config, p) for p in ("stock", "original", "venus_prio")] == [
-        20.0,
-        16.0,
-        16.0,
-    ]
+    assert [min_soc_for(config, p) for p in POLICY_NAMES] == [20.0, 16.0, 16.0, 16.0]
     assert start_soc_for(config) == 21.0
     assert start_soc_for(replace(config, sim=SimConfig(start_soc=55.0))) == 55.0
 
 
-@pytest.mark.parametrize("policy", ["stock", "original", "venus_prio"])
+@pytest.mark.parametrize("policy", POLICY_NAMES)
 def test_run_conserves_energy(policy: str) -> None:
     profile = window(builtin("cloudy-floor", 1), 9 * 3600, 4 * 3600)
     metrics, trace = run_scenario(profile, CONFIG, policy)
@@ -153,14 +152,17 @@ def test_compare_is_deterministic_and_adjusts_to_stock() -> None:
     first = compare(profile, CONFIG)
     second = compare(builtin_window_again(), CONFIG)
     assert {p: m.to_dict() for p, m in first.items()} == {p: m.to_dict() for p, m in second.items()}
-    assert list(first) == ["stock", "original", "venus_prio"]
+    assert list(first) == ["stock", "original", "venus_prio[override]", "venus_prio[setting]"]
     stock = first["stock"]
     assert stock.grid_import_adjusted_kwh == stock.grid_import_kwh
     for m in first.values():
         held = (m.end_soc - stock.end_soc) / 100 * 10.0
         assert m.grid_import_adjusted_kwh == pytest.approx(m.grid_import_kwh - held * 0.96 * 0.93)
-    assert first["stock"].writes_total == 0
-    assert first["original"].writes_total > 0
+    writes = {p: (m.flash_writes_total, m.override_writes_total) for p, m in first.items()}
+    assert writes["stock"] == (0, 0)
+    assert writes["original"][0] > 0 and writes["original"][1] == 0
+    assert writes["venus_prio[override]"][0] == 0 and writes["venus_prio[override]"][1] > 0
+    assert writes["venus_prio[setting]"][0] > 0 and writes["venus_prio[setting]"][1] == 0
 
 
 def builtin_window_again() -> Profile:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from venus_prio.config import SimConfig
-from venus_prio.sim.plant import GRID_RECHARGE_W, Plant, PlantParams, PlantStep
+from venus_prio.sim.plant import GRID_RECHARGE_W, OverrideRegister, Plant, PlantParams, PlantStep
 
 PARAMS = PlantParams(
     battery_kwh=10.0,
@@ -109,6 +109,66 @@ def test_cap_zero_sends_all_dc_pv_to_the_battery() -> None:
     step = plant.step(1.0, pv_dc_w=400.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=0.0)
     assert step.battery_w == pytest.approx(400.0)
     assert step.grid_w == pytest.approx(320.0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "override", "dc_draw"),
+    [
+        (-1.0, -1.0, 2000.0 / 0.93 + 20.0),  # no cap at all
+        (-1.0, 500.0, 500.0),  # the override caps the DC draw, idle included
+        (-1.0, 320.0, 320.0),  # 300 W of DC into the inverter, 20 W idle
+        (-1.0, 10.0, 0.0),  # below the idle draw: nothing to invert with
+        (-1.0, 0.0, 0.0),  # 0: no inverting
+        (400.0, 1000.0, 400.0 / 0.93 + 20.0),  # both caps: the lower one wins (the setting)
+        (1500.0, 600.0, 600.0),  # ... here the override
+    ],
+)
+def test_override_caps_the_dc_draw(setting: float, override: float, dc_draw: float) -> None:
+    plant = Plant(PARAMS, start_soc=50.0)
+    step = plant.step(
+        1.0,
+        pv_dc_w=300.0,
+        load_w=2000.0,
+        pv_ac_w=0.0,
+        max_discharge_w=setting,
+        override_w=override,
+    )
+    # What the inverter takes from the DC bus = PV minus what goes into the battery.
+    assert 300.0 - step.battery_w == pytest.approx(dc_draw)
+    stored = soc_energy_w(50.0, step.soc, 1.0)
+    assert 300.0 + step.grid_w == pytest.approx(2000.0 + stored + step.loss_w)
+
+
+# (variant, writes as (t, value), then (t, shown, in force) to check)
+REGISTER_CASES = [
+    ("honoured", [(0.0, 500.0)], [(0.0, 500.0, 500.0), (59.0, 500.0, 500.0), (60.0, -1.0, -1.0)]),
+    ("honoured", [(0.0, 500.0), (50.0, 400.0)], [(100.0, 400.0, 400.0), (110.0, -1.0, -1.0)]),
+    ("honoured", [(0.0, 500.0), (1.0, -1.0)], [(2.0, -1.0, -1.0)]),  # released
+    ("honoured", [(0.0, 500.0), (1.0, None)], [(2.0, -1.0, -1.0)]),  # null releases too
+    ("absent", [(0.0, 500.0)], [(0.0, None, -1.0)]),  # dropped; the path does not exist
+    ("ignored", [(0.0, 500.0)], [(1.0, 500.0, -1.0), (60.0, -1.0, -1.0)]),  # shown, no effect
+    # Reset every 5 s of the GX's clock, half a period off ours: 2.5, 7.5, ...
+    ("reset_every_5s", [(0.0, 500.0)], [(2.0, 500.0, 500.0), (3.0, -1.0, -1.0)]),
+    ("reset_every_5s", [(3.0, 500.0)], [(7.0, 500.0, 500.0), (8.0, -1.0, -1.0)]),
+]
+
+
+@pytest.mark.parametrize(("variant", "writes", "checks"), REGISTER_CASES)
+def test_override_register(
+    variant: str,
+    writes: List[Tuple[float, Optional[float]]],
+    checks: List[Tuple[float, Optional[float], float]],
+) -> None:
+    register = OverrideRegister(variant=variant, expiry_s=60.0, reset_phase_s=2.5)
+    for t, value in writes:
+        assert register.write(value, t) is (variant != "absent")
+    assert [(t, register.shown(t), register.in_force(t)) for t, _s, _f in checks] == checks
+    assert register.present is (variant != "absent")
+
+
+def test_override_register_rejects_an_unknown_variant() -> None:
+    with pytest.raises(ValueError, match="sometimes"):
+        OverrideRegister(variant="sometimes")
 
 
 @pytest.mark.parametrize(

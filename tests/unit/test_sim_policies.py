@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple, Type, Union
 
 import pytest
 
-from venus_prio.config import Config, ControlConfig, WritesConfig
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
 from venus_prio.sim.policies import (
     ORIGINAL_BELOW,
     ORIGINAL_HALF,
@@ -15,6 +15,7 @@ from venus_prio.sim.policies import (
     OriginalPolicy,
     PolicyStep,
     StockPolicy,
+    VenusPrioOverridePolicy,
     VenusPrioPolicy,
     original_limit,
     original_share,
@@ -131,12 +132,19 @@ CONTROL = ControlConfig(
 
 
 def run_venus_prio(
-    config: Config, *, soc: float, pvs: List[float], setting: float = -1.0
+    config: Config,
+    *,
+    soc: Union[float, List[float]],
+    pvs: List[float],
+    setting: float = -1.0,
+    policy_class: Type[Union[VenusPrioPolicy, VenusPrioOverridePolicy]] = VenusPrioPolicy,
 ) -> List[PolicyStep]:
-    policy = VenusPrioPolicy(config, min_soc=10.0)
+    """Step a venus_prio policy once a second; ``soc`` is one value or one per step."""
+    policy = policy_class(config, min_soc=10.0)
+    socs = soc if isinstance(soc, list) else [soc] * len(pvs)
     steps = []
-    for t, pv in enumerate(pvs):
-        step = policy.step(now=float(t), soc=soc, pv_dc_w=pv, battery_w=0.0, setting_w=setting)
+    for t, (pv, now_soc) in enumerate(zip(pvs, socs)):
+        step = policy.step(now=float(t), soc=now_soc, pv_dc_w=pv, battery_w=0.0, setting_w=setting)
         steps.append(step)
         setting = step.setting_w
     return steps
@@ -160,7 +168,56 @@ def test_venus_prio_hands_back_the_baseline_when_recovered() -> None:
     assert steps[0] == PolicyStep(-1.0, True, "NORMAL")
 
 
-def test_venus_prio_dry_run_writes_nothing() -> None:
+@pytest.mark.parametrize("policy_class", [VenusPrioPolicy, VenusPrioOverridePolicy])
+def test_venus_prio_dry_run_writes_nothing(
+    policy_class: Type[Union[VenusPrioPolicy, VenusPrioOverridePolicy]],
+) -> None:
     config = Config(control=CONTROL, writes=WritesConfig(dry_run=True))
-    steps = run_venus_prio(config, soc=12.0, pvs=[1000.0] * 3)
+    steps = run_venus_prio(config, soc=12.0, pvs=[1000.0] * 3, policy_class=policy_class)
     assert steps == [PolicyStep(-1.0, False, "PV_PRIORITY")] * 3
+
+
+# The override's keys as control.md section 8 starts them (the shipped pv_factor and deadband
+# are tuned: config.yaml), so the expected writes below do not move with a retune.
+OVERRIDE = OverrideConfig(
+    pv_factor=1.0, pv_offset_w=0.0, step_w=10.0, deadband_w=20.0, refresh_s=5.0
+)
+
+
+def override_writes(
+    soc: Union[float, List[float]], pvs: List[float]
+) -> List[Tuple[int, Optional[float]]]:
+    """Run the override policy (OVERRIDE's keys) and return (second, value) per write."""
+    config = Config(control=CONTROL, actuator=ActuatorConfig(override=OVERRIDE))
+    steps = run_venus_prio(config, soc=soc, pvs=pvs, policy_class=VenusPrioOverridePolicy)
+    assert {(s.setting_w, s.wrote) for s in steps} == {(-1.0, False)}  # the setting: untouched
+    return [(t, s.override_w) for t, s in enumerate(steps) if s.override_w is not None]
+
+
+@pytest.mark.parametrize(
+    ("soc", "pvs", "writes"),
+    [
+        # The override's share: 1.0 x PV, no offset, 10 W steps (not control.pv_factor 0.8),
+        # refreshed every 5 s while steering.
+        (12.0, [1000.0] * 11, [(0, 1000.0), (5, 1000.0), (10, 1000.0)]),
+        (12.0, [1006.0] * 3, [(0, 1000.0)]),  # rounded down to the step
+        # A cloud is followed down at once, from the 20 W deadband on (990 W: 10 W, no write).
+        (12.0, [1000.0, 995.0, 990.0, 985.0], [(0, 1000.0), (3, 980.0)]),
+        (12.0, [1000.0, 1000.0, 50.0], [(0, 1000.0), (2, 0.0)]),  # too little PV: hold 0
+        # Rises are smoothed by the 15 s filter: 1000 -> 1100 at 16 s gives 1006, 1013, 1020 W.
+        (
+            12.0,
+            [1000.0] * 16 + [1100.0] * 4,
+            [(0, 1000.0), (5, 1000.0), (10, 1000.0), (15, 1000.0), (19, 1020.0)],
+        ),
+        # Recovered: handed back with -1 (release), then nothing more.
+        ([12.0, 40.0, 40.0], [3000.0] * 3, [(0, 3000.0), (1, -1.0)]),
+        (40.0, [0.0] * 3, []),  # never held: nothing to release
+    ],
+)
+def test_override_policy_writes(
+    soc: Union[float, List[float]],
+    pvs: List[float],
+    writes: List[Tuple[int, Optional[float]]],
+) -> None:
+    assert override_writes(soc, pvs) == writes

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict, List, NamedTuple
 
 import pytest
 
 from venus_prio.cli import main
+from venus_prio.config import OVERRIDE_VARIANTS
+from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.report import headline
 
-POLICIES = ["stock", "original", "venus_prio"]
+POLICIES = ["stock", "original", "venus_prio[override]", "venus_prio[setting]"]
 
 
 def small_profile(tmp_path: Path) -> Path:
@@ -39,20 +43,33 @@ def test_simulate_cloudy_floor_json(capsys: pytest.CaptureFixture[str]) -> None:
         assert m["throughput_kwh"] == pytest.approx(
             m["battery_charged_kwh"] + m["battery_discharged_kwh"]
         )
-    assert metrics["stock"]["writes_total"] == 0
-    assert metrics["original"]["writes_total"] > 0
+    writes = {p: (m["flash_writes_total"], m["override_writes_total"]) for p, m in metrics.items()}
+    assert writes["stock"] == (0, 0)
+    assert writes["original"][0] > 0 and writes["original"][1] == 0
+    assert writes["venus_prio[override]"][0] == 0 and writes["venus_prio[override]"][1] > 0
+    assert writes["venus_prio[setting]"][0] > 0 and writes["venus_prio[setting]"][1] == 0
+    assert doc["headlines"]["cloudy-floor"].startswith("cloudy-floor: venus-prio (override)")
+    assert f"(the original add-on: {writes['original'][0]:,})" in doc["headlines"]["cloudy-floor"]
+    assert doc["override_variant"] == "honoured"
     assert doc["wall_time_s"] > 0
 
 
 def test_simulate_csv_profile_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--profile", str(small_profile(tmp_path))]) == 0
     out = capsys.readouterr().out
-    assert "== two-hours:" in out
-    header = next(line for line in out.splitlines() if line.strip().startswith("stock"))
+    lines = out.splitlines()
+    assert lines[0].startswith("two-hours: venus-prio (override) cycled the battery")
+    assert lines[1].startswith("== two-hours:")  # the headline sits right above its table
+    header = next(line for line in lines if line.strip().startswith("stock"))
     assert header.split() == POLICIES
-    writes = next(line for line in out.splitlines() if line.startswith("writes total"))
-    stock, original, _ours = (int(v) for v in writes.split()[-3:])
-    assert stock == 0 and original > 0
+
+    def row(label: str) -> List[int]:
+        line = next(line for line in lines if line.startswith(label))
+        return [int(v) for v in line[len(label) :].split()]
+
+    # Columns: stock, original, venus_prio[override], venus_prio[setting].
+    assert [n > 0 for n in row("flash writes (setting)")] == [False, True, False, True]
+    assert [n > 0 for n in row("override writes (RAM)")] == [False, False, True, False]
     assert "wall time" in out
 
 
@@ -60,7 +77,41 @@ def test_simulate_csv_profile_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["simulate", "--profile", str(small_profile(tmp_path)), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     metrics = doc["scenarios"]["two-hours"]
-    assert sum(metrics["venus_prio"]["reason_seconds"].values()) == pytest.approx(7200.0)
+    for policy in POLICIES[2:]:
+        assert sum(metrics[policy]["reason_seconds"].values()) == pytest.approx(7200.0)
+
+
+def test_simulate_override_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--override sets how the simulated GX treats the override: only venus_prio[override] cares."""
+    profile = str(small_profile(tmp_path))
+    runs: Dict[str, Dict[str, Any]] = {}
+    for variant in OVERRIDE_VARIANTS:
+        assert main(["simulate", "--profile", profile, "--override", variant, "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["override_variant"] == variant
+        runs[variant] = doc["scenarios"]["two-hours"]
+    energy = ("throughput_kwh", "grid_import_kwh", "end_soc")
+
+    def battery(variant: str, policy: str) -> List[float]:
+        return [runs[variant][policy][key] for key in energy]
+
+    for policy in ("stock", "original", "venus_prio[setting]"):
+        assert {tuple(battery(v, policy)) for v in OVERRIDE_VARIANTS} == {
+            tuple(battery("honoured", policy))
+        }
+    ours = "venus_prio[override]"
+    # Dropped (absent) or stored without effect (ignored): no cap in force, the same day.
+    assert battery("absent", ours) == battery("ignored", ours)
+    assert battery("honoured", ours) != battery("ignored", ours)
+    assert battery("reset_every_5s", ours) != battery("honoured", ours)
+    assert {runs[v][ours]["flash_writes_total"] for v in OVERRIDE_VARIANTS} == {0}
+
+
+def test_simulate_unknown_override_variant(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "--override", "sometimes"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_simulate_bad_csv_names_the_line(
@@ -96,3 +147,83 @@ def test_simulate_plot_without_matplotlib(
     assert main(["simulate", "--profile", str(small_profile(tmp_path)), "--plot", str(png)]) == 2
     assert "needs matplotlib" in capsys.readouterr().err
     assert not png.exists()
+
+
+def day(policy: str, *, throughput: float, imported: float, flash: int) -> Metrics:
+    """Return a day's metrics with only what the headline reads set to something meaningful."""
+    return Metrics(
+        policy=policy,
+        battery_charged_kwh=throughput / 2,
+        battery_discharged_kwh=throughput / 2,
+        throughput_kwh=throughput,
+        equivalent_full_cycles=throughput / 20,
+        micro_cycles=0,
+        soc_reversals=0,
+        grid_import_kwh=imported + 0.5,  # the raw import: the headline must not read it
+        grid_export_kwh=0.0,
+        grid_import_adjusted_kwh=imported,
+        conversion_losses_kwh=0.0,
+        curtailed_kwh=0.0,
+        flash_writes_total=flash,
+        flash_writes_max_per_hour=0,
+        override_writes_total=9999,
+        override_writes_max_per_hour=0,
+        min_soc=15.0,
+        max_soc=15.0,
+        end_soc=15.0,
+        reason_seconds={},
+    )
+
+
+class Case(NamedTuple):
+    """Throughput and adjusted import of stock and ours, flash writes, the expected sentence."""
+
+    stock_tp: float
+    stock_imp: float
+    ours_tp: float
+    ours_imp: float
+    ours_flash: int
+    original_flash: int
+    text: str  # what follows "<name>: venus-prio (override) "
+
+
+HEADLINES = [
+    Case(
+        3.48, 8.91, 1.81, 8.85, 0, 1779,
+        "cycled the battery 48 % less than stock ESS, imported 0.7 % less from the grid, "
+        "and wrote 0 times to flash (the original add-on: 1,779)",
+    ),
+    Case(
+        11.71, 2.51, 11.71, 2.51, 0, 1471,
+        "cycled the battery as much as stock ESS, imported as much from the grid, "
+        "and wrote 0 times to flash (the original add-on: 1,471)",
+    ),
+    Case(  # 15 % more cycling; 0.04 % more import rounds to "as much"
+        2.0, 10.0, 2.3, 10.004, 1, 12,
+        "cycled the battery 15 % more than stock ESS, imported as much from the grid, "
+        "and wrote once to flash (the original add-on: 12)",
+    ),
+    Case(  # 0.4 % more cycling rounds to "as much"
+        10.0, 10.0, 10.04, 10.06, 80, 0,
+        "cycled the battery as much as stock ESS, imported 0.6 % more from the grid, "
+        "and wrote 80 times to flash (the original add-on: 0)",
+    ),
+    Case(  # stock did not cycle the battery at all: no percentage of 0, the difference in kWh
+        0.0, 0.0, 0.25, 0.0, 0, 12345,
+        "cycled the battery 0.25 kWh more than stock ESS, imported as much from the grid, "
+        "and wrote 0 times to flash (the original add-on: 12,345)",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", HEADLINES)
+def test_headline(case: Case) -> None:
+    ours = "venus_prio[override]"
+    metrics = {
+        "stock": day("stock", throughput=case.stock_tp, imported=case.stock_imp, flash=0),
+        "original": day("original", throughput=1.0, imported=1.0, flash=case.original_flash),
+        ours: day(ours, throughput=case.ours_tp, imported=case.ours_imp, flash=case.ours_flash),
+        # The setting actuator is not the headline's: wild values must not leak into it.
+        "venus_prio[setting]": day("venus_prio[setting]", throughput=99.0, imported=99.0, flash=7),
+    }
+    assert headline("dayx", metrics) == f"dayx: venus-prio (override) {case.text}"

@@ -13,7 +13,10 @@ Definitions (energies in kWh, summed over steps of power x dt):
   confirmed turning point (peaks and troughs).
 - ``grid_import_kwh`` / ``grid_export_kwh``: positive / negative grid power.
 - ``conversion_losses_kwh``: inverter/charger losses, idle draw and battery losses.
-- ``writes_total`` and ``writes_max_per_hour`` (per clock hour of the virtual day).
+- ``flash_writes_total`` / ``flash_writes_max_per_hour``: writes of the persisted setting
+  (each rewrites ``settings.xml`` on the GX's flash), per clock hour of the virtual day.
+  ``override_writes_total`` / ``override_writes_max_per_hour``: writes of the volatile hub4
+  override (RAM only), counted apart because they wear nothing.
 - ``reason_seconds``: seconds spent with each decision reason.
 - ``grid_import_adjusted_kwh``: grid import minus the energy the battery holds above the
   reference end SOC (stock's, in a comparison), plus what it lacks below it, valued as it would
@@ -99,8 +102,10 @@ class Metrics:
     grid_import_adjusted_kwh: float
     conversion_losses_kwh: float
     curtailed_kwh: float
-    writes_total: int
-    writes_max_per_hour: int
+    flash_writes_total: int
+    flash_writes_max_per_hour: int
+    override_writes_total: int
+    override_writes_max_per_hour: int
     min_soc: float
     max_soc: float
     end_soc: float
@@ -127,6 +132,25 @@ def adjusted_import_kwh(
     return grid_import_kwh - held_kwh * discharge_efficiency * inverter_efficiency
 
 
+class WriteCounter:
+    """Count writes in total and per clock hour of the virtual day."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_hour: Dict[int, int] = {}
+
+    def add(self, t: float) -> None:
+        """Count one write at ``t``."""
+        self.total += 1
+        hour = int(t // HOUR_S)
+        self.per_hour[hour] = self.per_hour.get(hour, 0) + 1
+
+    @property
+    def max_per_hour(self) -> int:
+        """Return the most writes in any clock hour."""
+        return max(self.per_hour.values(), default=0)
+
+
 class MetricsAccumulator:
     """Sum one run's steps into a ``Metrics`` (mutable, owned by the runner)."""
 
@@ -139,8 +163,8 @@ class MetricsAccumulator:
         self.export_ws = 0.0
         self.loss_ws = 0.0
         self.curtailed_ws = 0.0
-        self.writes_total = 0
-        self.writes_per_hour: Dict[int, int] = {}
+        self.flash_writes = WriteCounter()
+        self.override_writes = WriteCounter()
         self.min_soc = start_soc
         self.max_soc = start_soc
         self.end_soc = start_soc
@@ -158,8 +182,9 @@ class MetricsAccumulator:
         grid_w: float,
         loss_w: float,
         curtailed_w: float,
-        wrote: bool,
+        flash_write: bool,
         reason: str,
+        override_write: bool = False,
     ) -> None:
         """Account for one step that started at ``t``."""
         if battery_w >= 0:
@@ -172,10 +197,10 @@ class MetricsAccumulator:
             self.export_ws -= grid_w * dt
         self.loss_ws += loss_w * dt
         self.curtailed_ws += curtailed_w * dt
-        if wrote:
-            self.writes_total += 1
-            hour = int(t // HOUR_S)
-            self.writes_per_hour[hour] = self.writes_per_hour.get(hour, 0) + 1
+        if flash_write:
+            self.flash_writes.add(t)
+        if override_write:
+            self.override_writes.add(t)
         if soc < self.min_soc:
             self.min_soc = soc
         elif soc > self.max_soc:
@@ -216,8 +241,10 @@ class MetricsAccumulator:
             ),
             conversion_losses_kwh=self.loss_ws / _WS_PER_KWH,
             curtailed_kwh=self.curtailed_ws / _WS_PER_KWH,
-            writes_total=self.writes_total,
-            writes_max_per_hour=max(self.writes_per_hour.values(), default=0),
+            flash_writes_total=self.flash_writes.total,
+            flash_writes_max_per_hour=self.flash_writes.max_per_hour,
+            override_writes_total=self.override_writes.total,
+            override_writes_max_per_hour=self.override_writes.max_per_hour,
             min_soc=self.min_soc,
             max_soc=self.max_soc,
             end_soc=self.end_soc,

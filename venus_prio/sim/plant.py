@@ -229,16 +229,22 @@ class OverrideRegister:
 
     ``variant`` is one of ``OVERRIDE_VARIANTS``: ``honoured`` (held until ``expiry_s`` after the
     last write, then -1), ``absent`` (no such path: writes are dropped, ``shown`` is None),
-    ``reset_every_5s`` (as honoured, but every ``GX_RESET_PERIOD_S`` of the clock it is set back
-    to -1) and ``ignored`` (stored and shown, never applied to the inverter). Pure: ``now`` is an
-    argument.
+    ``reset_every_5s`` (as honoured, but every ``GX_RESET_PERIOD_S`` of the clock, at
+    ``reset_phase_s`` into the period, it is set back to -1) and ``ignored`` (stored and shown,
+    never applied to the inverter). Pure: ``now`` is an argument.
     """
 
-    def __init__(self, *, variant: str = "honoured", expiry_s: float = 60.0) -> None:
+    def __init__(
+        self, *, variant: str = "honoured", expiry_s: float = 60.0, reset_phase_s: float = 0.0
+    ) -> None:
         if variant not in OVERRIDE_VARIANTS:
             raise ValueError(f"override variant must be one of {OVERRIDE_VARIANTS}: {variant!r}")
         self.variant = variant
         self.expiry_s = expiry_s
+        # Where the GX's 5 s timer ticks within its period. A writer that refreshes every 5 s
+        # on the same grid would win every reset in the same instant: on a real GX the two
+        # clocks are not in step, so the simulator puts the resets half a period off.
+        self.reset_phase_s = reset_phase_s
         self._value = -1.0
         self._written_at: Optional[float] = None
 
@@ -264,9 +270,10 @@ class OverrideRegister:
         written = self._written_at
         if written is not None:
             expired = now - written >= self.expiry_s
+            phase = self.reset_phase_s
             reset = self.variant == "reset_every_5s" and math.floor(
-                now / GX_RESET_PERIOD_S
-            ) > math.floor(written / GX_RESET_PERIOD_S)
+                (now - phase) / GX_RESET_PERIOD_S
+            ) > math.floor((written - phase) / GX_RESET_PERIOD_S)
             if expired or reset:
                 self._value, self._written_at = -1.0, None
         return self._value

@@ -1,14 +1,19 @@
-"""The three policies the simulator compares, each stepped once per ``dt`` on a virtual clock.
+"""The policies the simulator compares, each stepped once per ``dt`` on a virtual clock.
 
 - ``stock``: writes nothing; MaxDischargePower stays at its start value -1 (no cap).
 - ``original``: a port of the original add-on's once-a-second loop as control.md section 7
   describes it (plain 15-sample PV mean, its bands, the ``prio`` flag, its rounding formulas,
   a write whenever its limit differs from the setting).
-- ``venus_prio``: the real ``controller.decide`` and ``writes.plan_write``/``record_write``.
+- ``venus_prio[override]``: the real ``controller.decide`` with the override's PV share
+  (``actuator.control_for``) and ``actuator.plan_override``: writes the volatile hub4 override,
+  never the setting (control.md section 8).
+- ``venus_prio[setting]``: the real ``controller.decide`` and ``writes.plan_write``/
+  ``record_write``: writes the persisted setting (flash), rationed.
 
 Every policy sees what a controller on the GX would read before the step (SOC, measured DC PV,
-battery power, the setting) and returns the setting in force for the step, whether it wrote,
-and the reason for the time-per-reason metric.
+battery power, the setting, the override the GX shows) and returns the setting in force for the
+step, whether it wrote the setting, the override value it wrote (if any) and the reason for the
+time-per-reason metric.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import collections
 from typing import Deque, NamedTuple, Optional, Tuple
 
-from venus_prio.config import Config
+from venus_prio.actuator import control_for, plan_override
+from venus_prio.config import Config, ControlConfig
 from venus_prio.controller import ControllerState, decide
-from venus_prio.model import Snapshot
+from venus_prio.model import Actuator, Decision, Snapshot
 from venus_prio.writes import WriteState, plan_write, record_write
 
 START_SETTING_W = -1.0  # Victron's factory default: no cap; the baseline of every run
@@ -36,11 +42,26 @@ ORIGINAL_SAMPLES = 15  # the original averaged the last 15 one-second PV samples
 
 
 class PolicyStep(NamedTuple):
-    """The setting in force after the policy ran, whether it wrote, and why."""
+    """The setting in force after the policy ran, whether it wrote it, why, and the override.
+
+    ``override_w`` is the value written to the hub4 override in this step (None: no write).
+    """
 
     setting_w: float
     wrote: bool
     reason: str
+    override_w: Optional[float] = None
+
+
+class Reading(NamedTuple):
+    """What a controller on the GX reads before a step; ``override_w`` None: path absent."""
+
+    now: float
+    soc: float
+    pv_dc_w: float
+    battery_w: float
+    setting_w: float
+    override_w: Optional[float] = -1.0
 
 
 class Policy:
@@ -49,9 +70,20 @@ class Policy:
     name = ""
 
     def step(
-        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
+        self,
+        *,
+        now: float,
+        soc: float,
+        pv_dc_w: float,
+        battery_w: float,
+        setting_w: float,
+        override_w: Optional[float] = -1.0,
     ) -> PolicyStep:
-        """Return the setting for the coming step."""
+        """Return the next setting; ``override_w`` is what the GX shows (None: absent)."""
+        return self.decide_step(Reading(now, soc, pv_dc_w, battery_w, setting_w, override_w))
+
+    def decide_step(self, r: Reading) -> PolicyStep:
+        """Return the next setting for what the GX showed before the step."""
         raise NotImplementedError
 
 
@@ -60,11 +92,9 @@ class StockPolicy(Policy):
 
     name = "stock"
 
-    def step(
-        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
-    ) -> PolicyStep:
+    def decide_step(self, r: Reading) -> PolicyStep:
         """Return the setting unchanged."""
-        return PolicyStep(setting_w, False, STOCK)
+        return PolicyStep(r.setting_w, False, STOCK)
 
 
 def original_share(pv: float, *, limit: float) -> float:
@@ -115,65 +145,82 @@ class OriginalPolicy(Policy):
         self.prio = not start_soc >= min_soc + 10
         self.limit = 0.0 if self.prio else max_w
 
-    def step(
-        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
-    ) -> PolicyStep:
+    def decide_step(self, r: Reading) -> PolicyStep:
         """Update the PV mean, apply the bands and write when the limit differs."""
         samples = self._samples
         if len(samples) == samples.maxlen:
             self._sum -= samples[0]
-        samples.append(pv_dc_w)
-        self._sum += pv_dc_w
+        samples.append(r.pv_dc_w)
+        self._sum += r.pv_dc_w
         pv = self._sum / len(samples)
         self.limit, self.prio, reason = original_limit(
-            soc=soc, min_soc=self.min_soc, pv=pv, limit=self.limit, prio=self.prio, max_w=self.max_w
+            soc=r.soc,
+            min_soc=self.min_soc,
+            pv=pv,
+            limit=self.limit,
+            prio=self.prio,
+            max_w=self.max_w,
         )
         value = min(self.limit, self.max_w)
-        if value != setting_w:
+        if value != r.setting_w:
             return PolicyStep(value, True, reason)
-        return PolicyStep(setting_w, False, reason)
+        return PolicyStep(r.setting_w, False, reason)
 
 
-class VenusPrioPolicy(Policy):
-    """venus-prio: the real controller and write policy, fed a snapshot built from the plant."""
+class _ControllerPolicy(Policy):
+    """The real controller, fed a snapshot built from the plant; subclasses place its target."""
 
-    name = "venus_prio"
-
-    def __init__(self, config: Config, *, min_soc: float) -> None:
+    def __init__(self, config: Config, control: ControlConfig, *, min_soc: float) -> None:
         self.config = config
+        self.control = control
         self.min_soc = min_soc
         self.state = ControllerState()
-        self.writes = WriteState()
         # The baseline is the setting's start value, the same for every policy of a comparison
         # (writes.baseline_w describes a real GX, not the simulated one).
         self.baseline_w = START_SETTING_W
-        self.last_reason: Optional[str] = None
 
-    def step(
-        self, *, now: float, soc: float, pv_dc_w: float, battery_w: float, setting_w: float
-    ) -> PolicyStep:
-        """Decide, plan the write and apply it (unless ``writes.dry_run``)."""
-        control = self.config.control
+    def decide_step(self, r: Reading) -> PolicyStep:
+        """Decide; place the target with the actuator unless ``writes.dry_run`` (then: nothing)."""
         snap = Snapshot(
-            soc=soc,
+            soc=r.soc,
             active_soc_limit=self.min_soc,
             min_soc_setting=self.min_soc,
-            pv_dc_w=pv_dc_w,
-            battery_power_w=battery_w,
-            max_discharge_w=setting_w,
+            pv_dc_w=r.pv_dc_w,
+            battery_power_w=r.battery_w,
+            max_discharge_w=r.setting_w,
             max_discharge_min=SETTING_MIN_W,
             max_discharge_max=SETTING_MAX_W,
-            alive_at=now,
+            alive_at=r.now,
             connected=True,
         )
         decision, self.state = decide(
-            snap, self.state, control, baseline_w=self.baseline_w, now=now
+            snap, self.state, self.control, baseline_w=self.baseline_w, now=r.now
         )
-        reason = decision.reason.value
+        if self.config.writes.dry_run:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        return self.place(decision, r)
+
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Turn the decision into a write of this policy's actuator, or none."""
+        raise NotImplementedError
+
+
+class VenusPrioPolicy(_ControllerPolicy):
+    """venus-prio with the setting actuator: the controller and the (flash) write policy."""
+
+    name = "venus_prio[setting]"
+
+    def __init__(self, config: Config, *, min_soc: float) -> None:
+        super().__init__(config, control_for(config, Actuator.SETTING), min_soc=min_soc)
+        self.writes = WriteState()
+
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Plan the setting write (``writes.plan_write``) and apply it."""
+        control = self.control
         write = plan_write(
             target_w=decision.target_w,
             target_class=decision.target_class,
-            current_w=setting_w,
+            current_w=r.setting_w,
             baseline_w=self.baseline_w,
             hold_w=control.hold_w,
             max_w=control.max_inverter_power_w,
@@ -181,12 +228,47 @@ class VenusPrioPolicy(Policy):
             setting_max=SETTING_MAX_W,
             state=self.writes,
             cfg=self.config.writes,
-            now=now,
+            now=r.now,
         )
-        if write is None or self.config.writes.dry_run:
-            return PolicyStep(setting_w, False, reason)
-        self.writes = record_write(self.writes, write, previous_w=setting_w, now=now)
-        return PolicyStep(write.value_w, True, reason)
+        if write is None:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        self.writes = record_write(self.writes, write, previous_w=r.setting_w, now=r.now)
+        return PolicyStep(write.value_w, True, decision.reason.value)
 
 
-POLICY_NAMES = ("stock", "original", "venus_prio")
+class VenusPrioOverridePolicy(_ControllerPolicy):
+    """venus-prio with the override actuator: the controller and ``actuator.plan_override``.
+
+    The setting keeps the user's value (never written); the override follows the target in
+    ``override.step_w`` steps beyond ``override.deadband_w``, is refreshed every
+    ``override.refresh_s`` and released with -1 when the controller hands back. What it holds is
+    its own record of what it wrote, as the service's: a GX that drops or resets the value is
+    the plant's business (``sim.override``), and the verification that would then switch to the
+    setting is the service's, not modelled here (this policy is ``actuator.kind: override``).
+    """
+
+    name = "venus_prio[override]"
+
+    def __init__(self, config: Config, *, min_soc: float) -> None:
+        super().__init__(config, control_for(config, Actuator.OVERRIDE), min_soc=min_soc)
+        self.held_w: Optional[float] = None
+        self.last_write_t: Optional[float] = None
+
+    def place(self, decision: Decision, r: Reading) -> PolicyStep:
+        """Plan the override write (``actuator.plan_override``); the setting stays as it is."""
+        write = plan_override(
+            target_w=decision.target_w,
+            target_class=decision.target_class,
+            current_w=self.held_w,
+            last_write_t=self.last_write_t,
+            cfg=self.config.actuator.override,
+            max_w=self.control.max_inverter_power_w,
+            now=r.now,
+        )
+        if write is None:
+            return PolicyStep(r.setting_w, False, decision.reason.value)
+        self.held_w, self.last_write_t = write.value_w, r.now
+        return PolicyStep(r.setting_w, False, decision.reason.value, write.value_w)
+
+
+POLICY_NAMES = ("stock", "original", VenusPrioOverridePolicy.name, VenusPrioPolicy.name)

@@ -1,8 +1,14 @@
 """The ``simulate`` command: run the comparison, print a table or JSON, optionally plot.
 
+Above each scenario's table goes one sentence a user can act on (``headline``), computed from
+the metrics: venus-prio with the override against stock ESS (battery throughput, adjusted grid
+import) and its flash writes against the original add-on's.
+
 JSON output (``--json``) is one document on stdout::
 
-    {"scenarios": {<scenario>: {<policy>: <metrics>}}, "wall_time_s": <float>}
+    {"scenarios": {<scenario>: {<policy>: <metrics>}},
+     "headlines": {<scenario>: <sentence>},
+     "override_variant": <sim.override>, "wall_time_s": <float>}
 """
 
 from __future__ import annotations
@@ -15,7 +21,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from venus_prio.config import Config
 from venus_prio.sim.metrics import Metrics
-from venus_prio.sim.policies import POLICY_NAMES
+from venus_prio.sim.policies import (
+    POLICY_NAMES,
+    OriginalPolicy,
+    StockPolicy,
+    VenusPrioOverridePolicy,
+)
 from venus_prio.sim.runner import Trace, compare_with_traces, min_soc_for, start_soc_for
 from venus_prio.sim.scenarios import SCENARIOS, Profile, builtin, load_profile_csv
 
@@ -36,8 +47,10 @@ _ROWS: List[Tuple[str, Callable[[Metrics], str]]] = [
     ("grid export kWh", lambda m: f"{m.grid_export_kwh:.2f}"),
     ("conversion losses kWh", lambda m: f"{m.conversion_losses_kwh:.2f}"),
     ("curtailed PV kWh", lambda m: f"{m.curtailed_kwh:.2f}"),
-    ("writes total", lambda m: f"{m.writes_total}"),
-    ("writes max per hour", lambda m: f"{m.writes_max_per_hour}"),
+    ("flash writes (setting)", lambda m: f"{m.flash_writes_total}"),
+    ("flash writes max per hour", lambda m: f"{m.flash_writes_max_per_hour}"),
+    ("override writes (RAM)", lambda m: f"{m.override_writes_total}"),
+    ("override writes max per hour", lambda m: f"{m.override_writes_max_per_hour}"),
     ("min SOC %", lambda m: f"{m.min_soc:.1f}"),
     ("max SOC %", lambda m: f"{m.max_soc:.1f}"),
     ("end SOC %", lambda m: f"{m.end_soc:.1f}"),
@@ -49,6 +62,48 @@ def _profiles(config: Config, scenario: str, profile: Optional[Path]) -> List[Pr
         return [load_profile_csv(profile)]
     names = list(SCENARIOS) if scenario == "all" else [scenario]
     return [builtin(name, config.sim.seed) for name in names]
+
+
+def _compared(value: float, reference: float, *, unit_decimals: int) -> Optional[str]:
+    """Return "N % less" / "N % more" than the reference, or None when equal once rounded.
+
+    With a reference of 0 a percentage means nothing: the difference is given in kWh instead.
+    """
+    if reference <= 0:
+        diff = round(value - reference, 2)
+        if diff == 0:
+            return None
+        return f"{abs(diff):.2f} kWh {'less' if diff < 0 else 'more'}"
+    percent = round((value / reference - 1.0) * 100.0, unit_decimals)
+    if percent == 0:
+        return None
+    return f"{abs(percent):.{unit_decimals}f} % {'less' if percent < 0 else 'more'}"
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count:,} times"
+
+
+def headline(name: str, metrics: Dict[str, Metrics]) -> str:
+    """Return the one sentence above a scenario's table: what venus-prio (override) gives.
+
+    Battery cycling is the throughput, grid import the adjusted one (so ending the day fuller
+    earns nothing); both against stock ESS. Flash writes against the original add-on's.
+    """
+    ours = metrics[VenusPrioOverridePolicy.name]
+    stock = metrics[StockPolicy.name]
+    original = metrics[OriginalPolicy.name]
+    cycled = _compared(ours.throughput_kwh, stock.throughput_kwh, unit_decimals=0)
+    imported = _compared(
+        ours.grid_import_adjusted_kwh, stock.grid_import_adjusted_kwh, unit_decimals=1
+    )
+    return (
+        f"{name}: venus-prio (override) cycled the battery "
+        f"{f'{cycled} than' if cycled else 'as much as'} stock ESS, "
+        f"imported {imported or 'as much'} from the grid, "
+        f"and wrote {_times(ours.flash_writes_total)} to flash "
+        f"(the original add-on: {original.flash_writes_total:,})"
+    )
 
 
 def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
@@ -67,7 +122,7 @@ def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         f"== {name}: reserve {config.sim.reserve_soc:g} %, start SOC {start_soc_for(config):g} %, "
-        f"battery {config.sim.battery_kwh:g} kWh =="
+        f"battery {config.sim.battery_kwh:g} kWh, GX override {config.sim.override} =="
     ]
     for row in rows:
         cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
@@ -75,13 +130,15 @@ def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: Results, wall_time_s: float) -> str:
+def to_json(results: Results, config: Config, wall_time_s: float) -> str:
     """Return the JSON document of ``--json``."""
     doc: Dict[str, Any] = {
         "scenarios": {
             name: {policy: m.to_dict() for policy, m in metrics.items()}
             for name, (metrics, _traces) in results.items()
         },
+        "headlines": {name: headline(name, metrics) for name, (metrics, _t) in results.items()},
+        "override_variant": config.sim.override,
         "wall_time_s": round(wall_time_s, 3),
     }
     return json.dumps(doc, indent=2)
@@ -98,7 +155,7 @@ def plot_results(results: Results, path: Path) -> bool:
         return False
     columns = len(results)
     fig, axes = plt.subplots(4, columns, figsize=(7 * columns, 12), sharex=True, squeeze=False)
-    for col, (name, (_metrics, traces)) in enumerate(results.items()):
+    for col, (name, (metrics, traces)) in enumerate(results.items()):
         soc_ax, power_ax, limit_ax, batt_ax = (axes[row][col] for row in range(4))
         first = traces[POLICY_NAMES[0]]
         hours = [t / 3600 for t in first.t]
@@ -106,14 +163,26 @@ def plot_results(results: Results, path: Path) -> bool:
         power_ax.plot(hours, first.load, label="AC load", color="grey", linewidth=0.8)
         for policy in POLICY_NAMES:
             trace = traces[policy]
+            m = metrics[policy]
             h = [t / 3600 for t in trace.t]
             soc_ax.plot(h, trace.soc, label=policy, linewidth=1)
-            limit_ax.step(h, trace.limit, where="post", label=policy, linewidth=1)
+            # The cap each policy steers: the override (dashed) when it wrote one, else the
+            # setting; the label keeps flash and override writes apart.
+            uses_override = m.override_writes_total > 0
+            limit_ax.step(
+                h,
+                trace.override if uses_override else trace.limit,
+                where="post",
+                linestyle="--" if uses_override else "-",
+                label=f"{policy}: {m.flash_writes_total:,} flash / "
+                f"{m.override_writes_total:,} override writes",
+                linewidth=1,
+            )
             batt_ax.plot(h, trace.battery_w, label=policy, linewidth=0.7)
         soc_ax.set_title(name)
         soc_ax.set_ylabel("SOC %")
         power_ax.set_ylabel("W")
-        limit_ax.set_ylabel("MaxDischargePower W (-1 = none)")
+        limit_ax.set_ylabel("cap W: setting, override dashed (-1 = none)")
         batt_ax.set_ylabel("battery W (+ charging)")
         batt_ax.set_xlabel("hour of day")
         for ax in (soc_ax, power_ax, limit_ax, batt_ax):
@@ -143,9 +212,10 @@ def simulate_command(
         sys.stderr.write("venus-prio: --plot needs matplotlib: pip install 'venus-prio[plot]'\n")
         return EXIT_NO_MATPLOTLIB
     if as_json:
-        sys.stdout.write(to_json(results, wall) + "\n")
+        sys.stdout.write(to_json(results, config, wall) + "\n")
         return EXIT_OK
     for name, (metrics, _traces) in results.items():
+        sys.stdout.write(headline(name, metrics) + "\n")
         sys.stdout.write(format_table(name, metrics, config) + "\n\n")
     sys.stdout.write(f"simulated {len(results)} scenario(s) x {len(POLICY_NAMES)} policies ")
     sys.stdout.write(f"in {wall:.2f} s wall time (dt = {config.sim.dt_s:g} s)\n")

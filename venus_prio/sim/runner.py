@@ -4,8 +4,11 @@ Fair configuration for a wanted reserve R (``sim.reserve_soc``): ``stock`` runs 
 MinSOC = R; ``original`` and ``venus_prio`` with MinSOC = R - ``control.prio_band`` (their users
 set it that much lower, as the original add-on advised). All start at ``sim.start_soc``, default
 R + 1. Each step the policy reads what a controller on the GX would read before the step (SOC,
-DC PV as measured by the MPPTs, i.e. minus last step's curtailment, battery power, the setting),
-then the plant runs the step with the setting in force.
+DC PV as measured by the MPPTs, i.e. minus last step's curtailment, battery power, the setting,
+the override the GX shows), then the plant runs the step with the setting and the override in
+force. The override lives in an ``OverrideRegister`` of variant ``sim.override`` that expires
+``sim.override_expiry_s`` after the last write; every policy's run has one, only
+``venus_prio[override]`` writes it.
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from typing import Dict, List, Tuple
 
 from venus_prio.config import Config
 from venus_prio.errors import InputError
-from venus_prio.sim.metrics import Metrics, MetricsAccumulator
-from venus_prio.sim.plant import Plant, PlantParams
+from venus_prio.sim.metrics import Metrics, MetricsAccumulator, adjusted_import_kwh
+from venus_prio.sim.plant import GX_RESET_PERIOD_S, OverrideRegister, Plant, PlantParams
 from venus_prio.sim.policies import (
     POLICY_NAMES,
     START_SETTING_W,
     OriginalPolicy,
     Policy,
     StockPolicy,
+    VenusPrioOverridePolicy,
     VenusPrioPolicy,
 )
 from venus_prio.sim.scenarios import Profile
@@ -39,7 +43,8 @@ class Trace:
     soc: Tuple[float, ...]
     pv_dc: Tuple[float, ...]
     load: Tuple[float, ...]
-    limit: Tuple[float, ...]
+    limit: Tuple[float, ...]  # the setting (AC-side cap)
+    override: Tuple[float, ...]  # the override in force (DC-side cap)
     battery_w: Tuple[float, ...]
 
 
@@ -68,8 +73,10 @@ def make_policy(config: Config, policy_name: str, *, min_soc: float) -> Policy:
             start_soc=start_soc_for(config),
             dt=config.sim.dt_s,
         )
-    if policy_name == "venus_prio":
+    if policy_name == VenusPrioPolicy.name:
         return VenusPrioPolicy(config, min_soc=min_soc)
+    if policy_name == VenusPrioOverridePolicy.name:
+        return VenusPrioOverridePolicy(config, min_soc=min_soc)
     raise InputError(f"unknown policy {policy_name!r}; valid: {', '.join(POLICY_NAMES)}")
 
 
@@ -80,6 +87,11 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
     min_soc = min_soc_for(config, policy_name)
     start_soc = start_soc_for(config)
     plant = Plant(PlantParams.from_sim_config(sim, min_soc=min_soc), start_soc=start_soc)
+    register = OverrideRegister(
+        variant=sim.override,
+        expiry_s=sim.override_expiry_s,
+        reset_phase_s=GX_RESET_PERIOD_S / 2,  # the GX's timer is not in step with ours
+    )
     policy = make_policy(config, policy_name, min_soc=min_soc)
     acc = MetricsAccumulator(policy=policy_name, battery_kwh=sim.battery_kwh, start_soc=start_soc)
 
@@ -93,6 +105,7 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
     tr_pv: List[float] = []
     tr_load: List[float] = []
     tr_limit: List[float] = []
+    tr_override: List[float] = []
     tr_batt: List[float] = []
 
     setting = START_SETTING_W
@@ -107,11 +120,24 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
         load_w = loads[row]
         measured_pv = pv_w - curtailed_w if pv_w > curtailed_w else 0.0
         soc_before = plant.soc
-        setting, wrote, reason = policy.step(
-            now=t, soc=soc_before, pv_dc_w=measured_pv, battery_w=battery_w, setting_w=setting
+        setting, wrote, reason, override_write = policy.step(
+            now=t,
+            soc=soc_before,
+            pv_dc_w=measured_pv,
+            battery_w=battery_w,
+            setting_w=setting,
+            override_w=register.shown(t),
         )
+        if override_write is not None:
+            register.write(override_write, t)
+        override_w = register.in_force(t)
         result = plant.step(
-            dt, pv_dc_w=pv_w, load_w=load_w, pv_ac_w=pv_ac[row], max_discharge_w=setting
+            dt,
+            pv_dc_w=pv_w,
+            load_w=load_w,
+            pv_ac_w=pv_ac[row],
+            max_discharge_w=setting,
+            override_w=override_w,
         )
         battery_w = result.battery_w
         curtailed_w = result.curtailed_w
@@ -123,7 +149,8 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
             grid_w=result.grid_w,
             loss_w=result.loss_w,
             curtailed_w=curtailed_w,
-            wrote=wrote,
+            flash_write=wrote,
+            override_write=override_write is not None,
             reason=reason,
         )
         if k % trace_every == 0:
@@ -132,6 +159,7 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
             tr_pv.append(pv_w)
             tr_load.append(load_w)
             tr_limit.append(setting)
+            tr_override.append(override_w)
             tr_batt.append(battery_w)
     metrics = acc.result(
         discharge_efficiency=sim.discharge_efficiency,
@@ -143,6 +171,7 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
         pv_dc=tuple(tr_pv),
         load=tuple(tr_load),
         limit=tuple(tr_limit),
+        override=tuple(tr_override),
         battery_w=tuple(tr_batt),
     )
     return metrics, trace
@@ -156,15 +185,28 @@ def compare_with_traces(
     traces: Dict[str, Trace] = {}
     for name in POLICY_NAMES:
         metrics[name], traces[name] = run_scenario(profile, config, name)
-    reference = metrics["stock"].end_soc
-    sim = config.sim
+    stock = metrics["stock"]
     for name, m in metrics.items():
-        held_kwh = (m.end_soc - reference) / 100.0 * sim.battery_kwh
-        adjusted = m.grid_import_kwh - held_kwh * sim.discharge_efficiency * sim.inverter_efficiency
-        metrics[name] = replace(m, grid_import_adjusted_kwh=adjusted)
+        metrics[name] = adjusted(m, stock, config)
     return metrics, traces
 
 
+def adjusted(m: Metrics, stock: Metrics, config: Config) -> Metrics:
+    """Return ``m`` with its grid import adjusted to stock's end SOC (metrics module docstring)."""
+    sim = config.sim
+    return replace(
+        m,
+        grid_import_adjusted_kwh=adjusted_import_kwh(
+            grid_import_kwh=m.grid_import_kwh,
+            end_soc=m.end_soc,
+            reference_end_soc=stock.end_soc,
+            battery_kwh=sim.battery_kwh,
+            discharge_efficiency=sim.discharge_efficiency,
+            inverter_efficiency=sim.inverter_efficiency,
+        ),
+    )
+
+
 def compare(profile: Profile, config: Config) -> Dict[str, Metrics]:
-    """Run stock, original and venus_prio on the profile under the fair configuration."""
+    """Run every policy of ``POLICY_NAMES`` on the profile under the fair configuration."""
     return compare_with_traces(profile, config)[0]
