@@ -50,7 +50,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _mosquitto_binary() -> Optional[str]:
+def mosquitto_binary() -> Optional[str]:
     if os.access(MOSQUITTO, os.X_OK):
         return MOSQUITTO
     return shutil.which("mosquitto")
@@ -115,7 +115,7 @@ class Broker:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
     """Yield a running Mosquitto broker on a free loopback port; kill it at teardown."""
-    binary = _mosquitto_binary()
+    binary = mosquitto_binary()
     if binary is None:
         message = (
             "mosquitto is not installed: the MQTT integration tests need the `mosquitto` "

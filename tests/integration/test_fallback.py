@@ -6,7 +6,6 @@ write either fake accepts is mirrored to the other (one GX seen through two door
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Tuple
@@ -18,8 +17,7 @@ from tests.integration.conftest import Broker, eventually, run_async, running
 from tests.integration.harness import (
     BASELINE,
     PID,
-    DbusGx,
-    MqttGx,
+    Mirror,
     config_data,
     control_config,
     dbus_gx,
@@ -28,6 +26,7 @@ from tests.integration.harness import (
     mqtt_gx,
     plant,
     reason_of,
+    set_both,
     start_run,
     steering,
     venus_config,
@@ -39,7 +38,6 @@ from venus_prio.venus import paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.fallback import DBUS, MQTT, FallbackSource
 from venus_prio.venus.mqtt import MqttSource
-from venus_prio.venus.paths import VenusItem
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
     from tests.integration.dbus_fixtures import DbusDaemon
@@ -66,24 +64,6 @@ class RecordingFallback(FallbackSource):
         self.records.append((transport, value_w))
 
 
-async def mirror(mqtt: MqttGx, dbus: DbusGx) -> None:
-    """Copy each write one fake accepted to the other, until cancelled."""
-    seen_mqtt = seen_dbus = 0
-    while True:
-        for value in mqtt.written()[seen_mqtt:]:
-            await dbus.set_value(paths.MAX_DISCHARGE_POWER, float(value))
-            seen_mqtt += 1
-        for value in dbus.written()[seen_dbus:]:
-            await mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(value))
-            seen_dbus += 1
-        await asyncio.sleep(0.01)
-
-
-async def set_both(mqtt: MqttGx, dbus: DbusGx, item: VenusItem, value: Any) -> None:
-    await mqtt.set_value(item, value)
-    await dbus.set_value(item, value)
-
-
 def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     mosquitto: Broker, dbus_daemon_process: DbusDaemon, backend: str, tmp_path: Path
 ) -> None:
@@ -99,7 +79,7 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
         values = plant()
         async with mqtt_gx(mosquitto, values) as mq, dbus_gx(
             dbus_daemon_process.address, backend, values, tmp_path / "shadow"
-        ) as db, running(mirror(mq, db)):
+        ) as db, running(Mirror(mq, db).run()):
             source = RecordingFallback(
                 mqtt=MqttSource(venus=config.venus, control=config.control),
                 dbus=DbusSource(venus=config.venus, control=config.control, backend=backend),

@@ -36,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from venus_prio.sim.received import ReceivedWrite
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, Backend, close_bus, load_backend, open_bus, unwrap
 from venus_prio.venus.paths import VenusItem
@@ -157,6 +158,7 @@ class FakeService:
         self.owned = False
         self.frozen = False  # True: take method calls and never answer (a hung service)
         self.set_calls: List[Tuple[str, Any, int]] = []  # (path, value asked, code answered)
+        self.received: List[ReceivedWrite] = []  # the same, timed, for the fault campaign
 
     async def connect(self, address: str) -> None:
         """Open this service's own connection and take its name."""
@@ -306,6 +308,8 @@ class FakeService:
                 self.set_value(path, converted)
                 code = SETVALUE_OK
         self.set_calls.append((path, value, code))
+        at = asyncio.get_running_loop().time()
+        self.received.append(ReceivedWrite(at, path, value, applied=code == SETVALUE_OK))
         return code
 
 

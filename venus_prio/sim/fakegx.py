@@ -31,6 +31,7 @@ from venus_prio.config import default_config, load_config
 from venus_prio.errors import SourceUnavailable
 from venus_prio.sim import scenarios
 from venus_prio.sim.plant import Plant, PlantParams, PlantStep
+from venus_prio.sim.received import ReceivedWrite
 from venus_prio.sim.scenarios import Profile
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MessagePump
@@ -146,6 +147,7 @@ class FakeGx:
         self.items = default_items()
         self.items[paths.SERIAL.topic_suffix()].value = portal_id
         self.writes: List[AcceptedWrite] = []
+        self.received: List[ReceivedWrite] = []  # every W/ to this GX, applied or dropped
         self.keepalives: List[KeepaliveSeen] = []
         self.reads: List[str] = []  # suffixes of the R/ reads answered
         self.heartbeat_enabled = True
@@ -311,10 +313,14 @@ class FakeGx:
 
     async def _on_write(self, suffix: str, payload: bytes) -> None:
         entry = self.items.get(suffix)
-        if entry is None or not suffix.startswith("settings/0/"):
-            return  # unknown path (or a read-only system path): silently dropped
-        new = apply_write(entry, payload)
-        if new is None:
+        new = None
+        # An unknown path or a read-only system path is silently dropped, like a refused value.
+        if entry is not None and suffix.startswith("settings/0/"):
+            new = apply_write(entry, payload)
+        self.received.append(
+            ReceivedWrite(at=_now(), path=suffix, value=_asked(payload), applied=new is not None)
+        )
+        if entry is None or new is None:
             return
         self.writes.append(AcceptedWrite(suffix=suffix, value=float(new), at=_now()))
         changed = entry.value != new or type(entry.value) is not type(new)
@@ -339,6 +345,15 @@ class FakeGx:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _asked(payload: bytes) -> Any:
+    """Return the value a W/ payload asks for; the raw payload when it is not ``{"value": x}``."""
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError):
+        return payload
+    return obj["value"] if isinstance(obj, dict) and "value" in obj else payload
 
 
 def _suffix(item_or_suffix: Union[VenusItem, str]) -> str:
