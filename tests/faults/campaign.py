@@ -112,8 +112,12 @@ MODES = ("off", "auto", "dry-run")
 GARBAGE_ITEMS = (paths.SOC, paths.PV_DC, paths.ACTIVE_SOC_LIMIT, paths.MAX_DISCHARGE_POWER)
 
 SETTING = paths.MAX_DISCHARGE_POWER
-WROTE = re.compile(r"Wrote MaxDischargePower (\S+) W")
-RESTORED = re.compile(r"Restored the baseline MaxDischargePower (\S+) W")
+# Writes venus-prio logs: steering and hand-back writes, and restore attempts not confirmed.
+WROTE = re.compile(r"(?:Wrote MaxDischargePower|Write attempt \d+: wrote) (\S+) W")
+# The restore's value (its confirmed write has no line of its own).
+RESTORED = re.compile(
+    r"(?:Restored the baseline MaxDischargePower|could not confirm MaxDischargePower =) (\S+) W"
+)
 LEARNT = re.compile(r"Baseline MaxDischargePower (\S+) W \(from (.*)\)$", re.MULTILINE)
 ADOPTED = re.compile(r"changed to (\S+) W by someone else \(GUI or another tool\): adopted")
 SWITCHED = re.compile(r"switching (mqtt|dbus) -> (mqtt|dbus)")
@@ -669,8 +673,8 @@ def align(
 
     A logged write may be missing only when the broker was killed between the neighbouring
     received writes (QoS 0: a publish in the dying broker's buffers is gone). A received write
-    that matches no logged one is allowed only as a repeat of the restore (``write_confirmed``
-    writes again when the read-back does not show it) or as the last one of a SIGKILLed
+    that matches no logged one is allowed only as the restore's value (``write_confirmed`` logs
+    the attempts it could not confirm, not the one it could) or as the last one of a SIGKILLed
     process (killed between the write and its log line).
     """
     problems: List[str] = []
