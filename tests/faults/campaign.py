@@ -47,6 +47,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -57,7 +58,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Counter, List, Optional, Sequence, Set, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Awaitable,
+    Callable,
+    Counter,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -65,7 +78,6 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 import aiomqtt
 
 from tests.integration.conftest import Broker, mosquitto_binary, running
-from tests.integration.dbus_fixtures import DbusDaemon, dbus_daemon_binary
 from tests.integration.harness import (
     BASELINE,
     PID,
@@ -87,6 +99,9 @@ from venus_prio.homeassistant import state_prefix, state_topics
 from venus_prio.journal import journal_path, load_journal
 from venus_prio.sim.received import ReceivedWrite
 from venus_prio.venus import paths
+
+if TYPE_CHECKING:  # pytest loads the fixtures module as a plugin: importing it first breaks that
+    from tests.integration.dbus_fixtures import DbusDaemon
 
 MAX_W = 3000.0  # control.max_inverter_power_w in the harness's config
 STEP_W = 50  # writes.step_w: venus-prio's values are multiples of it
@@ -112,6 +127,7 @@ MODES = ("off", "auto", "dry-run")
 GARBAGE_ITEMS = (paths.SOC, paths.PV_DC, paths.ACTIVE_SOC_LIMIT, paths.MAX_DISCHARGE_POWER)
 
 SETTING = paths.MAX_DISCHARGE_POWER
+Toggle = Callable[[bool], Awaitable[None]]  # a fault: True starts it, False heals it
 # Writes venus-prio logs: steering and hand-back writes, and restore attempts not confirmed.
 WROTE = re.compile(r"(?:Wrote MaxDischargePower|Write attempt \d+: wrote) (\S+) W")
 # The restore's value (its confirmed write has no line of its own).
@@ -236,6 +252,15 @@ class Options:
     faults: Tuple[int, int] = (3, 8)
 
 
+@dataclasses.dataclass(frozen=True)
+class Lab:
+    """The real components a campaign runs on: a Mosquitto, a dbus-daemon (auto), a directory."""
+
+    broker: Broker
+    daemon: Optional[DbusDaemon]
+    workdir: Path
+
+
 class Round:
     """One round: the GX, venus-prio, the faults of ``steps``, then the invariants."""
 
@@ -245,18 +270,16 @@ class Round:
         steps: Sequence[Step],
         *,
         options: Options,
-        broker: Broker,
-        daemon: Optional[DbusDaemon],
-        workdir: Path,
+        lab: Lab,
     ) -> None:
         self.index = index
         self.steps = steps
         self.options = options
-        self.broker = broker
-        self.daemon = daemon
-        self.workdir = workdir
-        self.state_dir = workdir / "state"
-        self.config_file = workdir / "config.yaml"
+        self.broker = lab.broker
+        self.daemon = lab.daemon
+        self.workdir = lab.workdir
+        self.state_dir = lab.workdir / "state"
+        self.config_file = lab.workdir / "config.yaml"
         self.faults: Counter[str] = collections.Counter()
         self.violations: List[str] = []
         self.incarnations: List[Incarnation] = []
@@ -400,35 +423,29 @@ class Round:
 
     # -- faults ------------------------------------------------------------------------
 
-    def episode(
-        self,
-        resource: str,
-        duration_s: float,
-        begin: Callable[[], Awaitable[None]],
-        end: Callable[[], Awaitable[None]],
-    ) -> bool:
-        """Start a fault that lasts ``duration_s`` (healed by ``end``, also when cancelled)."""
+    def episode(self, resource: str, duration_s: float, fault: Toggle) -> bool:
+        """Start a fault that lasts ``duration_s``: ``fault(True)``, then ``fault(False)``."""
         if resource in self.busy:
             return False
         self.busy.add(resource)
 
         async def run() -> None:
             try:
-                await begin()
+                await fault(True)
                 await asyncio.sleep(duration_s)
             finally:
-                await end()
+                await fault(False)
                 self.busy.discard(resource)
 
         self.episodes.append(asyncio.ensure_future(run()))
         return True
 
-    async def broker_stop(self) -> None:
-        self.broker.stop()
-        self.broker_stops.append(self.now)
-
-    async def broker_start(self) -> None:
-        self.broker.start()
+    async def broker_down(self, down: bool) -> None:
+        if down:
+            self.broker.stop()
+            self.broker_stops.append(self.now)
+        else:
+            self.broker.start()
 
     async def set_present(self, service: str, present: bool) -> None:
         if present:
@@ -442,9 +459,23 @@ class Round:
         for door in self.doors:
             await door.set_silent(silent)
 
-    async def set_heartbeat(self, on: bool) -> None:
+    async def heartbeat_stopped(self, stopped: bool) -> None:
         assert self.mq is not None
-        self.mq.gx.heartbeat_enabled = on
+        self.mq.gx.heartbeat_enabled = not stopped
+
+    def episodes_of(self, step: Step) -> Dict[str, Tuple[str, Toggle]]:
+        """Return the faults that last a while: kind -> (the resource they hold, the toggle)."""
+        service = str(step.value)
+
+        async def service_gone(gone: bool) -> None:
+            await self.set_present(service, not gone)
+
+        return {
+            "broker_down": ("broker", self.broker_down),
+            "service_leaves": (service, service_gone),
+            "frozen": ("heartbeat", self.set_silent),
+            "heartbeat_stop": ("heartbeat", self.heartbeat_stopped),
+        }
 
     async def garbage(self, item: paths.VenusItem) -> None:
         if item.service in self.absent:
@@ -475,30 +506,9 @@ class Round:
             await self.on_gx(paths.PV_DC, step.value)
         elif kind == "soc":
             await self.on_gx(paths.SOC, step.value)
-        elif kind == "broker_down":
-            applied = self.episode("broker", step.duration_s, self.broker_stop, self.broker_start)
-        elif kind == "service_leaves":
-            service = str(step.value)
-            applied = self.episode(
-                service,
-                step.duration_s,
-                lambda: self.set_present(service, False),
-                lambda: self.set_present(service, True),
-            )
-        elif kind == "frozen":
-            applied = self.episode(
-                "heartbeat",
-                step.duration_s,
-                lambda: self.set_silent(True),
-                lambda: self.set_silent(False),
-            )
-        elif kind == "heartbeat_stop":
-            applied = self.episode(
-                "heartbeat",
-                step.duration_s,
-                lambda: self.set_heartbeat(False),
-                lambda: self.set_heartbeat(True),
-            )
+        elif kind in self.episodes_of(step):
+            resource, fault = self.episodes_of(step)[kind]
+            applied = self.episode(resource, step.duration_s, fault)
         elif kind == "garbage":
             await self.garbage(GARBAGE_ITEMS[int(step.value)])
         elif kind in ("sigkill", "sigterm"):
@@ -733,20 +743,12 @@ class CampaignResult:
         )
 
 
-async def run_round(
-    seed: int,
-    index: int,
-    *,
-    options: Options,
-    broker: Broker,
-    daemon: Optional[DbusDaemon],
-    workdir: Path,
-) -> RoundResult:
+async def run_round(seed: int, index: int, options: Options, lab: Lab) -> RoundResult:
     rng = round_rng(seed, index)
     steps = schedule(rng, transport=options.transport, faults=options.faults)
-    round_dir = workdir / f"round-{index}"
+    round_dir = lab.workdir / f"round-{index}"
     round_dir.mkdir(parents=True, exist_ok=True)
-    one = Round(index, steps, options=options, broker=broker, daemon=daemon, workdir=round_dir)
+    one = Round(index, steps, options=options, lab=dataclasses.replace(lab, workdir=round_dir))
     started = time.monotonic()
     try:
         await one.run()
@@ -759,22 +761,13 @@ async def run_round(
 
 
 def run_campaign(
-    *,
-    seed: int,
-    rounds: Sequence[int],
-    options: Options,
-    broker: Broker,
-    daemon: Optional[DbusDaemon],
-    workdir: Path,
-    report: Callable[[str], None] = print,
+    seed: int, rounds: Sequence[int], options: Options, lab: Lab, report: Callable[[str], None]
 ) -> CampaignResult:
     """Run ``rounds`` of the campaign ``seed``; report each violation with its replay line."""
     started = time.monotonic()
     results: List[RoundResult] = []
     for index in rounds:
-        result = asyncio.run(
-            run_round(seed, index, options=options, broker=broker, daemon=daemon, workdir=workdir)
-        )
+        result = asyncio.run(run_round(seed, index, options, lab))
         results.append(result)
         for violation in result.violations:
             report(f"VIOLATION seed {seed} round {index}: {violation}")
@@ -784,15 +777,15 @@ def run_campaign(
 
 
 def replay_line(seed: int, index: int, options: Options) -> str:
-    extra = (
-        ""
-        if options == Options()
-        else (
-            f" --transport {options.transport} --actuator {options.actuator}"
-            f" --backend {options.backend}"
-        )
-    )
-    return f"python tests/faults/campaign.py --seed {seed} --round {index}{extra}"
+    """Return the command that replays round ``index`` of campaign ``seed`` with ``options``."""
+    line = f"python tests/faults/campaign.py --seed {seed} --round {index}"
+    default = Options()
+    for name in ("transport", "actuator", "backend"):
+        if getattr(options, name) != getattr(default, name):
+            line += f" --{name} {getattr(options, name)}"
+    if options.faults != default.faults:
+        line += " --faults {} {}".format(*options.faults)
+    return line
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -803,10 +796,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--transport", choices=("auto", "mqtt"), default="auto")
     parser.add_argument("--actuator", choices=("setting", "override", "auto"), default="setting")
     parser.add_argument("--backend", choices=("dbus_fast", "dbus_next"), default="dbus_fast")
+    parser.add_argument(
+        "--faults",
+        type=int,
+        nargs=2,
+        default=Options.faults,
+        metavar=("MIN", "MAX"),
+        help="faults per round",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep logs and journals here")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per round")
     args = parser.parse_args(argv)
-    options = Options(transport=args.transport, actuator=args.actuator, backend=args.backend)
+    from tests.integration.dbus_fixtures import DbusDaemon, dbus_daemon_binary  # noqa: PLC0415
+
+    options = Options(
+        transport=args.transport,
+        actuator=args.actuator,
+        backend=args.backend,
+        faults=(args.faults[0], args.faults[1]),
+    )
     binary = mosquitto_binary()
     if binary is None:
         print("mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
@@ -825,19 +833,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             daemon = DbusDaemon(dbus_binary)
             daemon.start()
         broker.start()
-
-        def report(line: str) -> None:
-            print(line, flush=True)
-
-        result = run_campaign(
-            seed=args.seed,
-            rounds=rounds,
-            options=options,
-            broker=broker,
-            daemon=daemon,
-            workdir=workdir,
-            report=report,
-        )
+        lab = Lab(broker, daemon, workdir)
+        result = run_campaign(args.seed, rounds, options, lab, functools.partial(print, flush=True))
     finally:
         broker.stop()
         if daemon is not None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, List
 
 import pytest
 
-from tests.faults.campaign import FAULTS, Options, run_campaign
+from tests.faults.campaign import FAULTS, Lab, Options, run_campaign
 from tests.integration.conftest import Broker
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
@@ -22,22 +22,17 @@ pytest_plugins = ["tests.integration.dbus_fixtures"]
 pytestmark = pytest.mark.integration
 
 SEED = 1
-ROUNDS = 12
+ROUNDS = 20
+FAULTS_PER_ROUND = (2, 5)  # the long form draws 3 to 8
 
 
 def test_fault_campaign_keeps_every_invariant(
     mosquitto: Broker, dbus_daemon_process: DbusDaemon, tmp_path: Path
 ) -> None:
     lines: List[str] = []
-    result = run_campaign(
-        seed=SEED,
-        rounds=range(ROUNDS),
-        options=Options(transport="auto", actuator="setting"),
-        broker=mosquitto,
-        daemon=dbus_daemon_process,
-        workdir=tmp_path,
-        report=lines.append,
-    )
+    options = Options(transport="auto", actuator="setting", faults=FAULTS_PER_ROUND)
+    lab = Lab(mosquitto, dbus_daemon_process, tmp_path)
+    result = run_campaign(SEED, range(ROUNDS), options, lab, lines.append)
     print(result.summary())
     assert result.violations == 0, "\n".join(lines)
     # The campaign really broke things: most kinds of fault happened, and venus-prio wrote.
