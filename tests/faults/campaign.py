@@ -2,6 +2,8 @@
 
     python tests/faults/campaign.py --rounds 500 --seed 1        # the long form
     python tests/faults/campaign.py --seed 1 --round 17          # replay one round
+    options: --transport auto|mqtt, --actuator setting|override|auto, --backend dbus_fast|dbus_next,
+             --faults MIN MAX (per round), --keep DIR (logs and journals), -v (a line per round)
 
 Each round is self-contained: a fresh Mosquitto (no retained state from an earlier round), a fresh
 fake GX holding the harness's ``PLANT`` (an ESS just above its floor, the user's 2500 W), a fresh
@@ -761,7 +763,13 @@ async def run_round(seed: int, index: int, options: Options, lab: Lab) -> RoundR
 
 
 def run_campaign(
-    seed: int, rounds: Sequence[int], options: Options, lab: Lab, report: Callable[[str], None]
+    seed: int,
+    rounds: Sequence[int],
+    options: Options,
+    lab: Lab,
+    report: Callable[[str], None],
+    *,
+    verbose: bool = False,
 ) -> CampaignResult:
     """Run ``rounds`` of the campaign ``seed``; report each violation with its replay line."""
     started = time.monotonic()
@@ -769,6 +777,11 @@ def run_campaign(
     for index in rounds:
         result = asyncio.run(run_round(seed, index, options, lab))
         results.append(result)
+        if verbose:
+            report(
+                f"round {index}: {sum(result.faults.values())} faults {dict(result.faults)}, "
+                f"{result.writes} writes, {result.switches} switches, {result.seconds:.1f}s"
+            )
         for violation in result.violations:
             report(f"VIOLATION seed {seed} round {index}: {violation}")
         if result.violations:
@@ -834,19 +847,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             daemon.start()
         broker.start()
         lab = Lab(broker, daemon, workdir)
-        result = run_campaign(args.seed, rounds, options, lab, functools.partial(print, flush=True))
+        result = run_campaign(
+            args.seed,
+            rounds,
+            options,
+            lab,
+            functools.partial(print, flush=True),
+            verbose=args.verbose,
+        )
     finally:
         broker.stop()
         if daemon is not None:
             daemon.cleanup()
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.verbose:
-        for r in result.rounds:
-            print(
-                f"round {r.index}: {sum(r.faults.values())} faults {dict(r.faults)}, "
-                f"{r.writes} writes, {r.switches} switches, {r.seconds:.1f}s"
-            )
     print(f"{result.summary()} in {result.seconds:.0f}s")
     return 1 if result.violations else 0
 
