@@ -754,6 +754,8 @@ async def run_round(seed: int, index: int, options: Options, lab: Lab) -> RoundR
     started = time.monotonic()
     try:
         await one.run()
+    except Exception as exc:  # the campaign goes on; the round is reported with its replay line
+        one.violation(f"the round itself failed: {exc!r}")
     finally:
         for inc in one.incarnations:  # never leave a venus-prio behind
             if inc.process.returncode is None:
