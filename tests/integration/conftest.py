@@ -56,7 +56,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _mosquitto_binary() -> Optional[str]:
+def mosquitto_binary() -> Optional[str]:
     if os.access(MOSQUITTO, os.X_OK):
         return MOSQUITTO
     return shutil.which("mosquitto")
@@ -270,7 +270,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 def _mosquitto_or_skip() -> str:
-    binary = _mosquitto_binary()
+    binary = mosquitto_binary()
     if binary is None:
         _missing("mosquitto", "mosquitto")
         raise AssertionError("unreachable")  # pytest.skip raised

@@ -424,6 +424,50 @@ async def after_a_gx_reset() -> None:
         await asyncio.sleep(GX_RESET_PERIOD_S - phase + 0.1)
 
 
+class Mirror:
+    """Both fakes stand for one GX (one GX seen through two doors): copy each accepted write.
+
+    ``sync`` copies what either fake accepted since the last call to the other and returns
+    whether it copied anything; when it returns False it did not yield to the event loop, so a
+    caller may then change both fakes before any new write can slip in between. While ``held``
+    is set, D-Bus writes wait before they show on MQTT (a late publish of a real GX).
+    """
+
+    def __init__(
+        self, mqtt: MqttGx, dbus: DbusGx, *, held: Optional[asyncio.Event] = None
+    ) -> None:
+        self.mqtt = mqtt
+        self.dbus = dbus
+        self.held = held
+        self._seen_mqtt = 0
+        self._seen_dbus = 0
+
+    async def sync(self) -> bool:
+        copied = False
+        for value in self.mqtt.written()[self._seen_mqtt :]:
+            self._seen_mqtt += 1
+            await self.dbus.set_value(paths.MAX_DISCHARGE_POWER, float(value))
+            copied = True
+        held = self.held is not None and self.held.is_set()
+        for value in [] if held else self.dbus.written()[self._seen_dbus :]:
+            self._seen_dbus += 1
+            await self.mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(value))
+            copied = True
+        return copied
+
+    async def run(self) -> None:
+        """Keep both fakes in step until cancelled."""
+        while True:
+            await self.sync()
+            await asyncio.sleep(0.01)
+
+
+async def set_both(mqtt: MqttGx, dbus: DbusGx, item: VenusItem, value: Any) -> None:
+    """Change an item on the GX seen through both doors."""
+    await mqtt.set_value(item, value)
+    await dbus.set_value(item, value)
+
+
 # -- the service, in-process and as a command ------------------------------------------------
 
 

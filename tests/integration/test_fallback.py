@@ -20,8 +20,7 @@ from tests.integration.conftest import Broker, eventually, run_async, running
 from tests.integration.harness import (
     BASELINE,
     PID,
-    DbusGx,
-    MqttGx,
+    Mirror,
     config_data,
     control_config,
     dbus_gx,
@@ -29,6 +28,7 @@ from tests.integration.harness import (
     mqtt_gx,
     plant,
     reason_of,
+    set_both,
     start_run,
     steering,
     venus_config,
@@ -40,7 +40,6 @@ from venus_prio.venus import paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.fallback import DBUS, MQTT, FallbackSource
 from venus_prio.venus.mqtt import MqttSource
-from venus_prio.venus.paths import VenusItem
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
     from tests.integration.dbus_fixtures import DbusDaemon
@@ -67,25 +66,6 @@ class RecordingFallback(FallbackSource):
         self.records.append((transport, value_w))
 
 
-async def mirror(mqtt: MqttGx, dbus: DbusGx, held: asyncio.Event) -> None:
-    """Copy each write one fake accepted to the other, until cancelled; while ``held`` is set,
-    D-Bus writes wait (the MQTT side lags, as a late publish of a real GX does)."""
-    seen_mqtt = seen_dbus = 0
-    while True:
-        for value in mqtt.written()[seen_mqtt:]:
-            await dbus.set_value(paths.MAX_DISCHARGE_POWER, float(value))
-            seen_mqtt += 1
-        while not held.is_set() and seen_dbus < len(dbus.written()):
-            await mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(dbus.written()[seen_dbus]))
-            seen_dbus += 1
-        await asyncio.sleep(0.01)
-
-
-async def set_both(mqtt: MqttGx, dbus: DbusGx, item: VenusItem, value: Any) -> None:
-    await mqtt.set_value(item, value)
-    await dbus.set_value(item, value)
-
-
 def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
     mosquitto: Broker, dbus_daemon_process: DbusDaemon, backend: str, tmp_path: Path
 ) -> None:
@@ -107,7 +87,7 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
         lagging = asyncio.Event()
         async with mqtt_gx(mosquitto, values) as mq, dbus_gx(
             dbus_daemon_process.address, backend, values
-        ) as db, running(mirror(mq, db, lagging)):
+        ) as db, running(Mirror(mq, db, held=lagging).run()):
             source = RecordingFallback(
                 mqtt=MqttSource(venus=config.venus, control=config.control),
                 dbus=DbusSource(venus=config.venus, control=config.control),
