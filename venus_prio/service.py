@@ -58,6 +58,7 @@ from venus_prio.writes import (
     HOUR_S,
     WriteState,
     clamp_target,
+    could_be_steering,
     counters,
     plan_write,
     record_write,
@@ -280,7 +281,9 @@ class Service:
         if baseline is None:
             log.info("No baseline known: venus-prio never took control, nothing to restore")
             return True
-        if self.dry_run:
+        if self.dry_run and self._clean and (journal is None or journal.clean):
+            # Nothing of venus-prio's on the setting. A dirty journal is restored even in
+            # dry-run: dry-run stops steering, it must not leave a value of ours behind.
             log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
             return True
         snap = self._source.snapshot()
@@ -534,7 +537,7 @@ class Service:
 
     async def _release_override(self, why: str, *, reason: Reason = Reason.NORMAL) -> bool:
         """Write -1 to the override and confirm it by read-back, if venus-prio may hold it."""
-        if not self._override_held or self.dry_run:
+        if not self._override_held:  # in dry-run too: a held override of ours is released
             return True
         if self._source.snapshot().override_present is False:
             log.info("The GX shows no hub4 override any more: nothing to release")
@@ -662,6 +665,22 @@ class Service:
             baseline, origin = journal.baseline_w, f"the journal {self._journal_path}"
         else:
             baseline, origin = gx_value, "the value found on the GX"
+        if (
+            journal is not None
+            and not journal.clean
+            and not same_value(gx_value, journal.last_written_w)
+            and not could_be_steering(gx_value, self._config.control)
+        ):
+            # The previous run did not restore the setting, but this value is none that
+            # venus-prio writes: the user set it while venus-prio was down. It is theirs.
+            if self._config.writes.baseline_w is None:
+                baseline, origin = gx_value, "the user's change while venus-prio was down"
+            log.warning(
+                "The previous run did not restore the baseline, but %g W on the GX is not a "
+                "value venus-prio writes: the user changed it meanwhile",
+                gx_value,
+            )
+            journal = dataclasses.replace(journal, clean=True, last_written_w=None)
         if journal is not None and not journal.clean:
             # The previous run did not restore the setting: the value on the GX is venus-prio's.
             log.warning(

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from venus_prio.config import WritesConfig
+from venus_prio.config import ControlConfig, WritesConfig
 from venus_prio.model import TargetClass, Write
 
 HOUR_S = 3600.0
@@ -61,6 +61,22 @@ def counters(state: WriteState, now: float) -> WriteCounters:
 def _as_cap(value: float) -> float:
     """Return the value as an inverter cap: -1 (or any negative) means no cap at all."""
     return math.inf if value < 0 else value
+
+
+def could_be_steering(value: float, control: ControlConfig) -> bool:
+    """Return whether venus-prio's controller could have written ``value`` to the setting.
+
+    Its steering targets are ``hold_w``, ``max_inverter_power_w`` or multiples of ``step_w``
+    in between. After a crash the journal does not know the last value written (it is not saved
+    for every write, issue 10.3): a value on the GX that venus-prio could not have written was
+    set by the user while venus-prio was down, and is theirs.
+    """
+    if value in (control.hold_w, control.max_inverter_power_w):
+        return True
+    if not 0 <= value <= control.max_inverter_power_w:
+        return False
+    steps = value / control.step_w
+    return abs(steps - round(steps)) < 1e-9
 
 
 def classify_value(value: float, *, baseline_w: float, hold_w: float) -> TargetClass:

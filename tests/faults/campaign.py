@@ -89,7 +89,6 @@ from tests.integration.harness import (
     MqttGx,
     config_data,
     dbus_gx,
-    hide_dbus_fast,
     mqtt_gx,
     plant,
     start_run,
@@ -323,6 +322,7 @@ class Round:
             self.options.transport,
             broker=self.broker,
             dbus_address=None if self.daemon is None else self.daemon.address,
+            dbus_backend=self.options.backend.replace("_", "-"),
         )
         venus = dataclasses.replace(venus, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         data = config_data(venus, self.state_dir)
@@ -545,13 +545,11 @@ class Round:
             self.mq = await stack.enter_async_context(mqtt_gx(self.broker, values))
             if self.options.transport == "auto":
                 assert self.daemon is not None
-                shadow = self.workdir / "shadow"
-                if self.options.backend == "dbus_next":
-                    hide_dbus_fast(shadow)
-                self.db = await stack.enter_async_context(
-                    dbus_gx(self.daemon.address, self.options.backend, values, shadow)
+                db = await stack.enter_async_context(
+                    dbus_gx(self.daemon.address, self.options.backend, values)
                 )
-                self.mirror = Mirror(self.mq, self.db)
+                self.db = db
+                self.mirror = Mirror(self.mq, db)
                 await stack.enter_async_context(running(self.mirror.run()))
             await stack.enter_async_context(running(self.poll_journal()))
             await stack.enter_async_context(running(self.observe_home_assistant()))

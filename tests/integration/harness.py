@@ -433,9 +433,7 @@ class Mirror:
     is set, D-Bus writes wait before they show on MQTT (a late publish of a real GX).
     """
 
-    def __init__(
-        self, mqtt: MqttGx, dbus: DbusGx, *, held: Optional[asyncio.Event] = None
-    ) -> None:
+    def __init__(self, mqtt: MqttGx, dbus: DbusGx, *, held: Optional[asyncio.Event] = None) -> None:
         self.mqtt = mqtt
         self.dbus = dbus
         self.held = held

@@ -675,3 +675,56 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
         run(scenario)
     adopted = [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
     assert len(adopted) == 1 and "1800 W" in adopted[0]
+
+
+@pytest.mark.parametrize(
+    ("on_gx", "expected_baseline", "writes"),
+    [
+        # A value venus-prio could have written (a step of 50 W): taken as its own, the journal's
+        # baseline is written back.
+        (750.0, BASELINE, [BASELINE]),
+        # A value venus-prio never writes (not a step, or above max_inverter_power_w): the user
+        # set it while venus-prio was down. It is theirs: adopted, nothing written over it.
+        (1234.0, 1234.0, []),
+        (4000.0, 4000.0, []),
+        (-1.0, -1.0, []),
+    ],
+)
+def test_dirty_journal_tells_the_users_change_while_down_from_our_value(
+    tmp_path: Path, on_gx: float, expected_baseline: float, writes: List[float]
+) -> None:
+    save_journal(
+        journal_path(tmp_path),
+        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
+    )
+
+    async def scenario() -> None:
+        _clock, source, service = started(tmp_path, MemorySource(setting_w=on_gx), soc=25.0)
+        decision = await service.evaluate()
+        assert decision is not None and decision.reason is Reason.NORMAL
+        assert service.status.baseline_w == expected_baseline
+        assert source.writes == writes
+        assert await service.restore_baseline()
+        assert source.setting_w == expected_baseline
+
+    run(scenario)
+    assert journal_of(tmp_path).clean
+    assert journal_of(tmp_path).baseline_w == expected_baseline
+
+
+def test_stop_in_dry_run_still_hands_back_a_value_of_ours(tmp_path: Path) -> None:
+    # Found by the fault campaign: dry-run entered while steering, then a stop that wrote nothing
+    # left the journal dirty, and the next start took the user's later value for venus-prio's.
+    async def scenario() -> None:
+        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
+        await service.evaluate()
+        assert source.setting_w == 750.0 and not journal_of(tmp_path).clean
+        source.reachable = False  # the hand-back on entering dry-run does not get through
+        await service.set_mode("dry-run")
+        source.reachable = True
+        assert source.setting_w == 750.0
+        assert await service.restore_baseline()
+        assert source.setting_w == BASELINE
+
+    run(scenario)
+    assert journal_of(tmp_path).clean
