@@ -35,6 +35,7 @@ from typing import (
 import pytest
 
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.tasks import cancel_and_wait
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -348,15 +349,18 @@ def fake_gx(mosquitto: Broker) -> FakeGxFactory:
 async def running(coro: Awaitable[None]) -> AsyncIterator[asyncio.Future[None]]:
     """Run ``coro`` as a task while the block runs; cancel and await it afterwards.
 
-    An exception the task raised on its own is re-raised at exit.
+    Stopped like the service stops its tasks (``cancel_and_wait``): before Python 3.12 a task
+    can survive one cancel (aiomqtt awaits every publish with ``asyncio.wait_for``, bpo-42130),
+    and a single cancel then waits for it forever. An exception the task raised on its own is
+    re-raised at exit.
     """
     task: asyncio.Future[None] = asyncio.ensure_future(coro)
     try:
         yield task
     finally:
-        # asyncio.wait, not ``await task``: a cancellation of the test itself must propagate.
-        task.cancel()
-        await asyncio.wait({task})
+        # It waits with asyncio.wait, not ``await task``: a cancellation of the test itself
+        # must propagate.
+        await cancel_and_wait([task])
         failure = None if task.cancelled() else task.exception()
     if failure is not None:
         raise failure

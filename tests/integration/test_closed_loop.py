@@ -42,6 +42,7 @@ import yaml
 
 from tests.integration.conftest import Broker, eventually, run_async
 from venus_prio.sim.metrics import MICRO_CYCLE_SOC, count_micro_cycles
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import flashmq, paths
 
 pytestmark = pytest.mark.integration
@@ -159,9 +160,7 @@ async def record_soc(broker: Broker, series: SocSeries, stop_event: asyncio.Even
         try:
             await stop_event.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks)  # a single cancel can be lost (bpo-42130)
 
 
 def test_closed_loop_has_no_sawtooth(mosquitto: Broker, tmp_path: Path) -> None:

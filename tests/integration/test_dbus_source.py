@@ -15,6 +15,7 @@ from venus_prio.config import ControlConfig, DbusConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.writelog import read_write_log
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
 from venus_prio.venus.source import write_confirmed
@@ -50,8 +51,7 @@ async def running(source: DbusSource) -> AsyncIterator[DbusSource]:
     try:
         yield source
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])  # a single cancel can be lost (bpo-42130)
         assert task.cancelled(), "run() ended on its own instead of reconnecting"
 
 
