@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
+    Any,
     AsyncContextManager,
     AsyncIterator,
     Awaitable,
@@ -316,30 +317,40 @@ def secure_mosquitto(tmp_path: Path, certificates: Certificates) -> Iterator[Bro
 FakeGxFactory = Callable[..., AsyncContextManager[FakeGx]]
 
 
+def fake_gx_on(
+    broker: Broker,
+    *,
+    portal_id: str = DEFAULT_PORTAL_ID,
+    alive_timeout_s: float = 5.0,
+    override: str = "honoured",
+    override_expiry_s: float = 60.0,
+) -> FakeGx:
+    """Return a FakeGx for ``broker`` with test timings (alive 5 s, heartbeat every 0.2 s)."""
+    return FakeGx(
+        host=broker.host,
+        port=broker.port,
+        portal_id=portal_id,
+        alive_timeout_s=alive_timeout_s,
+        heartbeat_interval_s=0.2,
+        override=override,
+        override_expiry_s=override_expiry_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connected(gx: FakeGx) -> AsyncIterator[FakeGx]:
+    """Run ``gx`` as a task while entered, from the moment it is connected to its broker."""
+    async with running(gx.run()):
+        await gx.wait_connected()
+        yield gx
+
+
 @pytest.fixture
 def fake_gx(mosquitto: Broker) -> FakeGxFactory:
-    """Return ``running_fake_gx(**overrides)``: runs a FakeGx task on the broker while entered.
+    """Return ``factory(**fake_gx_on options)``: runs a FakeGx on the broker while entered."""
 
-    Timeouts are short for tests (alive 5 s, heartbeat every 0.2 s) unless overridden.
-    """
-
-    @contextlib.asynccontextmanager
-    async def running_fake_gx(
-        *,
-        portal_id: str = DEFAULT_PORTAL_ID,
-        alive_timeout_s: float = 5.0,
-        heartbeat_interval_s: float = 0.2,
-    ) -> AsyncIterator[FakeGx]:
-        gx = FakeGx(
-            host=mosquitto.host,
-            port=mosquitto.port,
-            portal_id=portal_id,
-            alive_timeout_s=alive_timeout_s,
-            heartbeat_interval_s=heartbeat_interval_s,
-        )
-        async with running(gx.run()):
-            await gx.wait_connected()
-            yield gx
+    def running_fake_gx(**options: Any) -> AsyncContextManager[FakeGx]:
+        return connected(fake_gx_on(mosquitto, **options))
 
     return running_fake_gx
 

@@ -23,7 +23,7 @@ import aiomqtt
 import pytest
 import yaml
 
-from tests.integration.conftest import Broker, running
+from tests.integration.conftest import Broker, connected, eventually, fake_gx_on
 from venus_prio.app import serve
 from venus_prio.config import (
     BrokerConfig,
@@ -132,8 +132,13 @@ def write_yaml(path: Path, data: Dict[str, Any]) -> Path:
     return path
 
 
-def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
-    """Return a config file's content for ``venus`` (what ``venus_config`` makes)."""
+def config_data(
+    venus: VenusConfig, state_dir: Path, *, homeassistant: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """Return a config file's content for ``venus`` (what ``venus_config`` makes).
+
+    ``homeassistant``: the file's ``homeassistant:`` section (none: disabled).
+    """
     venus_data: Dict[str, Any] = {
         "transport": venus.transport,
         "host": venus.broker.host,
@@ -156,10 +161,22 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
         },
         "writes": {"deadband_w": DEADBAND_W, "min_increase_interval_s": 60},
         "venus": venus_data,
-        "homeassistant": {"enabled": False},
+        "homeassistant": {"enabled": False} if homeassistant is None else homeassistant,
         "state_dir": str(state_dir),
         "log_level": "INFO",
     }
+
+
+def mqtt_config_file(
+    broker: Broker,
+    state_dir: Path,
+    path: Path,
+    *,
+    homeassistant: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Write a config file for ``python -m venus_prio`` on ``broker`` to ``path``."""
+    data = config_data(venus_config("mqtt", broker=broker), state_dir, homeassistant=homeassistant)
+    return write_yaml(path, data)
 
 
 class GxHarness(abc.ABC):
@@ -230,8 +247,9 @@ class GxHarness(abc.ABC):
         refresh_s: float = 1.0,
         ramp_w_per_min: float = 200.0,
         min_increase_interval_s: float = 60.0,
+        homeassistant: Optional[HomeAssistantConfig] = None,
     ) -> Config:
-        """Return a service config for this GX with test timings."""
+        """Return a service config for this GX with test timings (no ``homeassistant``: off)."""
         return Config(
             control=control_config(
                 stale_after_s=stale_after_s, refresh_s=refresh_s, ramp_w_per_min=ramp_w_per_min
@@ -240,7 +258,7 @@ class GxHarness(abc.ABC):
                 deadband_w=DEADBAND_W, min_increase_interval_s=min_increase_interval_s
             ),
             venus=self.venus(),
-            homeassistant=HomeAssistantConfig(enabled=False),
+            homeassistant=homeassistant or HomeAssistantConfig(enabled=False),
             state_dir=str(state_dir),
         )
 
@@ -374,19 +392,10 @@ async def mqtt_gx(
     override_expiry_s: float = 60.0,
 ) -> AsyncIterator[MqttGx]:
     """Run a ``FakeGx`` on ``broker`` holding ``values`` while entered."""
-    gx = FakeGx(
-        host=broker.host,
-        port=broker.port,
-        portal_id=PID,
-        alive_timeout_s=5.0,
-        heartbeat_interval_s=0.2,
-        override=override,
-        override_expiry_s=override_expiry_s,
-    )
+    gx = fake_gx_on(broker, override=override, override_expiry_s=override_expiry_s)
     for item, value in values.items():
         gx.items[item.topic_suffix()].value = value
-    async with running(gx.run()):
-        await gx.wait_connected()
+    async with connected(gx):
         yield MqttGx(gx, broker)
 
 
@@ -443,6 +452,19 @@ async def steering(
         service.request_stop()
         code = await asyncio.wait_for(task, 15.0)
         assert code == 0
+
+
+@contextlib.asynccontextmanager
+async def steered(
+    fake: GxHarness, config: Config, *, first_w: float = 750.0
+) -> AsyncIterator[Service]:
+    """Run a Service over ``fake``'s own source; enter once the GX holds ``first_w``.
+
+    750 W is ``PLANT``'s PV share: control.md's 0.8 * 1000 - 20, down to the 50 W step.
+    """
+    async with steering(config, fake.make_source(config)) as service:
+        await eventually(lambda: fake.setting == first_w, what="the PV share written")
+        yield service
 
 
 def serving(config: Config) -> AsyncContextManager[Service]:
