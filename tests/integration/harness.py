@@ -456,14 +456,12 @@ async def steering(
 
 @contextlib.asynccontextmanager
 async def steered(
-    fake: GxHarness, config: Config, *, first_w: float = 750.0
+    fake: GxHarness, config: Config, *, publish: bool = False
 ) -> AsyncIterator[Service]:
-    """Run a Service over ``fake``'s own source; enter once the GX holds ``first_w``.
-
-    750 W is ``PLANT``'s PV share: control.md's 0.8 * 1000 - 20, down to the 50 W step.
-    """
-    async with steering(config, fake.make_source(config)) as service:
-        await eventually(lambda: fake.setting == first_w, what="the PV share written")
+    """Run a Service over ``fake``'s own source (``publish`` as in ``steering``); enter once the
+    GX holds 750 W, ``PLANT``'s PV share: control.md's 0.8 * 1000 - 20, down to the 50 W step."""
+    async with steering(config, fake.make_source(config), publish=publish) as service:
+        await eventually(lambda: fake.setting == 750.0, what="the PV share written")
         yield service
 
 
@@ -512,6 +510,12 @@ async def start_run(
 ) -> asyncio.subprocess.Process:
     """Start ``python -m venus_prio run --config <file>``; its output goes to ``log_file``."""
     return await start_command(log_file, "run", "--config", str(config_file), env=env)
+
+
+async def run_command(log_file: Path, *args: str) -> int:
+    """Run ``python -m venus_prio <args>`` to the end; return its exit code."""
+    process = await start_command(log_file, *args)
+    return await wait_exit(process, log_file)
 
 
 async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:

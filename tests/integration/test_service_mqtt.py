@@ -20,7 +20,7 @@ from tests.integration.harness import (
     mqtt_config_file,
     mqtt_gx,
     reason_of,
-    start_command,
+    run_command,
     start_run,
     steered,
     wait_exit,
@@ -41,12 +41,6 @@ def state_dir(tmp_path: Path) -> Path:
 def config_file(mosquitto: Broker, state_dir: Path, tmp_path: Path) -> Path:
     """Return a config file for ``python -m venus_prio`` on the test's broker."""
     return mqtt_config_file(mosquitto, state_dir, tmp_path / "config.yaml")
-
-
-async def run_command(config_file: Path, log_file: Path, *args: str) -> int:
-    """Run ``python -m venus_prio <args> <config_file>`` to the end."""
-    process = await start_command(log_file, *args, str(config_file))
-    return await wait_exit(process, log_file)
 
 
 def test_unchanging_soc_with_heartbeats_is_not_stale(mosquitto: Broker, tmp_path: Path) -> None:
@@ -82,7 +76,7 @@ def test_restore_command_writes_the_journaled_baseline(
             await wait_exit(process, log_file)
             assert not journal_at(state_dir).clean
 
-            code = await run_command(config_file, log_file, "restore", "--config")
+            code = await run_command(log_file, "restore", "--config", str(config_file))
             assert code == 0, log_file.read_text(encoding="utf-8")
             assert fake.setting == BASELINE
             journal = journal_at(state_dir)
@@ -97,7 +91,7 @@ def test_restore_command_writes_the_journaled_baseline(
 
 def test_restore_command_without_a_journal_does_nothing(config_file: Path, tmp_path: Path) -> None:
     log_file = tmp_path / "run.log"
-    code = run_async(run_command(config_file, log_file, "restore", "--config"))
+    code = run_async(run_command(log_file, "restore", "--config", str(config_file)))
     assert code == 0
     assert "nothing to restore" in log_file.read_text(encoding="utf-8")
 
@@ -109,7 +103,7 @@ def test_probe_shows_the_decision_and_writes_nothing(
 
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as fake:
-            code = await run_command(config_file, log_file, "check-config", "--probe")
+            code = await run_command(log_file, "check-config", "--probe", str(config_file))
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
             assert "PV_PRIORITY: target 750 W" in output
@@ -128,5 +122,5 @@ def test_probe_without_a_gx_fails(config_file: Path, tmp_path: Path) -> None:
     data["venus"]["full_publish_timeout_s"] = 0.5
     config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
 
-    assert run_async(run_command(config_file, log_file, "check-config", "--probe")) == 1
+    assert run_async(run_command(log_file, "check-config", "--probe", str(config_file))) == 1
     assert "Cannot reach the GX" in log_file.read_text(encoding="utf-8")
