@@ -35,6 +35,11 @@ from typing import (
 
 import pytest
 
+from tests.integration.dbus_fixtures import (  # noqa: F401  (fixtures: found here by pytest)
+    backend,
+    dbus_daemon,
+    dbus_daemon_process,
+)
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 
 MOSQUITTO = "/usr/sbin/mosquitto"

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional
 
 import aiomqtt
 import pytest
@@ -266,6 +267,25 @@ class GxHarness(abc.ABC):
         """Write a config file for ``python -m venus_prio`` to ``path``."""
         return write_yaml(path, config_data(self.venus(), state_dir))
 
+    async def run_until(
+        self,
+        config_file: Path,
+        log_file: Path,
+        done: Callable[[], bool],
+        *,
+        what: str,
+        stop: signal.Signals,
+    ) -> int:
+        """Run ``python -m venus_prio run`` on this GX until ``done()`` holds (``what``), then
+        send it ``stop``; return its exit code."""
+        process = await start_run(config_file, log_file, self.env())
+        try:
+            await eventually(done, timeout=20.0, what=what)
+        finally:
+            if process.returncode is None:
+                process.send_signal(stop)
+        return await wait_exit(process, log_file)
+
 
 class MqttGx(GxHarness):
     """A ``FakeGx`` (dbus-flashmq) on a real broker."""
@@ -468,6 +488,15 @@ async def steered(
 def serving(config: Config) -> AsyncContextManager[Service]:
     """Run the service over MQTT and its publisher as ``venus-prio run`` does; stop at the end."""
     return steering(config, MqttSource(venus=config.venus, control=config.control), publish=True)
+
+
+def assert_handed_back(fake: GxHarness, state_dir: Path, baseline: float = BASELINE) -> None:
+    """Assert what a clean stop leaves: ``baseline`` on the GX, written back last, and a journal
+    that says so and is clean."""
+    assert fake.setting == baseline
+    assert fake.written()[-1] == baseline
+    journal = journal_at(state_dir)
+    assert (journal.baseline_w, journal.last_written_w, journal.clean) == (baseline, baseline, True)
 
 
 def reason_of(service: Service) -> Optional[Reason]:

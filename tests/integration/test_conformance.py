@@ -9,34 +9,30 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Awaitable, Callable, List, Optional
+from typing import Any, AsyncContextManager, Awaitable, Callable, List, Optional
 
 import pytest
 
 from tests.integration.conftest import eventually, run_async, running
+from tests.integration.dbus_fixtures import DbusDaemon
 from tests.integration.harness import (
     BASELINE,
     PID,
     GxHarness,
     MqttGx,
     after_a_gx_reset,
+    assert_handed_back,
     dbus_gx,
     journal_at,
     mqtt_gx,
     plant,
     reason_of,
-    start_run,
     steered,
-    wait_exit,
 )
 from venus_prio.model import Reason
 from venus_prio.venus import paths
 from venus_prio.venus.source import Readiness, Source, write_confirmed
 
-if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
-    from tests.integration.dbus_fixtures import DbusDaemon
-
-pytest_plugins = ["tests.integration.dbus_fixtures"]
 pytestmark = pytest.mark.integration
 
 HarnessFactory = Callable[..., AsyncContextManager[GxHarness]]
@@ -239,27 +235,21 @@ def test_sigterm_restores_the_baseline_before_exit(gx: HarnessFactory, tmp_path:
     async def scenario() -> None:
         async with gx() as fake:
             config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
+            code = await fake.run_until(
+                config_file,
+                log_file,
+                lambda: fake.setting == 750.0,
+                what="steering",
+                stop=signal.SIGTERM,
+            )
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
-            assert fake.setting == BASELINE
             assert fake.written() == [750.0, BASELINE]
+            assert_handed_back(fake, state_dir)
             assert "confirmed by read-back" in output
             if fake.transport == "dbus":
                 # The run used the D-Bus library this case is about.
                 assert f"connected to D-Bus ({fake.label.replace('-', '_')})" in output
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
-                BASELINE,
-                BASELINE,
-                True,
-            )
 
     run_async(scenario(), timeout=90.0)
 
@@ -273,34 +263,28 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
     async def scenario() -> None:
         async with gx() as fake:
             config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                process.kill()
-            await wait_exit(process, log_file)
+            await fake.run_until(
+                config_file,
+                log_file,
+                lambda: fake.setting == 750.0,
+                what="steering",
+                stop=signal.SIGKILL,
+            )
             # venus-prio's own 750 W is left on the GX; the journal is dirty.
             assert fake.setting == 750.0
             crashed = journal_at(state_dir)
             assert (crashed.baseline_w, crashed.clean) == (BASELINE, False)
 
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(
-                    lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
-                    timeout=20.0,
-                    what="the restarted service to read the journal",
-                )
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
+            code = await fake.run_until(
+                config_file,
+                log_file,
+                lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
+                what="the restarted service to read the journal",
+                stop=signal.SIGTERM,
+            )
             assert code == 0, log_file.read_text(encoding="utf-8")
             # The user's 2500 W came back, not the 750 W the crashed run left behind.
-            assert fake.setting == BASELINE
-            assert fake.written()[-1] == BASELINE
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.clean) == (BASELINE, True)
+            assert_handed_back(fake, state_dir)
 
     run_async(scenario(), timeout=120.0)
 
