@@ -31,7 +31,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from venus_prio.config import ControlConfig, VenusConfig
 from venus_prio.errors import ConfigError, SourceUnavailable
@@ -178,7 +178,6 @@ class DbusSource(GxSource):
     ``ready`` / ``wait_ready`` tell when the state is complete after a (re)connect: every
     service on the bus has been read once. ``portal_id`` comes from system ``/Serial``.
     ``backend`` (``dbus_fast``/``dbus_next``) overrides ``venus.dbus.backend``.
-    Construct it inside the running event loop (the store holds asyncio events).
     """
 
     name = "dbus"
@@ -188,10 +187,9 @@ class DbusSource(GxSource):
         *,
         venus: VenusConfig,
         control: ControlConfig,
-        clock: Optional[Callable[[], float]] = None,
         backend: Optional[str] = None,
     ) -> None:
-        super().__init__(venus=venus, control=control, clock=clock)
+        super().__init__(venus, control)
         self._backend = configured_backend(venus) if backend is None else load_backend(backend)
         self._items = _items_by_service()
         self._bus: Optional[Any] = None

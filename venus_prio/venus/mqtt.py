@@ -21,7 +21,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Union
+from typing import Dict, List, Optional, Set, Union
 
 import aiomqtt
 
@@ -381,20 +381,12 @@ class MqttSource(GxSource):
 
     VRM mode (``venus.vrm``) talks to the remote cloud broker: it is remote, depends on the
     internet and Victron's servers, and is not for safety-critical use.
-
-    Construct it inside the running event loop (the store holds asyncio events).
     """
 
     name = "mqtt"
 
-    def __init__(
-        self,
-        *,
-        venus: VenusConfig,
-        control: ControlConfig,
-        clock: Optional[Callable[[], float]] = None,
-    ) -> None:
-        super().__init__(venus=venus, control=control, clock=clock)
+    def __init__(self, *, venus: VenusConfig, control: ControlConfig) -> None:
+        super().__init__(venus, control)
         self._endpoint = resolve_endpoint(venus)
         self.portal_id = venus.portal_id
         self._client: Optional[aiomqtt.Client] = None

@@ -25,6 +25,7 @@ from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
 
 T = TypeVar("T")
+Clock = Callable[[], float]
 
 log = logging.getLogger(__name__)
 
@@ -231,20 +232,15 @@ def _loop_time() -> float:
 class GxSource(Source):
     """A source on a connection to a GX (MQTT, D-Bus): its settings, its clock, and whether its
     state is complete after a (re)connect (``Readiness``; what "complete" means is the
-    transport's). Construct it inside the running event loop (``_ready`` is an asyncio event).
+    transport's). Construct it inside the running event loop (it and its store hold asyncio
+    events).
     """
 
-    def __init__(
-        self,
-        *,
-        venus: VenusConfig,
-        control: ControlConfig,
-        clock: Optional[Callable[[], float]] = None,
-    ) -> None:
+    def __init__(self, venus: VenusConfig, control: ControlConfig) -> None:
         super().__init__()
         self._venus = venus
         self._control = control
-        self._clock: Callable[[], float] = clock or _loop_time  # a test may drive its own
+        self._clock: Clock = _loop_time  # dates liveness and deadlines; a test may replace it
         self._ready = asyncio.Event()  # the transport sets it when complete, clears it on loss
 
     @property
