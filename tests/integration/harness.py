@@ -18,7 +18,17 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Callable, Dict, List, Optional
+from typing import (
+    Any,
+    AsyncContextManager,
+    AsyncIterator,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Type,
+)
 
 import aiomqtt
 import pytest
@@ -41,12 +51,12 @@ from venus_prio.service import Service
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.sim.plant import GX_RESET_PERIOD_S
-from venus_prio.sim.writelog import ReceivedWrite, writes_to
+from venus_prio.sim.writelog import ReceivedWrite, WriteLog, writes_to
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.mqtt import MqttSource
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import Source
+from venus_prio.venus.source import GxSource, Source
 
 PID = DEFAULT_PORTAL_ID
 BASELINE = 2500.0
@@ -180,11 +190,25 @@ def mqtt_config_file(
     return write_yaml(path, data)
 
 
+class FakeDevice(Protocol):
+    """What both fakes (``FakeGx``, ``FakeVenus``) show of the hub4 override and their writes."""
+
+    @property
+    def override_w(self) -> Optional[float]: ...
+
+    @property
+    def write_log(self) -> WriteLog: ...
+
+
 class GxHarness(abc.ABC):
     """A fake GX over one transport: set values, read the setting, silence it, write to it."""
 
     transport: str  # venus.transport for the service: "mqtt" or "dbus"
     label: str  # the test id: "mqtt", "dbus-fast", "dbus-next"
+    source_class: Type[GxSource]  # the transport's source
+
+    def __init__(self, device: FakeDevice) -> None:
+        self.device = device
 
     @abc.abstractmethod
     async def set_value(self, item: VenusItem, value: Any) -> None:
@@ -212,13 +236,13 @@ class GxHarness(abc.ABC):
         """Change MaxDischargePower as another tool (the GUI) would."""
 
     @property
-    @abc.abstractmethod
     def override_w(self) -> Optional[float]:
         """Return the hub4 override the GX shows now (-1 none; None: no such path)."""
+        return self.device.override_w
 
-    @abc.abstractmethod
     def received(self) -> List[ReceivedWrite]:
         """Return every write the GX received (any path, accepted or dropped), in order."""
+        return self.device.write_log.entries
 
     def written_to(self, item: VenusItem, *, accepted_only: bool = False) -> List[Any]:
         """Return the values written to ``item`` as the GX received them, in order."""
@@ -232,9 +256,9 @@ class GxHarness(abc.ABC):
     def venus(self) -> VenusConfig:
         """Return the ``venus:`` config that reaches this GX."""
 
-    @abc.abstractmethod
     def make_source(self, config: Config) -> Source:
         """Return the transport's source for ``config`` (inside the running loop)."""
+        return self.source_class(venus=config.venus, control=config.control)
 
     def env(self) -> Dict[str, str]:
         """Return the environment for ``python -m venus_prio`` talking to this GX."""
@@ -271,16 +295,17 @@ class GxHarness(abc.ABC):
         self,
         config_file: Path,
         log_file: Path,
-        done: Callable[[], bool],
         *,
-        what: str,
         stop: signal.Signals,
+        done: Optional[Callable[[], bool]] = None,
+        what: str = "steering",
     ) -> int:
-        """Run ``python -m venus_prio run`` on this GX until ``done()`` holds (``what``), then
-        send it ``stop``; return its exit code."""
+        """Run ``python -m venus_prio run`` on this GX until ``done()`` holds (``what``; by
+        default: the GX holds 750 W, ``PLANT``'s PV share), then send it ``stop``; return its
+        exit code."""
         process = await start_run(config_file, log_file, self.env())
         try:
-            await eventually(done, timeout=20.0, what=what)
+            await eventually(done or (lambda: self.setting == 750.0), timeout=20.0, what=what)
         finally:
             if process.returncode is None:
                 process.send_signal(stop)
@@ -292,8 +317,10 @@ class MqttGx(GxHarness):
 
     transport = "mqtt"
     label = "mqtt"
+    source_class = MqttSource
 
     def __init__(self, gx: FakeGx, broker: Broker) -> None:
+        super().__init__(gx)
         self.gx = gx
         self.broker = broker
 
@@ -327,13 +354,6 @@ class MqttGx(GxHarness):
                 json.dumps({"value": value_w}).encode(),
             )
 
-    @property
-    def override_w(self) -> Optional[float]:
-        return self.gx.override_w
-
-    def received(self) -> List[ReceivedWrite]:
-        return self.gx.write_log.entries
-
     async def send_garbage(self, item: VenusItem) -> None:
         for payload in (b'{"value": "abc"}', b"not json", b'{"value": [1, 2]}'):
             await self.gx.publish_raw(item.topic_suffix(), payload)
@@ -341,16 +361,15 @@ class MqttGx(GxHarness):
     def venus(self) -> VenusConfig:
         return venus_config("mqtt", broker=self.broker)
 
-    def make_source(self, config: Config) -> Source:
-        return MqttSource(venus=config.venus, control=config.control)
-
 
 class DbusGx(GxHarness):
     """A ``FakeVenus`` (system + localsettings) on a real dbus-daemon."""
 
     transport = "dbus"
+    source_class = DbusSource
 
     def __init__(self, fake: FakeVenus, *, address: str, backend: str) -> None:
+        super().__init__(fake)
         self.fake = fake
         self.address = address
         self.backend = backend
@@ -385,22 +404,12 @@ class DbusGx(GxHarness):
         # Another process's SetValue ends up here too: localsettings stores and signals it.
         self.fake.set_value(paths.MAX_DISCHARGE_POWER, float(value_w))
 
-    @property
-    def override_w(self) -> Optional[float]:
-        return self.fake.override_w
-
-    def received(self) -> List[ReceivedWrite]:
-        return self.fake.write_log.entries
-
     async def send_garbage(self, item: VenusItem) -> None:
         for garbage in ("abc", [1, 2], float("nan")):
             self.fake.set_value(item, garbage)
 
     def venus(self) -> VenusConfig:
         return venus_config("dbus", dbus_address=self.address, dbus_backend=self.label)
-
-    def make_source(self, config: Config) -> Source:
-        return DbusSource(venus=config.venus, control=config.control)
 
 
 @contextlib.asynccontextmanager

@@ -235,13 +235,7 @@ def test_sigterm_restores_the_baseline_before_exit(gx: HarnessFactory, tmp_path:
     async def scenario() -> None:
         async with gx() as fake:
             config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            code = await fake.run_until(
-                config_file,
-                log_file,
-                lambda: fake.setting == 750.0,
-                what="steering",
-                stop=signal.SIGTERM,
-            )
+            code = await fake.run_until(config_file, log_file, stop=signal.SIGTERM)
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
             assert fake.written() == [750.0, BASELINE]
@@ -263,13 +257,7 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
     async def scenario() -> None:
         async with gx() as fake:
             config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            await fake.run_until(
-                config_file,
-                log_file,
-                lambda: fake.setting == 750.0,
-                what="steering",
-                stop=signal.SIGKILL,
-            )
+            await fake.run_until(config_file, log_file, stop=signal.SIGKILL)
             # venus-prio's own 750 W is left on the GX; the journal is dirty.
             assert fake.setting == 750.0
             crashed = journal_at(state_dir)
@@ -278,9 +266,9 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
             code = await fake.run_until(
                 config_file,
                 log_file,
-                lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
-                what="the restarted service to read the journal",
                 stop=signal.SIGTERM,
+                done=lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
+                what="the restarted service to read the journal",
             )
             assert code == 0, log_file.read_text(encoding="utf-8")
             # The user's 2500 W came back, not the 750 W the crashed run left behind.

@@ -30,9 +30,7 @@ from tests.integration.harness import (
     reason_of,
     run_command,
     serving,
-    start_command,
     steered,
-    wait_exit,
 )
 from venus_prio.config import BrokerConfig, Config, HomeAssistantConfig
 from venus_prio.homeassistant import (
@@ -484,20 +482,16 @@ def test_sigkill_leaves_the_device_offline(mosquitto: Broker, tmp_path: Path) ->
 
     async def scenario() -> None:
         async with gx_and_ha(mosquitto) as (gx, ha):
-            process = await start_command(log_file, "run", "--config", str(config_file))
-            try:
-                await eventually(
-                    lambda: (
-                        ha.last(TOPICS.availability) == PAYLOAD_ONLINE.encode()
-                        and ha.state().get("target_w") == gx.setting != BASELINE
-                    ),
-                    timeout=20.0,
-                    what="online and steering",
-                )
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGKILL)
-            await wait_exit(process, log_file)
+            await gx.run_until(
+                config_file,
+                log_file,
+                stop=signal.SIGKILL,
+                done=lambda: (
+                    ha.last(TOPICS.availability) == PAYLOAD_ONLINE.encode()
+                    and ha.state().get("target_w") == gx.setting != BASELINE
+                ),
+                what="online and steering",
+            )
             # The broker sends the last will: no clean stop happened, yet the device is offline.
             await eventually(
                 lambda: ha.last(TOPICS.availability) == PAYLOAD_OFFLINE.encode(),

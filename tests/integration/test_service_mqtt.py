@@ -7,23 +7,23 @@ SIGTERM, SIGKILL) live in test_conformance.py, parametrized over MQTT and D-Bus.
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.integration.conftest import Broker, eventually, run_async
+from tests.integration.conftest import Broker, run_async
 from tests.integration.harness import (
     BASELINE,
     PLANT,
+    assert_handed_back,
     journal_at,
     mqtt_config_file,
     mqtt_gx,
     reason_of,
     run_command,
-    start_run,
     steered,
-    wait_exit,
 )
 from venus_prio.journal import journal_path, load_journal
 from venus_prio.model import Reason
@@ -35,6 +35,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Path:
+    """Return where ``python -m venus_prio`` writes its output."""
+    return tmp_path / "venus-prio.log"
 
 
 @pytest.fixture
@@ -62,45 +68,29 @@ def test_unchanging_soc_with_heartbeats_is_not_stale(mosquitto: Broker, tmp_path
 
 
 def test_restore_command_writes_the_journaled_baseline(
-    mosquitto: Broker, config_file: Path, state_dir: Path, tmp_path: Path
+    mosquitto: Broker, config_file: Path, state_dir: Path, log_file: Path
 ) -> None:
-    log_file = tmp_path / "run.log"
-
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as fake:
-            process = await start_run(config_file, log_file)
-            try:
-                await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                process.kill()
-            await wait_exit(process, log_file)
+            await fake.run_until(config_file, log_file, stop=signal.SIGKILL)
             assert not journal_at(state_dir).clean
 
             code = await run_command(log_file, "restore", "--config", str(config_file))
             assert code == 0, log_file.read_text(encoding="utf-8")
-            assert fake.setting == BASELINE
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
-                BASELINE,
-                BASELINE,
-                True,
-            )
+            assert_handed_back(fake, state_dir)
 
     run_async(scenario(), timeout=90.0)
 
 
-def test_restore_command_without_a_journal_does_nothing(config_file: Path, tmp_path: Path) -> None:
-    log_file = tmp_path / "run.log"
+def test_restore_command_without_a_journal_does_nothing(config_file: Path, log_file: Path) -> None:
     code = run_async(run_command(log_file, "restore", "--config", str(config_file)))
     assert code == 0
     assert "nothing to restore" in log_file.read_text(encoding="utf-8")
 
 
 def test_probe_shows_the_decision_and_writes_nothing(
-    mosquitto: Broker, config_file: Path, state_dir: Path, tmp_path: Path
+    mosquitto: Broker, config_file: Path, state_dir: Path, log_file: Path
 ) -> None:
-    log_file = tmp_path / "probe.log"
-
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as fake:
             code = await run_command(log_file, "check-config", "--probe", str(config_file))
@@ -116,8 +106,7 @@ def test_probe_shows_the_decision_and_writes_nothing(
     run_async(scenario(), timeout=60.0)
 
 
-def test_probe_without_a_gx_fails(config_file: Path, tmp_path: Path) -> None:
-    log_file = tmp_path / "probe.log"
+def test_probe_without_a_gx_fails(config_file: Path, log_file: Path) -> None:
     data = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     data["venus"]["full_publish_timeout_s"] = 0.5
     config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
