@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.integration.dbus_fixtures import (  # noqa: F401  (fixtures: found he
     dbus_daemon,
     dbus_daemon_process,
 )
+from tests.tools import require_tool
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -174,25 +174,10 @@ class Broker:
         self.start()
 
 
-def _missing(tool: str, package: str) -> None:
-    """Skip (fail on CI) the test: ``tool`` is not installed."""
-    message = (
-        f"{tool} is not installed: the MQTT integration tests need the `{package}` "
-        f"package (apt-get install {package})"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    # Loud on purpose, past pytest's capture: a silently skipped suite looks like a pass.
-    print(f"\nWARNING: SKIPPING MQTT INTEGRATION TESTS: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
-
-
 def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        _missing(name, package)
-        raise AssertionError("unreachable")  # pytest.skip raised
-    return path
+    """Return the path of ``name``; skip (fail on CI) the test when it is not installed."""
+    hint = f"the MQTT integration tests need the `{package}` package (apt-get install {package})"
+    return require_tool(name, hint=hint, skipping="MQTT INTEGRATION TESTS")
 
 
 def _password_file(path: Path, passwords: Dict[str, str]) -> Path:
@@ -276,11 +261,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 def _mosquitto_or_skip() -> str:
-    binary = _mosquitto_binary()
-    if binary is None:
-        _missing("mosquitto", "mosquitto")
-        raise AssertionError("unreachable")  # pytest.skip raised
-    return binary
+    return _mosquitto_binary() or _tool("mosquitto", "mosquitto")
 
 
 @contextlib.contextmanager

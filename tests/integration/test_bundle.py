@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional
 import pytest
 import yaml
 
+from tests import tools
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from venus_prio import __version__
 from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
@@ -45,14 +45,8 @@ BASELINE = 2500.0
 
 def require_tool(name: str, package: str) -> str:
     """Return the path of ``name``; fail in CI, skip loudly elsewhere, when it is missing."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    message = f"{name} is not installed: this test needs the `{package}` package"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    print(f"\nWARNING: SKIPPING A BUNDLE TEST: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
+    hint = f"this test needs the `{package}` package"
+    return tools.require_tool(name, hint=hint, skipping="A BUNDLE TEST")
 
 
 # -- fixtures ------------------------------------------------------------------------------
