@@ -561,6 +561,20 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
             gx.items[paths.PV_DC.topic_suffix()].value = 1000.0
             gx.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value = BASELINE
             scanner = Svscan(gx_root, bare_python)
+
+            async def restarted(before: Optional[int], *, starts: int, by: str) -> None:
+                """Wait until a new process replaced ``before`` and logged start ``starts``."""
+                await eventually(
+                    lambda: scanner.pid(service) not in (None, before),
+                    timeout=15.0,
+                    what=f"{by} restarting the service",
+                )
+                await eventually(
+                    lambda: _log_text(gx_root).count("venus-prio running") >= starts,
+                    timeout=15.0,
+                    what=f"start {starts} logged",
+                )
+
             try:
                 # svscan finds the link, supervise starts run (softlimit + the vendored path).
                 await eventually(lambda: gx.setting == 750.0, timeout=30.0, what="steering")
@@ -580,16 +594,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 vendor = f"PYTHONPATH={dest(gx_root)}/vendor:{dest(gx_root)}".encode()
                 assert vendor in environ
                 os.kill(pid, signal.SIGKILL)
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, pid),
-                    timeout=15.0,
-                    what="supervise restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 2,
-                    timeout=15.0,
-                    what="the second start logged",
-                )
+                await restarted(pid, starts=2, by="supervise")
                 await eventually(
                     lambda: (
                         "Baseline MaxDischargePower 2500 W (from the journal" in _log_text(gx_root)
@@ -607,16 +612,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
                 assert upgrade.returncode == 0, upgrade.stdout
                 assert "installed and restarted" in upgrade.stdout
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, running),
-                    timeout=15.0,
-                    what="the upgrade restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 3,
-                    timeout=15.0,
-                    what="the third start logged",
-                )
+                await restarted(running, starts=3, by="the upgrade")
                 await eventually(lambda: gx.setting == 750.0, what="steering after the upgrade")
 
                 # uninstall.sh stops it (SIGTERM hands the baseline back) and restores.
