@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional
 import pytest
 import yaml
 
+from tests import tools
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from venus_prio import __version__
 from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
@@ -45,14 +45,8 @@ BASELINE = 2500.0
 
 def require_tool(name: str, package: str) -> str:
     """Return the path of ``name``; fail in CI, skip loudly elsewhere, when it is missing."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    message = f"{name} is not installed: this test needs the `{package}` package"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    print(f"\nWARNING: SKIPPING A BUNDLE TEST: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
+    hint = f"this test needs the `{package}` package"
+    return tools.require_tool(name, hint=hint, skipping="A BUNDLE TEST")
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -567,6 +561,20 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
             gx.items[paths.PV_DC.topic_suffix()].value = 1000.0
             gx.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value = BASELINE
             scanner = Svscan(gx_root, bare_python)
+
+            async def restarted(before: Optional[int], *, starts: int, by: str) -> None:
+                """Wait until a new process replaced ``before`` and logged start ``starts``."""
+                await eventually(
+                    lambda: scanner.pid(service) not in (None, before),
+                    timeout=15.0,
+                    what=f"{by} restarting the service",
+                )
+                await eventually(
+                    lambda: _log_text(gx_root).count("venus-prio running") >= starts,
+                    timeout=15.0,
+                    what=f"start {starts} logged",
+                )
+
             try:
                 # svscan finds the link, supervise starts run (softlimit + the vendored path).
                 await eventually(lambda: gx.setting == 750.0, timeout=30.0, what="steering")
@@ -586,16 +594,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 vendor = f"PYTHONPATH={dest(gx_root)}/vendor:{dest(gx_root)}".encode()
                 assert vendor in environ
                 os.kill(pid, signal.SIGKILL)
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, pid),
-                    timeout=15.0,
-                    what="supervise restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 2,
-                    timeout=15.0,
-                    what="the second start logged",
-                )
+                await restarted(pid, starts=2, by="supervise")
                 await eventually(
                     lambda: (
                         "Baseline MaxDischargePower 2500 W (from the journal" in _log_text(gx_root)
@@ -613,16 +612,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
                 assert upgrade.returncode == 0, upgrade.stdout
                 assert "installed and restarted" in upgrade.stdout
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, running),
-                    timeout=15.0,
-                    what="the upgrade restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 3,
-                    timeout=15.0,
-                    what="the third start logged",
-                )
+                await restarted(running, starts=3, by="the upgrade")
                 await eventually(lambda: gx.setting == 750.0, what="steering after the upgrade")
 
                 # uninstall.sh stops it (SIGTERM hands the baseline back) and restores.
