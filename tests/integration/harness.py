@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import yaml
 from tests.integration.conftest import Broker, running
 from venus_prio.app import serve
 from venus_prio.config import (
+    ActuatorConfig,
     BrokerConfig,
     Config,
     ControlConfig,
@@ -132,8 +134,11 @@ def write_yaml(path: Path, data: Dict[str, Any]) -> Path:
     return path
 
 
-def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
-    """Return a config file's content for ``venus`` (what ``venus_config`` makes)."""
+def config_data(
+    venus: VenusConfig, state_dir: Path, *, actuator: Optional[ActuatorConfig] = None
+) -> Dict[str, Any]:
+    """Return a config file's content for ``venus`` (what ``venus_config`` makes); ``actuator``:
+    the ``actuator:`` section (None: left out, the default ``auto``)."""
     venus_data: Dict[str, Any] = {
         "transport": venus.transport,
         "host": venus.broker.host,
@@ -146,7 +151,7 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
     }
     if venus.dbus.address is not None:
         venus_data["dbus"] = {"address": venus.dbus.address, "backend": venus.dbus.backend}
-    return {
+    data: Dict[str, Any] = {
         "control": {
             "max_inverter_power_w": 3000,
             "tick_s": 0.1,
@@ -160,6 +165,13 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
         "state_dir": str(state_dir),
         "log_level": "INFO",
     }
+    if actuator is not None:
+        data["actuator"] = dataclasses.asdict(actuator)
+    return data
+
+
+# What a test about the setting's write policy, journal or restore steers through.
+SETTING = ActuatorConfig(kind="setting")
 
 
 class GxHarness(abc.ABC):
@@ -230,8 +242,10 @@ class GxHarness(abc.ABC):
         refresh_s: float = 1.0,
         ramp_w_per_min: float = 200.0,
         min_increase_interval_s: float = 60.0,
+        actuator: Optional[ActuatorConfig] = None,
     ) -> Config:
-        """Return a service config for this GX with test timings."""
+        """Return a service config for this GX with test timings (``actuator``: None is the
+        default ``auto``)."""
         return Config(
             control=control_config(
                 stale_after_s=stale_after_s, refresh_s=refresh_s, ramp_w_per_min=ramp_w_per_min
@@ -242,11 +256,14 @@ class GxHarness(abc.ABC):
             venus=self.venus(),
             homeassistant=HomeAssistantConfig(enabled=False),
             state_dir=str(state_dir),
+            actuator=ActuatorConfig() if actuator is None else actuator,
         )
 
-    def config_file(self, state_dir: Path, path: Path) -> Path:
+    def config_file(
+        self, state_dir: Path, path: Path, *, actuator: Optional[ActuatorConfig] = None
+    ) -> Path:
         """Write a config file for ``python -m venus_prio`` to ``path``."""
-        return write_yaml(path, config_data(self.venus(), state_dir))
+        return write_yaml(path, config_data(self.venus(), state_dir, actuator=actuator))
 
 
 class MqttGx(GxHarness):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 import yaml
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from tests.integration.harness import (
+    SETTING,
     config_data,
     journal_at,
     reason_of,
@@ -26,10 +27,12 @@ from tests.integration.harness import (
     write_yaml,
 )
 from venus_prio.config import (
+    ActuatorConfig,
     BrokerConfig,
     Config,
     ControlConfig,
     HomeAssistantConfig,
+    OverrideConfig,
     VenusConfig,
     WritesConfig,
 )
@@ -80,6 +83,8 @@ def make_config(
         ),
         homeassistant=HomeAssistantConfig(enabled=False),
         state_dir=str(state_dir),
+        # These stories are about the setting's write policy and journal.
+        actuator=SETTING,
     )
 
 
@@ -160,8 +165,12 @@ def test_unchanging_soc_with_heartbeats_is_not_stale(
     run_async(scenario())
 
 
-def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
-    return write_yaml(path, config_data(venus_config("mqtt", broker=broker), state_dir))
+def write_config_file(
+    broker: Broker, state_dir: Path, path: Path, *, actuator: Optional[ActuatorConfig] = SETTING
+) -> Path:
+    """Write a config for the commands (``actuator``: the setting unless told; None: auto)."""
+    venus = venus_config("mqtt", broker=broker)
+    return write_yaml(path, config_data(venus, state_dir, actuator=actuator))
 
 
 def test_restore_command_writes_the_journaled_baseline(
@@ -206,12 +215,45 @@ def test_restore_command_without_a_journal_does_nothing(mosquitto: Broker, tmp_p
     assert "nothing to restore" in log_file.read_text(encoding="utf-8")
 
 
+# The override's PV share pinned at 1.0 x DC PV (the default is tuned and may move).
+OVERRIDE_AT_PV = ActuatorConfig(override=OverrideConfig(pv_factor=1.0))
+
+
+@pytest.mark.parametrize(
+    "actuator, expected",
+    [
+        (
+            SETTING,
+            [
+                "Actuator              setting",
+                "PV_PRIORITY: target 750 W",  # 0.8 * 1000 - 20 -> 750 W
+                "Would write           750 W",
+            ],
+        ),
+        (
+            OVERRIDE_AT_PV,
+            [
+                "Override (hub4)     -1 W",
+                "Actuator              override",
+                "PV_PRIORITY: target 1000 W",
+                "Would write           1000 W (take the override)",
+            ],
+        ),
+    ],
+    ids=["setting", "auto-override"],
+)
 def test_probe_shows_the_decision_and_writes_nothing(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
+    mosquitto: Broker,
+    fake_gx: FakeGxFactory,
+    tmp_path: Path,
+    actuator: ActuatorConfig,
+    expected: List[str],
 ) -> None:
     log_file = tmp_path / "probe.log"
     state_dir = tmp_path / "state"
-    config_file = write_config_file(mosquitto, state_dir, tmp_path / "config.yaml")
+    config_file = write_config_file(
+        mosquitto, state_dir, tmp_path / "config.yaml", actuator=actuator
+    )
 
     async def scenario() -> None:
         async with fake_gx() as gx:
@@ -219,11 +261,10 @@ def test_probe_shows_the_decision_and_writes_nothing(
             code = await run_command(config_file, log_file, "check-config", "--probe")
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
-            assert "PV_PRIORITY: target 750 W" in output
-            assert "Would write           750 W" in output
+            assert [line for line in expected if line not in output] == [], output
             assert "SOC                 12 %" in output
-            assert written(gx) == []
-            assert gx.setting == BASELINE
+            assert gx.write_log.entries == []  # neither the setting nor the override
+            assert (gx.setting, gx.override_w) == (BASELINE, -1.0)
         assert load_journal(journal_path(state_dir)) is None
 
     run_async(scenario(), timeout=60.0)
