@@ -211,6 +211,10 @@ class GxHarness(abc.ABC):
         """Return the hub4 override the GX shows now (-1 none; None: no such path)."""
 
     @abc.abstractmethod
+    def override_in_force(self) -> float:
+        """Return the override cap the inverter obeys now (-1 none; ``ignored``: always -1)."""
+
+    @abc.abstractmethod
     def received(self) -> List[ReceivedWrite]:
         """Return every write the GX received (any path, accepted or dropped), in order."""
 
@@ -310,6 +314,9 @@ class MqttGx(GxHarness):
     def override_w(self) -> Optional[float]:
         return self.gx.override_w
 
+    def override_in_force(self) -> float:
+        return self.gx.override_in_force()
+
     def received(self) -> List[ReceivedWrite]:
         return self.gx.write_log.entries
 
@@ -367,6 +374,9 @@ class DbusGx(GxHarness):
     @property
     def override_w(self) -> Optional[float]:
         return self.fake.override_w
+
+    def override_in_force(self) -> float:
+        return self.fake.override_in_force()
 
     def received(self) -> List[ReceivedWrite]:
         return self.fake.write_log.entries

@@ -2,7 +2,9 @@
 
 Every test runs three times: over MQTT (FakeGx on a real Mosquitto broker) and over D-Bus (FakeVenus
 on a real dbus-daemon) with dbus-fast and with dbus-next. The ``gx`` fixture hands out a factory for
-a ``GxHarness`` (tests/integration/harness.py) that hides which one it is.
+a ``GxHarness`` (tests/integration/harness.py) that hides which one it is. The service stories are
+the setting's (its write policy, journal and restore: ``actuator: setting``); the service on the
+override is in test_override_service.py.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tests.integration.conftest import eventually, run_async, running
 from tests.integration.harness import (
     BASELINE,
     PID,
+    SETTING,
     GxHarness,
     after_a_gx_reset,
     dbus_gx,
@@ -84,7 +87,7 @@ def sent(service: Any, value_w: float) -> Callable[[], bool]:
 def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
+            config = fake.config(tmp_path, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 # Decided on the complete state: 0.8 * 1000 - 20 -> 750 W, and only that.
@@ -111,7 +114,7 @@ def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
 def test_below_the_floor_holds(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
+            config = fake.config(tmp_path, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 await fake.set_value(paths.SOC, 9.5)
@@ -128,7 +131,9 @@ def test_recovery_ramps_up_then_hands_back(gx: HarnessFactory, tmp_path: Path) -
 
     async def scenario() -> None:
         async with gx(max_discharge_w=baseline) as fake:
-            config = fake.config(tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3)
+            config = fake.config(
+                tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3, actuator=SETTING
+            )
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 reasons: List[Optional[Reason]] = []
@@ -152,7 +157,7 @@ def test_recovery_ramps_up_then_hands_back(gx: HarnessFactory, tmp_path: Path) -
 def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5)
+            config = fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 await fake.set_silent(True)
@@ -170,7 +175,7 @@ def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path
 def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
+            config = fake.config(tmp_path, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 await fake.external_write(1800.0)
@@ -187,7 +192,7 @@ def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_
 def test_garbage_values_are_ignored(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
+            config = fake.config(tmp_path, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 await fake.send_garbage(paths.PV_DC)
@@ -215,7 +220,7 @@ def test_service_leaving_makes_it_stand_aside_until_it_returns(
 ) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path, stale_after_s=30.0)
+            config = fake.config(tmp_path, stale_after_s=30.0, actuator=SETTING)
             async with steering(config, fake.make_source(config)) as service:
                 await eventually(lambda: fake.setting == 750.0, what="the PV share written")
                 await fake.set_present(paths.SYSTEM, False)
@@ -246,7 +251,7 @@ def test_sigterm_restores_the_baseline_before_exit(gx: HarnessFactory, tmp_path:
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
             process = await start_run(config_file, log_file, fake.env())
             try:
                 await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
@@ -280,7 +285,7 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
             process = await start_run(config_file, log_file, fake.env())
             try:
                 await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
