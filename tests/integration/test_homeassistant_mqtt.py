@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     running,
 )
 from tests.integration.harness import (
+    SETTING,
     config_data,
     serving,
     start_command,
@@ -97,6 +98,9 @@ def make_config(
         ),
         homeassistant=HomeAssistantConfig(controls=controls, broker=ha_broker),
         state_dir=str(state_dir),
+        # The state is checked against the setting on the GX (written_w, the baseline that
+        # mode "off" restores); the service on the override is in test_override_service.py.
+        actuator=SETTING,
     )
 
 
@@ -539,7 +543,7 @@ def test_an_unreachable_home_assistant_broker_does_not_stop_steering(
 def write_config_file(
     broker: Broker, state_dir: Path, path: Path, *, ha_broker: Optional[Broker] = None
 ) -> Path:
-    data = config_data(venus_config("mqtt", broker=broker), state_dir)
+    data = config_data(venus_config("mqtt", broker=broker), state_dir, actuator=SETTING)
     data["homeassistant"] = {"enabled": True}
     if ha_broker is not None:
         data["homeassistant"]["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
