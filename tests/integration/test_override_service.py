@@ -21,36 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    AsyncContextManager,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    List,
-    Optional,
-)
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, List, Optional
 
 import pytest
 
+from tests.integration import harness
 from tests.integration.conftest import eventually, run_async, running
-from tests.integration.harness import (
-    BASELINE,
-    GxHarness,
-    config_data,
-    dbus_gx,
-    journal_at,
-    mqtt_gx,
-    plant,
-    reason_of,
-    start_run,
-    steering,
-    wait_exit,
-    write_yaml,
-)
+from tests.integration.harness import BASELINE, GxHarness, journal_at, reason_of
 from venus_prio.config import ActuatorConfig, OverrideConfig, default_config
 from venus_prio.model import Actuator, Reason
 from venus_prio.sim.fakegx import plant_values
@@ -67,21 +49,9 @@ pytestmark = pytest.mark.integration
 OVERRIDE = paths.OVERRIDE_MAX_DISCHARGE
 SETTING_ITEM = paths.MAX_DISCHARGE_POWER
 
-# Test timings, see the module docstring.
-REFRESH_S = 1.0
-VERIFY_S = 6.0
-EFFECT_WINDOW_S = 3.0
-FOREIGN_CLEAR_S = 2.0
-ACTUATOR = ActuatorConfig(
-    kind="auto",
-    override=OverrideConfig(
-        pv_factor=1.0,
-        refresh_s=REFRESH_S,
-        verify_s=VERIFY_S,
-        effect_window_s=EFFECT_WINDOW_S,
-        foreign_clear_s=FOREIGN_CLEAR_S,
-    ),
-)
+# Test timings, see the module docstring; the PV share pinned; actuator.kind the default auto.
+TIMINGS = OverrideConfig(refresh_s=1.0, verify_s=6.0, effect_window_s=3.0, foreign_clear_s=2.0)
+ACTUATOR = ActuatorConfig(override=dataclasses.replace(TIMINGS, pv_factor=1.0))
 SLACK_S = 3.0  # "plus a few seconds": evaluation, read-backs and a busy test machine
 # A refresh may come one evaluation (tick 0.1 s) late, more on a busy machine.
 REFRESH_SLACK_S = 0.8
@@ -90,7 +60,7 @@ PV_W = 1000.0
 OVERRIDE_AT_PV = 1000.0  # 1.0 x 1000 W of DC PV
 SETTING_AT_PV = 750.0  # 0.8 x 1000 - 20 = 780, in 50 W steps
 
-GxFactory = Callable[..., AsyncContextManager[GxHarness]]
+GxFactory = Callable[..., typing.AsyncContextManager[GxHarness]]
 
 
 @pytest.fixture(params=["mqtt", "dbus_fast", "dbus_next"], ids=["mqtt", "dbus-fast", "dbus-next"])
@@ -99,12 +69,16 @@ def open_gx(request: pytest.FixtureRequest) -> GxFactory:
     transport: str = request.param
     if transport == "mqtt":
         broker = request.getfixturevalue("mosquitto")
-        return lambda variant="honoured", expiry_s=60.0, **changes: mqtt_gx(
-            broker, plant(**changes), override=variant, override_expiry_s=expiry_s
+        return lambda variant="honoured", expiry_s=60.0, **changes: harness.mqtt_gx(
+            broker, harness.plant(**changes), override=variant, override_expiry_s=expiry_s
         )
     daemon: DbusDaemon = request.getfixturevalue("dbus_daemon_process")
-    return lambda variant="honoured", expiry_s=60.0, **changes: dbus_gx(
-        daemon.address, transport, plant(**changes), override=variant, override_expiry_s=expiry_s
+    return lambda variant="honoured", expiry_s=60.0, **changes: harness.dbus_gx(
+        daemon.address,
+        transport,
+        harness.plant(**changes),
+        override=variant,
+        override_expiry_s=expiry_s,
     )
 
 
@@ -173,9 +147,16 @@ VARIANTS = [
     Expected("honoured", Actuator.OVERRIDE, "", True, None, False),
     Expected("absent", Actuator.SETTING, "has no hub4 override", False, None, False),
     # The GX sets it back to -1 itself: nothing of ours to release.
-    Expected("reset_every_5s", Actuator.SETTING, "resets the hub4 override", True, VERIFY_S, False),
+    Expected(
+        "reset_every_5s",
+        Actuator.SETTING,
+        "resets the hub4 override",
+        True,
+        TIMINGS.verify_s,
+        False,
+    ),
     # Ours still stands there, shown but without effect: released (-1 confirmed) first.
-    Expected("ignored", Actuator.SETTING, "had no effect", True, EFFECT_WINDOW_S, True),
+    Expected("ignored", Actuator.SETTING, "had no effect", True, TIMINGS.effect_window_s, True),
 ]
 
 
@@ -184,13 +165,13 @@ async def follows_the_pv(
 ) -> None:
     """On a GX that honours it: the override holds, is refreshed and follows a PV drop."""
     steady_from = now()
-    await asyncio.sleep(EFFECT_WINDOW_S + 1.0)  # longer than the effect check's window
+    await asyncio.sleep(TIMINGS.effect_window_s + 1.0)  # longer than the effect check's window
     assert fake.override_w == OVERRIDE_AT_PV
     assert service_reason() is Reason.PV_PRIORITY
     times = [w.at for w in override_writes(fake, since=steady_from)]
     gaps = [b - a for a, b in zip([steady_from, *times], times)]
-    assert len(times) >= EFFECT_WINDOW_S / REFRESH_S, times
-    assert max(gaps) <= REFRESH_S + REFRESH_SLACK_S, gaps
+    assert len(times) >= TIMINGS.effect_window_s / TIMINGS.refresh_s, times
+    assert max(gaps) <= TIMINGS.refresh_s + REFRESH_SLACK_S, gaps
     weather.pv_dc_w = 400.0  # a cloud: the cap follows at once (1.0 x 400 W)
     await eventually(lambda: fake.override_w == 400.0, timeout=3.0, what="400 W on the override")
 
@@ -202,7 +183,7 @@ def test_actuator_per_plant_variant(open_gx: GxFactory, tmp_path: Path, expected
     async def scenario() -> None:
         async with open_gx(expected.variant) as fake, running(drive_plant(fake, weather)):
             config = fake.config(tmp_path, actuator=ACTUATOR)
-            async with steering(config, fake.make_source(config)) as service:
+            async with harness.steering(config, fake.make_source(config)) as service:
 
                 def settled() -> bool:
                     if service.status.actuator != expected.actuator.value:
@@ -268,7 +249,7 @@ def test_foreign_override_makes_it_stand_aside(
             foreign_at = now()
             if before_start:
                 await fake.set_value(OVERRIDE, foreign_w)
-            async with steering(config, fake.make_source(config)) as service:
+            async with harness.steering(config, fake.make_source(config)) as service:
                 if not before_start:
                     await eventually(
                         lambda: fake.override_w == OVERRIDE_AT_PV, what="steering on the override"
@@ -280,7 +261,7 @@ def test_foreign_override_makes_it_stand_aside(
                     what="standing aside",
                 )
                 # It stays aside while the foreign value holds, and never writes over it.
-                await asyncio.sleep(FOREIGN_CLEAR_S + 1.0)
+                await asyncio.sleep(TIMINGS.foreign_clear_s + 1.0)
                 assert reason_of(service) is Reason.STAND_ASIDE_OVERRIDE_IN_USE
                 assert fake.override_w == foreign_w
                 assert override_writes(fake, since=foreign_at) == []
@@ -289,11 +270,11 @@ def test_foreign_override_makes_it_stand_aside(
                 await fake.set_value(OVERRIDE, cleared_with)
                 await eventually(
                     lambda: fake.override_w == OVERRIDE_AT_PV,
-                    timeout=FOREIGN_CLEAR_S + SLACK_S,
+                    timeout=TIMINGS.foreign_clear_s + SLACK_S,
                     what="steering resumed on the override",
                 )
                 resumed = override_writes(fake, since=cleared_at)
-                assert resumed[0].at - cleared_at >= FOREIGN_CLEAR_S - 0.1
+                assert resumed[0].at - cleared_at >= TIMINGS.foreign_clear_s - 0.1
                 assert reason_of(service) is Reason.PV_PRIORITY
             assert override_writes(fake)[-1].value == -1  # handed back on stop
             setting_untouched(fake)
@@ -319,10 +300,10 @@ class Runs:
     @contextlib.asynccontextmanager
     async def run(self, *, enabled: bool = True) -> AsyncIterator[asyncio.subprocess.Process]:
         """Run one process for the block; kill it at the end if it is still running."""
-        data = config_data(self.fake.venus(), self.state_dir, actuator=ACTUATOR)
+        data = harness.config_data(self.fake.venus(), self.state_dir, actuator=ACTUATOR)
         data["control"]["enabled"] = enabled
-        config_file = write_yaml(self.tmp_path / f"config-{enabled}.yaml", data)
-        process = await start_run(config_file, self.log, self.fake.env())
+        config_file = harness.write_yaml(self.tmp_path / f"config-{enabled}.yaml", data)
+        process = await harness.start_run(config_file, self.log, self.fake.env())
         try:
             yield process
         finally:
@@ -339,7 +320,7 @@ class Runs:
 
     async def terminate(self, process: asyncio.subprocess.Process) -> None:
         process.send_signal(signal.SIGTERM)
-        assert await wait_exit(process, self.log) == 0, self.output()
+        assert await harness.wait_exit(process, self.log) == 0, self.output()
 
     async def crash(self) -> None:
         """Steer, then SIGKILL with the override in force."""
