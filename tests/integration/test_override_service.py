@@ -169,7 +169,8 @@ async def follows_the_pv(
     assert fake.override_w == OVERRIDE_AT_PV
     assert service_reason() is Reason.PV_PRIORITY
     times = [w.at for w in override_writes(fake, since=steady_from)]
-    gaps = [b - a for a, b in zip([steady_from, *times], times)]
+    edges = [steady_from, *times, now()]  # no gap at either end of the window either
+    gaps = [b - a for a, b in zip(edges, edges[1:])]
     assert len(times) >= TIMINGS.effect_window_s / TIMINGS.refresh_s, times
     assert max(gaps) <= TIMINGS.refresh_s + REFRESH_SLACK_S, gaps
     weather.pv_dc_w = 400.0  # a cloud: the cap follows at once (1.0 x 400 W)
