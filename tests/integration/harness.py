@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -37,6 +38,7 @@ import yaml
 from tests.integration.conftest import Broker, connected, eventually, fake_gx_on
 from venus_prio.app import serve
 from venus_prio.config import (
+    ActuatorConfig,
     BrokerConfig,
     Config,
     ControlConfig,
@@ -144,11 +146,16 @@ def write_yaml(path: Path, data: Dict[str, Any]) -> Path:
 
 
 def config_data(
-    venus: VenusConfig, state_dir: Path, *, homeassistant: Optional[Dict[str, Any]] = None
+    venus: VenusConfig,
+    state_dir: Path,
+    *,
+    homeassistant: Optional[Dict[str, Any]] = None,
+    actuator: Optional[ActuatorConfig] = None,
 ) -> Dict[str, Any]:
     """Return a config file's content for ``venus`` (what ``venus_config`` makes).
 
-    ``homeassistant``: the file's ``homeassistant:`` section (none: disabled).
+    ``homeassistant``: the file's ``homeassistant:`` section (none: disabled); ``actuator``: the
+    ``actuator:`` section (None: left out, the default ``auto``).
     """
     venus_data: Dict[str, Any] = {
         "transport": venus.transport,
@@ -162,7 +169,7 @@ def config_data(
     }
     if venus.dbus.address is not None:
         venus_data["dbus"] = {"address": venus.dbus.address, "backend": venus.dbus.backend}
-    return {
+    data: Dict[str, Any] = {
         "control": {
             "max_inverter_power_w": 3000,
             "tick_s": 0.1,
@@ -176,6 +183,13 @@ def config_data(
         "state_dir": str(state_dir),
         "log_level": "INFO",
     }
+    if actuator is not None:
+        data["actuator"] = dataclasses.asdict(actuator)
+    return data
+
+
+# What a test about the setting's write policy, journal or restore steers through.
+SETTING = ActuatorConfig(kind="setting")
 
 
 def mqtt_config_file(
@@ -184,9 +198,11 @@ def mqtt_config_file(
     path: Path,
     *,
     homeassistant: Optional[Dict[str, Any]] = None,
+    actuator: Optional[ActuatorConfig] = None,
 ) -> Path:
     """Write a config file for ``python -m venus_prio`` on ``broker`` to ``path``."""
-    data = config_data(venus_config("mqtt", broker=broker), state_dir, homeassistant=homeassistant)
+    venus = venus_config("mqtt", broker=broker)
+    data = config_data(venus, state_dir, homeassistant=homeassistant, actuator=actuator)
     return write_yaml(path, data)
 
 
@@ -198,6 +214,8 @@ class FakeDevice(Protocol):
 
     @property
     def write_log(self) -> WriteLog: ...
+
+    def override_in_force(self) -> float: ...
 
 
 class GxHarness(abc.ABC):
@@ -240,6 +258,10 @@ class GxHarness(abc.ABC):
         """Return the hub4 override the GX shows now (-1 none; None: no such path)."""
         return self.device.override_w
 
+    def override_in_force(self) -> float:
+        """Return the override cap the inverter obeys now (-1 none; ``ignored``: always -1)."""
+        return self.device.override_in_force()
+
     def received(self) -> List[ReceivedWrite]:
         """Return every write the GX received (any path, accepted or dropped), in order."""
         return self.device.write_log.entries
@@ -273,8 +295,10 @@ class GxHarness(abc.ABC):
         ramp_w_per_min: float = 200.0,
         min_increase_interval_s: float = 60.0,
         homeassistant: Optional[HomeAssistantConfig] = None,
+        actuator: Optional[ActuatorConfig] = None,
     ) -> Config:
-        """Return a service config for this GX with test timings (no ``homeassistant``: off)."""
+        """Return a service config for this GX with test timings (no ``homeassistant``: off;
+        ``actuator``: None is the default ``auto``)."""
         return Config(
             control=control_config(
                 stale_after_s=stale_after_s, refresh_s=refresh_s, ramp_w_per_min=ramp_w_per_min
@@ -285,11 +309,14 @@ class GxHarness(abc.ABC):
             venus=self.venus(),
             homeassistant=homeassistant or HomeAssistantConfig(enabled=False),
             state_dir=str(state_dir),
+            actuator=ActuatorConfig() if actuator is None else actuator,
         )
 
-    def config_file(self, state_dir: Path, path: Path) -> Path:
+    def config_file(
+        self, state_dir: Path, path: Path, *, actuator: Optional[ActuatorConfig] = None
+    ) -> Path:
         """Write a config file for ``python -m venus_prio`` to ``path``."""
-        return write_yaml(path, config_data(self.venus(), state_dir))
+        return write_yaml(path, config_data(self.venus(), state_dir, actuator=actuator))
 
     async def run_until(
         self,

@@ -2,7 +2,9 @@
 
 Every test runs three times: over MQTT (FakeGx on a real Mosquitto broker) and over D-Bus (FakeVenus
 on a real dbus-daemon) with dbus-fast and with dbus-next. The ``gx`` fixture hands out a factory for
-a ``GxHarness`` (tests/integration/harness.py) that hides which one it is.
+a ``GxHarness`` (tests/integration/harness.py) that hides which one it is. The service stories are
+the setting's (its write policy, journal and restore: ``actuator: setting``); the service on the
+override is in test_override_service.py.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tests.integration.dbus_fixtures import DbusDaemon
 from tests.integration.harness import (
     BASELINE,
     PID,
+    SETTING,
     GxHarness,
     MqttGx,
     after_a_gx_reset,
@@ -81,7 +84,7 @@ def sent(service: Any, value_w: float) -> Callable[[], bool]:
 def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            async with steered(fake, fake.config(tmp_path)) as service:
+            async with steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
                 # Decided on the complete state: 0.8 * 1000 - 20 -> 750 W, and only that.
                 assert fake.written() == [750.0]
                 if isinstance(fake, MqttGx):
@@ -109,7 +112,7 @@ def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
 
 def test_below_the_floor_holds(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with gx() as fake, steered(fake, fake.config(tmp_path)) as service:
+        async with gx() as fake, steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
             await fake.set_value(paths.SOC, 9.5)
             await eventually(lambda: fake.setting == 0.0, what="hold (0 W) written")
             assert reason_of(service) is Reason.BELOW_FLOOR
@@ -124,7 +127,10 @@ def test_recovery_ramps_up_then_hands_back(gx: HarnessFactory, tmp_path: Path) -
 
     async def scenario() -> None:
         async with gx(max_discharge_w=baseline) as fake, steered(
-            fake, fake.config(tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3)
+            fake,
+            fake.config(
+                tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3, actuator=SETTING
+            ),
         ) as service:
             reasons: List[Optional[Reason]] = []
             await fake.set_value(paths.SOC, 25.0)  # 15 points above the floor: recovered
@@ -147,7 +153,7 @@ def test_recovery_ramps_up_then_hands_back(gx: HarnessFactory, tmp_path: Path) -
 def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake, steered(
-            fake, fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5)
+            fake, fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5, actuator=SETTING)
         ) as service:
             await fake.set_silent(True)
             await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
@@ -164,7 +170,7 @@ def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path
 def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            async with steered(fake, fake.config(tmp_path)) as service:
+            async with steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
                 await fake.external_write(1800.0)
                 await eventually(lambda: service.status.baseline_w == 1800.0, what="1800 W adopted")
                 assert journal_at(tmp_path).baseline_w == 1800.0
@@ -178,7 +184,7 @@ def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_
 
 def test_garbage_values_are_ignored(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with gx() as fake, steered(fake, fake.config(tmp_path)) as service:
+        async with gx() as fake, steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
             await fake.send_garbage(paths.PV_DC)
             await fake.send_garbage(paths.SOC)
             # A good value after the garbage (same connection, so it arrives after it).
@@ -204,7 +210,7 @@ def test_service_leaving_makes_it_stand_aside_until_it_returns(
 ) -> None:
     async def scenario() -> None:
         async with gx() as fake, steered(
-            fake, fake.config(tmp_path, stale_after_s=30.0)
+            fake, fake.config(tmp_path, stale_after_s=30.0, actuator=SETTING)
         ) as service:
             await fake.set_present(paths.SYSTEM, False)
             await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
@@ -234,7 +240,7 @@ def test_sigterm_restores_the_baseline_before_exit(gx: HarnessFactory, tmp_path:
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
             code = await fake.run_until(config_file, log_file, stop=signal.SIGTERM)
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
@@ -256,7 +262,7 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
             await fake.run_until(config_file, log_file, stop=signal.SIGKILL)
             # venus-prio's own 750 W is left on the GX; the journal is dirty.
             assert fake.setting == 750.0

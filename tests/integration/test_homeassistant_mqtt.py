@@ -24,6 +24,7 @@ from tests.integration.harness import (
     BASELINE,
     PID,
     PLANT,
+    SETTING,
     MqttGx,
     mqtt_config_file,
     mqtt_gx,
@@ -66,7 +67,13 @@ def ha_config(
 ) -> Config:
     """Return the test config for ``gx`` with Home Assistant on (on ``ha_broker`` if given)."""
     own = None if ha_broker is None else BrokerConfig(host=ha_broker.host, port=ha_broker.port)
-    return gx.config(state_dir, homeassistant=HomeAssistantConfig(controls=controls, broker=own))
+    # The state is checked against the setting on the GX (written_w, the baseline that mode
+    # "off" restores); the service on the override is in test_override_service.py.
+    return gx.config(
+        state_dir,
+        homeassistant=HomeAssistantConfig(controls=controls, broker=own),
+        actuator=SETTING,
+    )
 
 
 def steered_with_ha(gx: MqttGx, state_dir: Path, **options: Any) -> AsyncContextManager[Service]:
@@ -472,7 +479,11 @@ def write_config_file(
     if ha_broker is not None:
         homeassistant["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
     return mqtt_config_file(
-        broker, tmp_path / "state", tmp_path / "config.yaml", homeassistant=homeassistant
+        broker,
+        tmp_path / "state",
+        tmp_path / "config.yaml",
+        homeassistant=homeassistant,
+        actuator=SETTING,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import List
 
 import pytest
 import yaml
@@ -17,6 +18,7 @@ from tests.integration.conftest import Broker, run_async
 from tests.integration.harness import (
     BASELINE,
     PLANT,
+    SETTING,
     assert_handed_back,
     journal_at,
     mqtt_config_file,
@@ -25,6 +27,7 @@ from tests.integration.harness import (
     run_command,
     steered,
 )
+from venus_prio.config import ActuatorConfig, OverrideConfig
 from venus_prio.journal import journal_path, load_journal
 from venus_prio.model import Reason
 from venus_prio.venus import paths
@@ -46,13 +49,13 @@ def log_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def config_file(mosquitto: Broker, state_dir: Path, tmp_path: Path) -> Path:
     """Return a config file for ``python -m venus_prio`` on the test's broker."""
-    return mqtt_config_file(mosquitto, state_dir, tmp_path / "config.yaml")
+    return mqtt_config_file(mosquitto, state_dir, tmp_path / "config.yaml", actuator=SETTING)
 
 
 def test_unchanging_soc_with_heartbeats_is_not_stale(mosquitto: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as fake:
-            config = fake.config(tmp_path, stale_after_s=0.5, refresh_s=0.25)
+            config = fake.config(tmp_path, stale_after_s=0.5, refresh_s=0.25, actuator=SETTING)
             async with steered(fake, config) as service:
                 reasons = set()
                 loop = asyncio.get_running_loop()
@@ -88,19 +91,51 @@ def test_restore_command_without_a_journal_does_nothing(config_file: Path, log_f
     assert "nothing to restore" in log_file.read_text(encoding="utf-8")
 
 
+# The override's PV share pinned at 1.0 x DC PV (the default is tuned and may move).
+OVERRIDE_AT_PV = ActuatorConfig(override=OverrideConfig(pv_factor=1.0))
+
+
+@pytest.mark.parametrize(
+    "actuator, expected",
+    [
+        (
+            SETTING,
+            [
+                "Actuator              setting",
+                "PV_PRIORITY: target 750 W",  # 0.8 * 1000 - 20 -> 750 W
+                "Would write           750 W",
+            ],
+        ),
+        (
+            OVERRIDE_AT_PV,
+            [
+                "Override (hub4)     -1 W",
+                "Actuator              override",
+                "PV_PRIORITY: target 1000 W",
+                "Would write           1000 W (take the override)",
+            ],
+        ),
+    ],
+    ids=["setting", "auto-override"],
+)
 def test_probe_shows_the_decision_and_writes_nothing(
-    mosquitto: Broker, config_file: Path, state_dir: Path, log_file: Path
+    mosquitto: Broker, tmp_path: Path, actuator: ActuatorConfig, expected: List[str]
 ) -> None:
+    log_file = tmp_path / "probe.log"
+    state_dir = tmp_path / "state"
+    config_file = mqtt_config_file(
+        mosquitto, state_dir, tmp_path / "config.yaml", actuator=actuator
+    )
+
     async def scenario() -> None:
         async with mqtt_gx(mosquitto, PLANT) as fake:
             code = await run_command(log_file, "check-config", "--probe", str(config_file))
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
-            assert "PV_PRIORITY: target 750 W" in output
-            assert "Would write           750 W" in output
+            assert [line for line in expected if line not in output] == [], output
             assert "SOC                 12 %" in output
-            assert fake.written() == []
-            assert fake.setting == BASELINE
+            assert fake.received() == []  # neither the setting nor the override
+            assert (fake.setting, fake.override_w) == (BASELINE, -1.0)
         assert load_journal(journal_path(state_dir)) is None
 
     run_async(scenario(), timeout=60.0)
