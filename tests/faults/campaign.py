@@ -162,7 +162,9 @@ FOREIGN_REFRESH_S = 0.2  # another tool rewrites its override (Victron's code ev
 CROSSING_S = 2.0
 Toggle = Callable[[bool], Awaitable[None]]  # a fault: True starts it, False heals it
 # Writes venus-prio logs: steering and hand-back writes, and restore attempts not confirmed.
-WROTE = re.compile(r"(?:Wrote MaxDischargePower|Write attempt \d+: wrote) (\S+) W")
+WROTE = re.compile(
+    r"Wrote MaxDischargePower (\S+) W|Write attempt \d+: wrote (\S+) W to MaxDischargePower"
+)
 # The restore's value (its confirmed write has no line of its own).
 RESTORED = re.compile(
     r"(?:Restored the baseline MaxDischargePower|could not confirm MaxDischargePower =) (\S+) W"
@@ -871,7 +873,7 @@ class Round:
                 (door, r) for door, r in received if starts[number] <= r.at < starts[number + 1]
             ]
             text = inc.text()
-            logged = [float(v) for v in WROTE.findall(text)]
+            logged = [float(a or b) for a, b in WROTE.findall(text)]
             restored = [float(v) for v in RESTORED.findall(text)]
             problems = align(
                 logged,
