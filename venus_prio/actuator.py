@@ -152,13 +152,15 @@ def observe(
     shown = snap.override_w if snap.override_present else None
     released = shown is None or shown < 0
     if state.inherited and snap.override_present is not None:
-        # A previous run held it and did not let go: what stands there now is ours.
+        # A previous run held it and did not let go: what stands there now is ours, unless it
+        # is a value venus-prio never writes (another tool took it meanwhile: stand aside).
+        ours = not released and could_be_ours(shown, config)
         state = dataclasses.replace(
             state,
             inherited=False,
-            held_w=None if released else shown,
-            taken_at=None if released else now,
-            shown=not released,
+            held_w=shown if ours else None,
+            taken_at=now if ours else None,
+            shown=ours,
         )
     if released:
         state = _released(state, snap, cfg, now)
@@ -166,6 +168,15 @@ def observe(
         assert shown is not None
         state = _holding(state, shown, now)
     return _effect(state, snap, reason=reason, config=config, now=now)
+
+
+def could_be_ours(value: Optional[float], config: Config) -> bool:
+    """Return whether venus-prio could have written ``value`` to the override: a step of
+    ``override.step_w`` in ``[0, max_inverter_power_w]`` (Dynamic ESS's 1 W, say, is not)."""
+    if value is None or not 0 <= value <= config.control.max_inverter_power_w:
+        return False
+    steps = value / config.actuator.override.step_w
+    return math.isclose(steps, round(steps), abs_tol=1e-6)
 
 
 def _released(

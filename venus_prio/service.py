@@ -641,10 +641,16 @@ class Service:
             self._baseline,
         )
         self._baseline = value
+        # What the GX holds now is the user's, not venus-prio's last write: the user may come
+        # back to that earlier value, and the journal must not keep it beside theirs.
+        self._last_written = value
         self._save_journal()
 
     def _note_own(self, value: float, now: float) -> None:
-        """Remember a setting value venus-prio wrote (for an hour: never the user's)."""
+        """Remember a setting value venus-prio wrote (for an hour: never the user's), unless it
+        is the baseline: handing back writes the user's own value, which stays theirs."""
+        if same_value(value, self._baseline):
+            return
         self._own = (*((t, v) for t, v in self._own if now - t < HOUR_S), (now, value))
 
     def _written_recently(self, value: float, now: float) -> bool:
@@ -683,7 +689,10 @@ class Service:
                 "value venus-prio writes: the user changed it meanwhile",
                 gx_value,
             )
-            journal = dataclasses.replace(journal, clean=True, last_written_w=None)
+            # Nothing of venus-prio's stands there: the journal is as good as clean, and what
+            # the GX holds is the user's (as after an adoption).
+            journal = dataclasses.replace(journal, clean=True, last_written_w=gx_value)
+        self._baseline = baseline
         if journal is not None and not journal.clean:
             # The previous run did not restore the setting: the value on the GX is venus-prio's.
             log.warning(
@@ -699,7 +708,6 @@ class Service:
                 self._note_own(journal.last_written_w, now)
         elif journal is not None:
             self._last_written = journal.last_written_w
-        self._baseline = baseline
         log.info("Baseline MaxDischargePower %g W (from %s)", baseline, origin)
         self._save_journal()
 

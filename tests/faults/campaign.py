@@ -1,6 +1,7 @@
 """A seeded fault campaign: the real ``venus-prio run`` against the fake GX, faults at random.
 
     python tests/faults/campaign.py --rounds 500 --seed 1        # the long form
+    python tests/faults/campaign.py --rounds 200 --seed 1 --actuator auto   # with the override
     python tests/faults/campaign.py --seed 1 --round 17          # replay one round
     options: --transport auto|mqtt, --actuator setting|override|auto, --backend dbus_fast|dbus_next,
              --faults MIN MAX (per round), --keep DIR (logs and journals), -v (a line per round)
@@ -10,15 +11,21 @@ fake GX holding the harness's ``PLANT`` (an ESS just above its floor, the user's
 state directory, and ``python -m venus_prio run`` as a subprocess. With ``--transport auto``
 (the default) the GX is seen through two doors at once, the ``FakeGx`` (dbus-flashmq) on the
 broker and the ``FakeVenus`` services on a real dbus-daemon, kept in step by the harness's
-``Mirror``. A round's schedule is drawn from ``Random("<seed>/<round>")`` alone, so
-``--seed S --round R`` replays the same faults in the same order (the timing of a real broker and
-real processes around them is not replayed bit for bit).
+``Mirror`` (and for the hub4 override by ``OverrideMirror``). With ``--actuator auto`` or
+``override`` each round's fakes play a hub4 variant drawn from ``VARIANTS`` (mostly honoured,
+sometimes reset every 5 s, or absent) with a short expiry, and the override timings in
+``OVERRIDE_CONFIG`` are scaled to rounds of ~10 s. A round's schedule is drawn from
+``Random("<seed>/<round>")`` alone, so ``--seed S --round R`` replays the same faults in the
+same order (the timing of a real broker and real processes around them is not replayed bit for
+bit).
 
 Faults, all real: the broker killed and restarted; ``system`` or ``settings`` leaving the GX
 (both doors) and returning; frozen inputs (no heartbeat, reads unanswered, systemcalc hung);
 heartbeats stopping; garbage payloads; SIGKILL of venus-prio and a restart; SIGTERM and a
-restart; the user changing MaxDischargePower in the GUI; Home Assistant asking for mode
-off/auto/dry-run. Between them the weather moves (PV, SOC) so that venus-prio keeps writing.
+restart; the user changing MaxDischargePower in the GUI (sometimes back to a value they had
+before); Home Assistant asking for mode off/auto/dry-run. With the override also: another tool
+(Dynamic ESS, scheduled charging) holding the override for a while, then -1, and hub4 leaving.
+Between them the weather moves (PV, SOC) so that venus-prio keeps writing.
 
 After the round everything is healed, venus-prio is given time to see the GX again and is stopped
 with SIGTERM. Then the invariants, from the GX's own records of what it received
@@ -33,7 +40,13 @@ publishes to Home Assistant:
 5. every write venus-prio logged reached the GX exactly once, through whichever door was
    active (lost only with a broker killed under it), and the GX received no write venus-prio
    did not log (except the restore's read-back retries and the one write a SIGKILL cut off
-   before its log line).
+   before its log line);
+6. the override (``check_override``): with ``actuator.kind: setting`` never written; otherwise
+   released (-1) after the final stop, every write -1 or in ``[0, max_inverter_power_w]``, none
+   while another tool's value holds it (bar one that crossed it on the wire, ``CROSSING_S``),
+   and never two caps of venus-prio's at once: no setting write but a user's value while its
+   override is in force, no override taken while its value holds the setting. After every stop
+   an override of venus-prio's still in force is in the journal, and a SIGTERM released it.
 
 The user's values are never multiples of 50 W (venus-prio's step): the GX signals nothing when a
 value is set to what it already holds, so a user choosing venus-prio's current value could not be
@@ -98,6 +111,8 @@ from tests.integration.harness import (
 from venus_prio.config import HomeAssistantConfig
 from venus_prio.homeassistant import state_prefix, state_topics
 from venus_prio.journal import journal_path, load_journal
+from venus_prio.sim.fakegx import OVERRIDE_SUFFIX
+from venus_prio.sim.plant import OverrideRegister
 from venus_prio.sim.writelog import ReceivedWrite
 from venus_prio.venus import paths
 
@@ -122,15 +137,34 @@ FAULTS = (
     "sigterm",
     "user_write",
     "ha_command",
+    "foreign_override",
 )
+# Faults that only mean something when venus-prio may use the override (and the GX has it).
+OVERRIDE_FAULTS = ("foreign_override",)
 WEATHER = ("pv", "soc")
 MODES = ("off", "auto", "dry-run")
 GARBAGE_ITEMS = (paths.SOC, paths.PV_DC, paths.ACTIVE_SOC_LIMIT, paths.MAX_DISCHARGE_POWER)
 
 SETTING = paths.MAX_DISCHARGE_POWER
+OVERRIDE = paths.OVERRIDE_MAX_DISCHARGE
+HUB4 = paths.HUB4
+# The fakes' hub4 variant, drawn per round when venus-prio may use the override: mostly a GX
+# that honours it (v3.60 on), sometimes one that resets it every 5 s (before v3.60) or has none.
+# ("ignored" needs a plant whose battery answers the cap: these fakes' battery power is fixed.)
+VARIANTS = ("honoured",) * 6 + ("reset_every_5s", "absent")
+OVERRIDE_EXPIRY_S = 6.0  # the fakes' expiry: a broker kept down long enough lets ours lapse
+# actuator.override for the campaign: the real timings scaled to rounds of ~10 s.
+OVERRIDE_CONFIG = {"refresh_s": 1, "verify_s": 3, "retry_after_s": 5, "foreign_clear_s": 3}
+FOREIGN_VALUES = (1.0, 1.0, 333.0, 1777.0)  # Dynamic ESS's idle max(1, PV) and others' values
+FOREIGN_REFRESH_S = 0.2  # another tool rewrites its override (Victron's code every 5 s)
+# A write of venus-prio's may cross another tool's override on the wire (the GX has no
+# compare-and-set); one sent this long after the other tool's value appeared saw it.
+CROSSING_S = 2.0
 Toggle = Callable[[bool], Awaitable[None]]  # a fault: True starts it, False heals it
 # Writes venus-prio logs: steering and hand-back writes, and restore attempts not confirmed.
-WROTE = re.compile(r"(?:Wrote MaxDischargePower|Write attempt \d+: wrote) (\S+) W")
+WROTE = re.compile(
+    r"Wrote MaxDischargePower (\S+) W|Write attempt \d+: wrote (\S+) W to MaxDischargePower"
+)
 # The restore's value (its confirmed write has no line of its own).
 RESTORED = re.compile(
     r"(?:Restored the baseline MaxDischargePower|could not confirm MaxDischargePower =) (\S+) W"
@@ -157,8 +191,12 @@ def round_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"{seed}/{index}")
 
 
-def user_value(rng: random.Random, taken: Set[float]) -> float:
-    """Draw a value the user might set: no limit (-1), above the inverter's power, or below."""
+def user_value(rng: random.Random, taken: List[float]) -> float:
+    """Draw a value the user might set: no limit (-1), above the inverter's power, or below;
+    sometimes one they had before (``taken``: theirs so far, the latest last)."""
+    earlier = taken[:-1]
+    if earlier and rng.random() < 0.2:
+        return rng.choice(earlier)  # back to an old value (the latest would change nothing)
     while True:
         roll = rng.random()
         if roll < 0.1:
@@ -173,15 +211,32 @@ def user_value(rng: random.Random, taken: Set[float]) -> float:
             return float(value)
 
 
-def schedule(rng: random.Random, *, transport: str, faults: Tuple[int, int]) -> List[Step]:
-    """Return a round's steps: between ``faults`` faults, some weather in between."""
-    kinds = [k for k in FAULTS if transport == "auto" or k != "service_leaves"]
+def plan_round(rng: random.Random, options: Options) -> Tuple[str, List[Step]]:
+    """Return a round's hub4 variant and its steps (``options``: transport, actuator, faults)."""
+    # With the setting the GX keeps its usual override: venus-prio must never touch it.
+    variant = "honoured" if options.actuator == "setting" else rng.choice(VARIANTS)
+    hub4 = options.actuator != "setting" and variant != "absent"
+    return variant, schedule(rng, transport=options.transport, faults=options.faults, hub4=hub4)
+
+
+def schedule(
+    rng: random.Random, *, transport: str, faults: Tuple[int, int], hub4: bool = False
+) -> List[Step]:
+    """Return a round's steps: between ``faults`` faults, some weather in between.
+
+    ``hub4``: venus-prio may use the override and the GX has it: another tool takes it at
+    times, and hub4 is one of the services that may leave."""
+    kinds = [
+        k
+        for k in FAULTS
+        if (transport == "auto" or k != "service_leaves") and (hub4 or k not in OVERRIDE_FAULTS)
+    ]
     steps: List[Step] = []
-    taken: Set[float] = {BASELINE}
+    taken: List[float] = [BASELINE]
     for _ in range(rng.randint(*faults)):
         if rng.random() < 0.4:
             steps.append(weather_step(rng))
-        steps.append(fault_step(rng, rng.choice(kinds), taken))
+        steps.append(fault_step(rng, rng.choice(kinds), taken, hub4=hub4))
     return steps
 
 
@@ -195,29 +250,66 @@ def weather_step(rng: random.Random) -> Step:
     return Step(rng.uniform(0.05, 0.6), kind, value=value)
 
 
-def fault_step(rng: random.Random, kind: str, taken: Set[float]) -> Step:
-    """A fault of ``kind`` with its drawn duration and value (``taken``: the user's values)."""
+def fault_step(rng: random.Random, kind: str, taken: List[float], *, hub4: bool = False) -> Step:
+    """A fault of ``kind`` with its drawn duration and value (``taken``: the user's values;
+    ``hub4``: as in ``schedule``)."""
     duration = 0.0
     value: Any = None
-    if kind in ("broker_down", "service_leaves", "heartbeat_stop"):
+    if kind in ("broker_down", "service_leaves", "heartbeat_stop", "foreign_override"):
         duration = rng.uniform(0.2, 6.0)  # beyond 3 s `auto` switches to D-Bus
     elif kind == "frozen":
         duration = rng.uniform(0.5, 7.0)  # beyond stale_after_s (5 s) venus-prio stands aside
     elif kind in ("sigkill", "sigterm"):
         duration = rng.uniform(0.0, 1.5)  # the pause before the restart
     if kind == "service_leaves":
-        value = rng.choice((paths.SYSTEM, paths.SETTINGS))
+        value = rng.choice((paths.SYSTEM, paths.SETTINGS) + ((paths.HUB4,) if hub4 else ()))
     elif kind == "garbage":
         value = rng.randrange(len(GARBAGE_ITEMS))
     elif kind == "user_write":
         value = user_value(rng, taken)
-        taken.add(value)
+        taken.append(value)
+    elif kind == "foreign_override":
+        value = rng.choice(FOREIGN_VALUES)
     elif kind == "ha_command":
         value = rng.choice(MODES)
     return Step(rng.uniform(0.05, 1.0), kind, duration, value)
 
 
 # -- running a round -----------------------------------------------------------------------------
+
+
+class OverrideMirror(Mirror):
+    """The harness's ``Mirror`` for the hub4 override too: venus-prio's override written
+    through either door is the one GX's (each fake then expires it on its own clock, in step).
+    Nothing is copied while hub4 is away (``hub4_gone``): its override went with it."""
+
+    def __init__(self, mqtt: MqttGx, dbus: DbusGx, *, hub4_gone: Callable[[], bool]) -> None:
+        super().__init__(mqtt, dbus)
+        self.hub4_gone = hub4_gone
+        self._seen_mqtt_override = 0
+        self._seen_dbus_override = 0
+
+    async def sync(self) -> bool:
+        copied = await super().sync()  # returns False only without yielding
+        from_mqtt = [w.value for w in self.mqtt.gx.writes if w.suffix == OVERRIDE_SUFFIX]
+        from_dbus = [w.value for w in self.dbus.fake.write_log.to(OVERRIDE, accepted_only=True)]
+        new_mqtt = from_mqtt[self._seen_mqtt_override :]
+        new_dbus = from_dbus[self._seen_dbus_override :]
+        self._seen_mqtt_override, self._seen_dbus_override = len(from_mqtt), len(from_dbus)
+        if self.hub4_gone():
+            return copied
+        for value in new_mqtt:
+            self.dbus.fake.set_value(OVERRIDE, value)  # no yield
+            copied = True
+        for value in new_dbus:
+            await self.mqtt.gx.set_value(OVERRIDE, override_value(value))
+            copied = True
+        return copied
+
+
+def override_value(raw: Any) -> float:
+    """Return an override write as a number (null releases: -1)."""
+    return -1.0 if raw is None else float(raw)
 
 
 @dataclasses.dataclass
@@ -241,6 +333,7 @@ class RoundResult:
     faults: Counter[str]
     violations: List[str]
     writes: int = 0
+    variant: str = "honoured"
     switches: int = 0
     seconds: float = 0.0
 
@@ -272,9 +365,11 @@ class Round:
         *,
         options: Options,
         lab: Lab,
+        variant: str = "honoured",
     ) -> None:
         self.index = index
         self.steps = steps
+        self.variant = variant  # the fakes' hub4 override
         self.options = options
         self.broker = lab.broker
         self.daemon = lab.daemon
@@ -290,6 +385,11 @@ class Round:
         self.busy: Set[str] = set()  # resources an episode holds
         self.episodes: List[asyncio.Future[None]] = []
         self.baselines_seen: List[Tuple[str, float]] = []  # (where, value)
+        self.user_events: List[Tuple[float, float]] = []  # (when, value) the user set
+        # (when, value, who) the override changed other than by venus-prio's writes: another
+        # tool ("foreign") or hub4 leaving ("gone", -1).
+        self.override_events: List[Tuple[float, float, str]] = []
+        self.foreign: Optional[asyncio.Future[None]] = None  # another tool holding the override
         self.mq: Optional[MqttGx] = None
         self.db: Optional[DbusGx] = None
         self.mirror: Optional[Mirror] = None
@@ -327,7 +427,7 @@ class Round:
         venus = dataclasses.replace(venus, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
         data = config_data(venus, self.state_dir)
         data["homeassistant"] = {"enabled": True}
-        data["actuator"] = {"kind": self.options.actuator}
+        data["actuator"] = {"kind": self.options.actuator, "override": OVERRIDE_CONFIG}
         write_yaml(self.config_file, data)
 
     # -- venus-prio --------------------------------------------------------------------
@@ -369,26 +469,29 @@ class Round:
 
     # -- the GX ------------------------------------------------------------------------
 
-    async def on_gx(self, item: paths.VenusItem, value: Any) -> None:
-        """Change an item on every door (the plant moves, or the user sets a value)."""
+    async def on_gx(self, item: paths.VenusItem, value: Any) -> Optional[float]:
+        """Change an item on every door (the plant moves, the user sets a value, another tool
+        its override); return when it took effect (None: the service is not on the GX)."""
         if item.service in self.absent:
-            return  # nobody can change what is not on the bus
+            return None  # nobody can change what is not on the bus
         if self.mirror is not None:
             while await self.mirror.sync():
                 pass  # returned False without yielding: no write can slip in below
+        at = self.now
         for door in self.doors:  # D-Bus first: its change takes effect without yielding
             await door.set_value(item, value)
+        return at
 
     def gx_values(self) -> List[float]:
         return [door.setting for door in self.doors]
 
-    def received(self) -> List[Tuple[str, ReceivedWrite]]:
-        """Every write to MaxDischargePower either door received, in time order."""
+    def received(self, item: paths.VenusItem = SETTING) -> List[Tuple[str, ReceivedWrite]]:
+        """Every write to ``item`` either door received, in time order."""
         records: List[Tuple[str, ReceivedWrite]] = []
         if self.mq is not None:
-            records += [("mqtt", r) for r in self.mq.gx.write_log.to(SETTING)]
+            records += [("mqtt", r) for r in self.mq.gx.write_log.to(item)]
         if self.db is not None:
-            records += [("dbus", r) for r in self.db.fake.write_log.to(SETTING)]
+            records += [("dbus", r) for r in self.db.fake.write_log.to(item)]
         return sorted(records, key=lambda pair: pair[1].at)
 
     # -- observers ---------------------------------------------------------------------
@@ -452,6 +555,8 @@ class Round:
             self.absent.discard(service)
         else:
             self.absent.add(service)
+            if service == HUB4:  # hub4control stopping: the override in its RAM is gone
+                self.override_events.append((self.now, -1.0, "gone"))
         for door in self.doors:
             await door.set_present(service, present)
 
@@ -470,12 +575,39 @@ class Round:
         async def service_gone(gone: bool) -> None:
             await self.set_present(service, not gone)
 
+        async def foreign_override(held: bool) -> None:
+            await self.foreign_override(float(step.value) if held else None)
+
         return {
             "broker_down": ("broker", self.broker_down),
             "service_leaves": (service, service_gone),
             "frozen": ("heartbeat", self.set_silent),
             "heartbeat_stop": ("heartbeat", self.heartbeat_stopped),
+            # hub4 is the resource: another tool's override and hub4 leaving do not overlap.
+            "foreign_override": (HUB4, foreign_override),
         }
+
+    async def foreign_override(self, value: Optional[float]) -> None:
+        """Another tool (Dynamic ESS, scheduled charging) takes the override with ``value``,
+        rewriting it so it never expires, or (None) lets it go with -1."""
+        if value is not None:
+            self.foreign = asyncio.ensure_future(self.hold_foreign(value))
+            return
+        if self.foreign is not None:
+            self.foreign.cancel()
+            await asyncio.gather(self.foreign, return_exceptions=True)
+            self.foreign = None
+        await self.set_override(-1.0, "foreign")
+
+    async def hold_foreign(self, value: float) -> None:
+        while True:
+            await self.set_override(value, "foreign")
+            await asyncio.sleep(FOREIGN_REFRESH_S)
+
+    async def set_override(self, value: float, who: str) -> None:
+        at = await self.on_gx(OVERRIDE, value)
+        if at is not None:
+            self.override_events.append((at, value, who))
 
     async def garbage(self, item: paths.VenusItem) -> None:
         if item.service in self.absent:
@@ -519,10 +651,14 @@ class Round:
             await asyncio.sleep(step.duration_s)
             await self.start()
         elif kind == "user_write":
-            applied = SETTING.service not in self.absent
+            value = float(step.value)
+            # Setting the value the GX holds signals nothing: nobody could see it.
+            applied = SETTING.service not in self.absent and value != self.user_values[-1]
             if applied:
-                await self.on_gx(SETTING, float(step.value))
-                self.user_values.append(float(step.value))
+                at = await self.on_gx(SETTING, value)
+                assert at is not None
+                self.user_values.append(value)
+                self.user_events.append((at, value))
         elif kind == "ha_command":
             applied = self.broker.running and await self.ha_command(str(step.value))
         if applied and kind in FAULTS:
@@ -542,14 +678,24 @@ class Round:
         self.write_config()
         values = plant()
         async with contextlib.AsyncExitStack() as stack:
-            self.mq = await stack.enter_async_context(mqtt_gx(self.broker, values))
+            variant, expiry = self.variant, OVERRIDE_EXPIRY_S
+            mq = await stack.enter_async_context(
+                mqtt_gx(self.broker, values, override=variant, override_expiry_s=expiry)
+            )
+            self.mq = mq
             if self.options.transport == "auto":
                 assert self.daemon is not None
                 db = await stack.enter_async_context(
-                    dbus_gx(self.daemon.address, self.options.backend, values)
+                    dbus_gx(
+                        self.daemon.address,
+                        self.options.backend,
+                        values,
+                        override=variant,
+                        override_expiry_s=expiry,
+                    )
                 )
                 self.db = db
-                self.mirror = Mirror(self.mq, db)
+                self.mirror = OverrideMirror(mq, db, hub4_gone=lambda: HUB4 in self.absent)
                 await stack.enter_async_context(running(self.mirror.run()))
             await stack.enter_async_context(running(self.poll_journal()))
             await stack.enter_async_context(running(self.observe_home_assistant()))
@@ -580,8 +726,16 @@ class Round:
         return any(math.isclose(value, user) for user in self.user_values)
 
     def check_after_stop(self) -> None:
-        """Right after a kill or a stop: the journal parses and a clean one matches the GX."""
+        """Right after a kill or a stop: the journal parses and a clean one matches the GX; an
+        override of venus-prio's still in force is in the journal, and a stop released it."""
         journal = load_journal(journal_path(self.state_dir))
+        inc = self.incarnations[-1]
+        shown = [d.override_w for d in self.doors]
+        ours = [v for v in shown if v is not None and v >= 0 and self.foreign is None]
+        if ours and (journal is None or not journal.override_held):
+            self.violation(f"the override holds venus-prio's {ours[0]:g} W, the journal says not")
+        if ours and inc.how == "sigterm" and inc.code == 0:
+            self.violation(f"a SIGTERM left venus-prio's override {ours[0]:g} W in force")
         if journal is None or not journal.clean:
             return
         for value in self.gx_values():
@@ -630,12 +784,86 @@ class Round:
             and journal.portal_id == PID
             and journal.baseline_w is not None
             and math.isclose(journal.baseline_w, latest)
-            and journal.last_written_w is not None
-            and all(math.isclose(journal.last_written_w, v) for v in self.gx_values())
+            and (  # None: venus-prio never wrote the setting (it steered the override)
+                journal.last_written_w is None
+                or all(math.isclose(journal.last_written_w, v) for v in self.gx_values())
+            )
+            and not journal.override_held
         ):
             self.violation(f"the journal after the final stop does not match the GX: {journal}")
         # 5. Every logged write received once, nothing received that was not logged.
         self.check_writes()
+        # 6. The override: released, only sane values, never over another tool's, never two caps.
+        self.check_override()
+
+    def check_override(self) -> None:
+        writes = self.received(OVERRIDE)
+        if self.options.actuator == "setting":
+            for door, record in writes:
+                self.violation(
+                    f"a write of {record.value!r} to the override over {door} with "
+                    "actuator.kind setting"
+                )
+            return
+        for gx in self.doors:
+            shown = gx.override_w
+            if self.variant != "absent" and shown != -1:
+                self.violation(f"the override shows {shown} after the final stop ({gx.label})")
+        for door, record in writes:
+            value = record.value
+            number = value is None or (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+            )
+            if not number or not (override_value(value) == -1 or 0 <= value <= MAX_W):
+                self.violation(
+                    f"a write of {value!r} to the override over {door}, "
+                    f"neither -1 nor in [0, {MAX_W:g}]"
+                )
+        spans = held_spans(self.override_timeline(), self.lapse)
+        for door, record in writes:
+            foreign = held_at(spans, "foreign", record.at)
+            if foreign is not None and record.at - foreign[0] > CROSSING_S:
+                self.violation(
+                    f"venus-prio wrote {record.value!r} to the override over {door} while another "
+                    f"tool's {foreign[1]:g} W held it (for {record.at - foreign[0]:.1f}s)"
+                )
+            setting = self.setting_at(record.at)
+            if record.accepted and override_value(record.value) >= 0 and not self.is_users(setting):
+                self.violation(
+                    f"venus-prio wrote {record.value!r} to the override over {door} while its "
+                    f"{setting:g} W held the setting: two caps in force"
+                )
+        for door, record in self.received(SETTING):
+            ours = held_at(spans, "venus-prio", record.at)
+            number = isinstance(record.value, (int, float)) and not isinstance(record.value, bool)
+            if ours is not None and not (number and self.is_users(float(record.value))):
+                self.violation(
+                    f"venus-prio wrote {record.value!r} to the setting over {door} while its "
+                    f"override {ours[1]:g} W was in force: two caps in force"
+                )
+
+    def override_timeline(self) -> List[Tuple[float, float, str]]:
+        """Every change of the override, in time order: (when, value, who)."""
+        events = [
+            (record.at, override_value(record.value), "venus-prio")
+            for _, record in self.received(OVERRIDE)
+            if record.accepted
+        ]
+        return sorted(events + self.override_events)
+
+    def lapse(self, at: float, value: float) -> float:
+        """Return when ``value`` written to the override at ``at`` falls back to -1 by itself."""
+        register = OverrideRegister(variant=self.variant, expiry_s=OVERRIDE_EXPIRY_S)
+        register.write(value, at)
+        change = register.next_change(at)
+        return math.inf if change is None else change
+
+    def setting_at(self, at: float) -> float:
+        """Return the value the setting held just before ``at`` (the user's, or a write)."""
+        events = [(r.at, r.value) for _, r in self.received(SETTING) if r.accepted]
+        events += self.user_events
+        before = [float(value) for t, value in sorted(events) if t < at]
+        return before[-1] if before else BASELINE
 
     def check_writes(self) -> None:
         received = self.received()
@@ -645,7 +873,7 @@ class Round:
                 (door, r) for door, r in received if starts[number] <= r.at < starts[number + 1]
             ]
             text = inc.text()
-            logged = [float(v) for v in WROTE.findall(text)]
+            logged = [float(a or b) for a, b in WROTE.findall(text)]
             restored = [float(v) for v in RESTORED.findall(text)]
             problems = align(
                 logged,
@@ -663,10 +891,41 @@ class Round:
             index=self.index,
             faults=self.faults,
             violations=self.violations,
-            writes=len(self.received()),
+            writes=len(self.received(SETTING)) + len(self.received(OVERRIDE)),
+            variant=self.variant,
             switches=switches,
             seconds=seconds,
         )
+
+
+Span = Tuple[float, float, float, str]  # (from, until, value, who) an override was in force
+
+
+def held_spans(
+    events: Sequence[Tuple[float, float, str]], lapse: Callable[[float, float], float]
+) -> List[Span]:
+    """Return when whose override was in force, from its changes (when, value, who) in time
+    order; ``lapse(at, value)``: when a value written at ``at`` falls back to -1 by itself.
+    One holder's rewrites make one span (its first value and start)."""
+    spans: List[Span] = []
+    for index, (at, value, who) in enumerate(events):
+        if value < 0:
+            continue
+        until = events[index + 1][0] if index + 1 < len(events) else math.inf
+        until = min(until, lapse(at, value))
+        if spans and spans[-1][3] == who and spans[-1][1] >= at:
+            spans[-1] = (spans[-1][0], until, spans[-1][2], who)
+        else:
+            spans.append((at, until, value, who))
+    return spans
+
+
+def held_at(spans: Sequence[Span], who: str, at: float) -> Optional[Tuple[float, float]]:
+    """Return (since, value) when ``who``'s override was in force just before ``at``."""
+    for start, until, value, holder in spans:
+        if holder == who and start < at <= until:
+            return start, value
+    return None
 
 
 def align(
@@ -743,10 +1002,16 @@ class CampaignResult:
 
 async def run_round(seed: int, index: int, options: Options, lab: Lab) -> RoundResult:
     rng = round_rng(seed, index)
-    steps = schedule(rng, transport=options.transport, faults=options.faults)
+    variant, steps = plan_round(rng, options)
     round_dir = lab.workdir / f"round-{index}"
     round_dir.mkdir(parents=True, exist_ok=True)
-    one = Round(index, steps, options=options, lab=dataclasses.replace(lab, workdir=round_dir))
+    one = Round(
+        index,
+        steps,
+        options=options,
+        lab=dataclasses.replace(lab, workdir=round_dir),
+        variant=variant,
+    )
     started = time.monotonic()
     try:
         await one.run()
@@ -778,7 +1043,8 @@ def run_campaign(
         if verbose:
             report(
                 f"round {index}: {sum(result.faults.values())} faults {dict(result.faults)}, "
-                f"{result.writes} writes, {result.switches} switches, {result.seconds:.1f}s"
+                f"{result.writes} writes, {result.switches} switches, hub4 override "
+                f"{result.variant}, {result.seconds:.1f}s"
             )
         for violation in result.violations:
             report(f"VIOLATION seed {seed} round {index}: {violation}")

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, List, Optional, Tuple
 import pytest
 
 from tests.unit.test_service_memory import BASELINE, Clock, gx_state, make_config, run
-from venus_prio.journal import journal_path, load_journal
+from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Reason
 from venus_prio.service import Service
 from venus_prio.venus import paths
@@ -207,3 +207,34 @@ def test_the_journal_is_saved_only_when_a_restart_needs_it(tmp_path: Path) -> No
         (1800.0, False, False, "auto"),
         (1800.0, True, False, "auto"),
     ]
+
+
+@pytest.mark.parametrize(("foreign", "writes"), [(1.0, []), (4321.0, []), (730.0, [-1.0])])
+def test_another_tools_override_found_after_a_crash_is_not_taken_for_ours(
+    tmp_path: Path, foreign: float, writes: List[float]
+) -> None:
+    # Found by reading, after the fault campaign's override faults: the journal said a killed
+    # run held the override, another tool (Dynamic ESS's 1 W) took it while venus-prio was down,
+    # and the restart took that value for its own and wrote over it. A value venus-prio never
+    # writes is the other tool's: stand aside, write nothing. One it could have written (a step
+    # of override.step_w) cannot be told apart: still taken for ours, and released on stop.
+    journal = Journal(
+        portal_id=None, baseline_w=BASELINE, last_written_w=None, clean=True, override_held=True
+    )
+    save_journal(journal_path(tmp_path), journal)
+
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=BASELINE)
+        gx_state(source, clock, soc=25.0)
+        source.set_override(foreign)
+        service = Service(config=make_config(tmp_path, kind="auto"), source=source, clock=clock)
+        decision = await service.evaluate()
+        assert decision is not None
+        expected = Reason.NORMAL if writes else Reason.STAND_ASIDE_OVERRIDE_IN_USE
+        assert decision.reason is expected
+        assert await service.restore_baseline()
+        assert source.override_writes == writes
+        assert source.writes == []
+
+    run(scenario)

@@ -711,8 +711,9 @@ def test_dirty_journal_tells_the_users_change_while_down_from_our_value(
         assert source.setting_w == expected_baseline
 
     run(scenario)
-    assert journal_of(tmp_path).clean
-    assert journal_of(tmp_path).baseline_w == expected_baseline
+    journal = journal_of(tmp_path)
+    assert (journal.clean, journal.baseline_w) == (True, expected_baseline)
+    assert journal.last_written_w == expected_baseline  # what the GX holds, never a stale value
 
 
 def test_stop_in_dry_run_still_hands_back_a_value_of_ours(tmp_path: Path) -> None:
@@ -731,3 +732,29 @@ def test_stop_in_dry_run_still_hands_back_a_value_of_ours(tmp_path: Path) -> Non
 
     run(scenario)
     assert journal_of(tmp_path).clean
+
+
+def test_the_user_going_back_to_an_earlier_value_of_theirs_is_adopted(tmp_path: Path) -> None:
+    # Found by the fault campaign (users who return to an earlier value): the hand-back had
+    # written 2500 W, so 2500 W counted as venus-prio's own (the last value written, and one
+    # written within the hour) and the user's return to it was ignored; the stop then restored
+    # 1234 W. The journal, clean, kept a stale last value written beside the user's value.
+    async def scenario() -> None:
+        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
+        await service.evaluate()
+        await service.set_mode("off")
+        assert source.writes == [750.0, BASELINE]
+        for value in (1234.0, BASELINE):  # the user in the GUI, then back to their old value
+            clock.advance(1.0)
+            source.setting_w = value
+            source.store.set(paths.MAX_DISCHARGE_POWER, value)
+            source.store.mark_alive(clock())
+            await service.evaluate()
+            assert service.status.baseline_w == value
+            assert journal_of(tmp_path).baseline_w == value
+        assert await service.restore_baseline()
+        assert source.setting_w == BASELINE
+
+    run(scenario)
+    journal = journal_of(tmp_path)
+    assert (journal.clean, journal.baseline_w, journal.last_written_w) == (True, BASELINE, BASELINE)

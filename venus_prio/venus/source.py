@@ -348,9 +348,10 @@ async def write_confirmed(
         if same_value(shown, value_w):
             return wrote
         log.warning(
-            "Write attempt %d: wrote %g W, the GX shows %s",
+            "Write attempt %d: wrote %g W to %s, the GX shows %s",
             attempt + 1,
             value_w,
+            "the override" if override else "MaxDischargePower",
             "nothing" if shown is None else f"{shown:g} W",
         )
     return None
