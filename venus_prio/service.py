@@ -268,8 +268,15 @@ class Service:
 
     async def _restore_setting(self) -> bool:
         """Write the baseline to the setting, confirm it by read-back, mark the journal clean."""
-        baseline = self._baseline
         journal = self._journal
+        if self._baseline is not None and not (self.dry_run and self._clean):
+            # The last look before writing: a change the user made while the transport was
+            # away (a broker restart, a switch to D-Bus) is theirs and must not be written over
+            # (fault campaign seed 1 round 61). Only with a baseline learnt in this run: then
+            # every value of ours is known and the read cannot be taken for the user's.
+            shown = await self._source.read_max_discharge(ECHO_READ_TIMEOUT_S)
+            self._observe_gx(shown, self._clock())
+        baseline = self._baseline
         if (
             baseline is None
             and journal is not None

@@ -758,3 +758,21 @@ def test_the_user_going_back_to_an_earlier_value_of_theirs_is_adopted(tmp_path: 
     run(scenario)
     journal = journal_of(tmp_path)
     assert (journal.clean, journal.baseline_w, journal.last_written_w) == (True, BASELINE, BASELINE)
+
+
+def test_restore_never_writes_over_a_users_change_it_has_not_seen_yet(tmp_path: Path) -> None:
+    # Fault campaign seed 1 round 61: the broker was down, the user set 1871 W, then SIGTERM.
+    # The restore's read-back is the first sight of that value: it is the user's, not ours.
+    async def scenario() -> None:
+        _clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE))
+        await service.evaluate()
+        source.deliver()
+        assert source.setting_w == 750.0
+        source.setting_w = 1871.0  # set in the GUI; the GX's announcement never reached us
+        assert await service.restore_baseline()
+        assert source.setting_w == 1871.0
+        assert source.writes == [750.0]
+        assert service.status.baseline_w == 1871.0
+
+    run(scenario)
+    assert (journal_of(tmp_path).clean, journal_of(tmp_path).baseline_w) == (True, 1871.0)
