@@ -269,13 +269,7 @@ class Service:
     async def _restore_setting(self) -> bool:
         """Write the baseline to the setting, confirm it by read-back, mark the journal clean."""
         journal = self._journal
-        if self._baseline is not None and not (self.dry_run and self._clean):
-            # The last look before writing: a change the user made while the transport was
-            # away (a broker restart, a switch to D-Bus) is theirs and must not be written over
-            # (fault campaign seed 1 round 61). Only with a baseline learnt in this run: then
-            # every value of ours is known and the read cannot be taken for the user's.
-            shown = await self._source.read_max_discharge(ECHO_READ_TIMEOUT_S)
-            self._observe_gx(shown, self._clock())
+        learnt = self._baseline is not None
         baseline = self._baseline
         if (
             baseline is None
@@ -301,7 +295,20 @@ class Service:
             setting_min=snap.max_discharge_min,
             setting_max=snap.max_discharge_max,
         )
-        wrote = await write_confirmed(self._source, value)
+
+        def users_change(shown: float) -> bool:
+            # The look before each write: a change the user made while the transport was away
+            # (a broker restart, a switch to D-Bus) is theirs and stays (fault campaign seed 1
+            # round 61). Only with a baseline learnt in this run: then every value of ours is
+            # known, and a value from a crashed run is never taken for the user's.
+            if not learnt:
+                return False
+            self._observe_gx(shown, self._clock())
+            return same_value(shown, self._baseline)
+
+        wrote = await write_confirmed(self._source, value, stands=users_change)
+        if self._baseline is not None and not same_value(self._baseline, baseline):
+            value = self._baseline  # adopted on the way: the GX holds the user's new value
         if wrote is None:
             log.error(
                 "RESTORE NOT CONFIRMED: could not confirm MaxDischargePower = %g W on the GX "

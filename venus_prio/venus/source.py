@@ -317,15 +317,18 @@ async def write_confirmed(
     value_w: float,
     *,
     override: bool = False,
+    stands: Optional[Callable[[float], bool]] = None,
     attempts: int = 3,
     timeout: float = 2.0,
     retry_s: float = 0.5,
 ) -> Optional[bool]:
     """Make the GX hold ``value_w``, confirmed by read-back (writes have no acknowledgement).
 
-    ``override``: the hub4 override instead of the setting. Return True when a write was needed
-    and confirmed, False when the GX already showed the value (no write spent), None when it
-    could not be confirmed after ``attempts``.
+    ``override``: the hub4 override instead of the setting. ``stands``: asked about each value
+    read before a write; True means that value must stay (the user's), so nothing is written.
+    Return True when a write was needed and confirmed, False when the GX already showed the
+    value or one that stands (no write spent), None when it could not be confirmed after
+    ``attempts``.
     """
     read = source.read_override if override else source.read_max_discharge
     write = source.write_override if override else source.write_max_discharge
@@ -336,7 +339,9 @@ async def write_confirmed(
             await asyncio.sleep(delay)
             delay *= 2
         shown = await read(timeout)
-        if same_value(shown, value_w):
+        if same_value(shown, value_w) or (
+            shown is not None and stands is not None and stands(shown)
+        ):
             return wrote
         try:
             await write(value_w)
