@@ -19,6 +19,7 @@ time-per-reason metric.
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 from typing import Deque, NamedTuple, Optional, Tuple
 
 from venus_prio.actuator import control_for, plan_override
@@ -178,20 +179,24 @@ class _ControllerPolicy(Policy):
         # The baseline is the setting's start value, the same for every policy of a comparison
         # (writes.baseline_w describes a real GX, not the simulated one).
         self.baseline_w = START_SETTING_W
+        # What does not change during a run; each step adds the readings (``decide_step``).
+        self.gx = Snapshot(
+            active_soc_limit=min_soc,
+            min_soc_setting=min_soc,
+            max_discharge_min=SETTING_MIN_W,
+            max_discharge_max=SETTING_MAX_W,
+            connected=True,
+        )
 
     def decide_step(self, r: Reading) -> PolicyStep:
         """Decide; place the target with the actuator unless ``writes.dry_run`` (then: nothing)."""
-        snap = Snapshot(
+        snap = replace(
+            self.gx,
             soc=r.soc,
-            active_soc_limit=self.min_soc,
-            min_soc_setting=self.min_soc,
             pv_dc_w=r.pv_dc_w,
             battery_power_w=r.battery_w,
             max_discharge_w=r.setting_w,
-            max_discharge_min=SETTING_MIN_W,
-            max_discharge_max=SETTING_MAX_W,
-            alive_at=r.now,
-            connected=True,
+            alive_at=r.now,  # the GX answered this step: alive
         )
         decision, self.state = decide(
             snap, self.state, self.control, baseline_w=self.baseline_w, now=r.now
