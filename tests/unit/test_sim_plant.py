@@ -28,8 +28,22 @@ def soc_energy_w(before: float, after: float, dt: float) -> float:
     return (after - before) / 100.0 * CAPACITY_WS / dt
 
 
+Case = Tuple[float, float, float, float, float, float]
+
+
+def balanced_step(case: Case) -> PlantStep:
+    """Run one step of ``case`` from its start SOC, check the energy balance, return the step."""
+    start, dt, pv_dc, load, pv_ac, cap = case
+    plant = Plant(PARAMS, start_soc=start)
+    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
+    stored = soc_energy_w(start, step.soc, dt)
+    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
+    assert energy_in == pytest.approx(load + stored + step.loss_w, abs=1e-6)
+    return step
+
+
 # (start soc, dt, pv_dc, load, pv_ac, max_discharge)
-BALANCE_CASES: List[Tuple[float, float, float, float, float, float]] = [
+BALANCE_CASES: List[Case] = [
     (50.0, 1.0, 0.0, 930.0, 0.0, -1.0),  # night, inverting from the battery
     (50.0, 1.0, 2000.0, 300.0, 0.0, -1.0),  # PV surplus charges
     (50.0, 1.0, 500.0, 2000.0, 0.0, 400.0),  # capped
@@ -48,14 +62,8 @@ BALANCE_CASES: List[Tuple[float, float, float, float, float, float]] = [
 
 
 @pytest.mark.parametrize("case", BALANCE_CASES)
-def test_energy_balance(case: Tuple[float, float, float, float, float, float]) -> None:
-    start, dt, pv_dc, load, pv_ac, cap = case
-    plant = Plant(PARAMS, start_soc=start)
-    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
-    stored = soc_energy_w(start, step.soc, dt)
-    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
-    energy_out = load + stored + step.loss_w
-    assert energy_in == pytest.approx(energy_out, abs=1e-6)
+def test_energy_balance(case: Case) -> None:
+    step = balanced_step(case)
     assert step.loss_w >= PARAMS.idle_w - 1e-9
     assert step.curtailed_w >= 0
     assert step.soc <= 100.0 + 1e-9
@@ -288,13 +296,9 @@ def test_from_sim_config() -> None:
         st.floats(min_value=-1.0, max_value=4000.0),  # MaxDischargePower
     )
 )
-def test_energy_balance_property(case: Tuple[float, float, float, float, float, float]) -> None:
-    start, dt, pv_dc, load, pv_ac, cap = case
-    plant = Plant(PARAMS, start_soc=start)
-    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
-    stored = soc_energy_w(start, step.soc, dt)
-    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
-    assert energy_in == pytest.approx(load + stored + step.loss_w, abs=1e-6)
+def test_energy_balance_property(case: Case) -> None:
+    step = balanced_step(case)
+    _, _, pv_dc, _, _, cap = case
     assert 0.0 <= step.curtailed_w <= pv_dc + 1e-9
     assert step.soc <= 100.0 + 1e-9
     assert step.inverter_ac_w <= PARAMS.inverter_w + 1e-9
