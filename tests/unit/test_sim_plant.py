@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Tuple
 
 import pytest
@@ -273,16 +274,10 @@ def test_full_battery_curtails_when_the_path_is_closed(cap: float, curtailed: fl
 
 
 def test_from_sim_config() -> None:
+    # PARAMS is the plant of the default sim: section with MinSOC 10 %.
+    assert PlantParams.from_sim_config(SimConfig(), min_soc=10.0) == PARAMS
     params = PlantParams.from_sim_config(SimConfig(battery_kwh=5.0, idle_w=10.0), min_soc=12.0)
-    assert params == PlantParams(
-        battery_kwh=5.0,
-        inverter_w=3000.0,
-        charge_efficiency=0.96,
-        discharge_efficiency=0.96,
-        inverter_efficiency=0.93,
-        idle_w=10.0,
-        min_soc=12.0,
-    )
+    assert params == dataclasses.replace(PARAMS, battery_kwh=5.0, idle_w=10.0, min_soc=12.0)
 
 
 @settings(max_examples=300, deadline=None)
