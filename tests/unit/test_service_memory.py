@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable, Coroutine, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, List, NamedTuple, Optional, Tuple, TypeVar
 
 import pytest
 
@@ -134,6 +134,21 @@ def journal_of(tmp_path: Path) -> Journal:
     journal = load_journal(journal_path(tmp_path))
     assert journal is not None
     return journal
+
+
+def previous_run(
+    tmp_path: Path,
+    *,
+    last_written_w: float,
+    clean: bool = False,
+    baseline_w: float = BASELINE,
+    portal_id: Optional[str] = None,
+) -> None:
+    """Leave the journal a previous run ended with (by default: dirty, after a crash)."""
+    journal = Journal(
+        portal_id=portal_id, baseline_w=baseline_w, last_written_w=last_written_w, clean=clean
+    )
+    save_journal(journal_path(tmp_path), journal)
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -407,10 +422,7 @@ def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path)
 
 def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
     # The previous run crashed while 750 W (its own value) stood on the GX.
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=300.0)
 
     async def scenario() -> None:
         clock = Clock()
@@ -430,10 +442,7 @@ def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
 
 def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) -> None:
     # Venus-prio was stopped cleanly; meanwhile the user set 2000 W in the GUI.
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=BASELINE, clean=True),
-    )
+    previous_run(tmp_path, last_written_w=BASELINE, clean=True)
 
     async def scenario() -> None:
         _clock, source, service = started(tmp_path, MemorySource(setting_w=2000.0), soc=25.0)
@@ -446,10 +455,7 @@ def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) ->
 
 
 def test_journal_of_another_gx_is_ignored(tmp_path: Path) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id="otherportal", baseline_w=1234.0, last_written_w=0.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=0.0, baseline_w=1234.0, portal_id="otherportal")
 
     async def scenario() -> None:
         clock = Clock()
@@ -567,57 +573,48 @@ def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_lost_echo_is_settled_by_a_read_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+class Unechoed(NamedTuple):
+    """A write whose echo never comes: the fault, the seconds run, what the test then sees."""
+
+    fault: str  # the LaggingSource flag
+    seconds: int
+    writes: List[float]
+    shown: float  # what the GX holds at the end
+    warnings: int  # "not confirmed" warnings
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # The write lands but its echo never comes: a read-back settles it, nothing to warn.
+        Unechoed("lose_echoes", 8, [750.0], 750.0, 0),
+        # The write is dropped: after the echo timeout the read-back shows 2500 W, so the write
+        # is sent once more, with one warning.
+        Unechoed("drop_writes", 6, [750.0, 750.0], BASELINE, 1),
+    ],
+)
+def test_an_unechoed_write_is_settled_by_a_read_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: Unechoed
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        source.lose_echoes = True
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
+        setattr(source, case.fault, True)
         await service.evaluate()
-        for _ in range(8):
+        for _ in range(case.seconds):
             clock.advance(1.0)
             source.store.mark_alive(clock())
             await service.evaluate()
-        assert source.writes == [750.0]
-        assert source.snapshot().max_discharge_w == 750.0
+        assert source.writes == case.writes
+        assert source.snapshot().max_discharge_w == case.shown
         assert service.status.baseline_w == BASELINE
 
     with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
         run(scenario)
-    assert not [r for r in caplog.records if "not confirmed" in r.getMessage()]
-
-
-def test_dropped_write_is_noticed_and_sent_again(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        source.drop_writes = True
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
-        await service.evaluate()
-        for _ in range(6):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
-        # After the echo timeout the read-back shows 2500 W: the write is sent once more.
-        assert source.writes == [750.0, 750.0]
-        assert service.status.baseline_w == BASELINE
-
-    with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
-        run(scenario)
-    assert len([r for r in caplog.records if "not confirmed" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "not confirmed" in r.getMessage()]) == case.warnings
 
 
 def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path: Path) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=750.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=750.0)
 
     async def scenario() -> bool:
         clock = Clock()
@@ -696,10 +693,7 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
 def test_dirty_journal_tells_the_users_change_while_down_from_our_value(
     tmp_path: Path, on_gx: float, expected_baseline: float, writes: List[float]
 ) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=300.0)
 
     async def scenario() -> None:
         _clock, source, service = started(tmp_path, MemorySource(setting_w=on_gx), soc=25.0)
