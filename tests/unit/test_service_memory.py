@@ -11,7 +11,7 @@ import pytest
 
 from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Reason
+from venus_prio.model import Decision, Reason
 from venus_prio.service import Service
 from venus_prio.venus import paths
 from venus_prio.venus.source import MemorySource
@@ -151,6 +151,23 @@ def previous_run(
     save_journal(journal_path(tmp_path), journal)
 
 
+async def next_tick(
+    clock: Clock,
+    source: MemorySource,
+    service: Service,
+    *,
+    after: float = 1.0,
+    pv: Optional[float] = None,
+) -> Optional[Decision]:
+    """Move ``after`` seconds on, let the GX show DC PV ``pv`` (if given) and prove it alive,
+    then evaluate."""
+    clock.advance(after)
+    if pv is not None:
+        source.store.set(paths.PV_DC, pv)
+    source.store.mark_alive(clock())
+    return await service.evaluate()
+
+
 def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return asyncio.run(scenario())
 
@@ -187,10 +204,7 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
         clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         journaled = journal_of(tmp_path)
-        clock.advance(2.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        decision = await service.evaluate()
+        decision = await next_tick(clock, source, service, after=2.0, pv=400.0)
         assert decision is not None and decision.pv_f == 400.0
         # 0.8 * 400 - 20 = 300 W; a decrease goes out at once.
         assert source.writes == [750.0, 300.0]
@@ -205,10 +219,7 @@ def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> N
         clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         for pv in (950.0, 900.0, 960.0):
-            clock.advance(1.0)
-            source.store.set(paths.PV_DC, pv)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service, pv=pv)
         assert source.writes == [750.0]
 
     run(scenario)
@@ -318,15 +329,10 @@ def test_old_value_before_the_echo_is_not_an_external_change(tmp_path: Path) -> 
         await service.evaluate()
         assert source.writes == [750.0]
         # The GX still shows the old value: no second write, no adoption.
-        clock.advance(1.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service)
         assert source.writes == [750.0]
         source.deliver()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, 300.0]
         # Our own 300 W arrives while the GX still shows 750 W: neither is somebody else's.
         clock.advance(1.0)
@@ -352,16 +358,10 @@ def test_dry_run_computes_and_counts_but_writes_nothing(tmp_path: Path) -> None:
         assert (status.last_write.value_w, status.last_write.sent) == (750.0, False)
         # The policy compares with the would-be 750 W, not the 2500 W still on the GX:
         # 900 W of PV gives 700 W, within the deadband of 750 W.
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 900.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=900.0)
         assert service.status.last_write is not None
         assert service.status.last_write.value_w == 750.0
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert service.status.last_write is not None
         assert service.status.last_write.value_w == 300.0
         assert service.status.counters.total == 2
@@ -527,10 +527,7 @@ def test_mode_dry_run_hands_back_then_sends_nothing(tmp_path: Path) -> None:
         await service.set_mode("dry-run")
         assert service.status.dry_run
         assert source.writes == [750.0, BASELINE]
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, BASELINE]
         assert service.status.last_write is not None
         assert not service.status.last_write.sent
@@ -558,10 +555,7 @@ def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, 300.0]
         source.deliver(1)  # the GX shows 750 W (ours, superseded), then 300 W
         await service.evaluate()
@@ -601,9 +595,7 @@ def test_an_unechoed_write_is_settled_by_a_read_back(
         setattr(source, case.fault, True)
         await service.evaluate()
         for _ in range(case.seconds):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service)
         assert source.writes == case.writes
         assert source.snapshot().max_discharge_w == case.shown
         assert service.status.baseline_w == BASELINE
@@ -637,19 +629,14 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
         clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
         await service.evaluate()
         source.deliver()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         source.deliver()
         await service.evaluate()
         assert (source.writes, source.setting_w) == ([750.0, 300.0], 300.0)
         # A late full publish shows our earlier 750 W while the GX holds 300 W.
         source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
         for _ in range(8):  # past the echo timeout: the read-back shows 300 W
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service)
         assert service.status.baseline_w == BASELINE
         assert source.writes == [750.0, 300.0]  # nothing to correct: the GX holds ours
         assert journal_of(tmp_path).baseline_w == BASELINE
@@ -664,9 +651,7 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
         source.setting_w = 750.0
         source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
         for _ in range(8):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service)
         source.deliver()
         assert service.status.baseline_w == 1800.0
         assert source.setting_w == 300.0
