@@ -130,6 +130,14 @@ def started(
     return clock, source, Service(config=make_config(tmp_path), source=source, clock=clock)
 
 
+async def steering(tmp_path: Path, source: S) -> Tuple[Clock, S, Service]:
+    """Return what ``started`` returns after the first evaluation: 1000 W PV near the floor,
+    so the service steers and has written 750 W."""
+    clock, source, service = started(tmp_path, source)
+    await service.evaluate()
+    return clock, source, service
+
+
 def journal_of(tmp_path: Path) -> Journal:
     journal = load_journal(journal_path(tmp_path))
     assert journal is not None
@@ -201,8 +209,7 @@ def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_pa
 
 def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         journaled = journal_of(tmp_path)
         decision = await next_tick(clock, source, service, after=2.0, pv=400.0)
         assert decision is not None and decision.pv_f == 400.0
@@ -216,8 +223,7 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
 
 def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         for pv in (950.0, 900.0, 960.0):
             await next_tick(clock, source, service, pv=pv)
         assert source.writes == [750.0]
@@ -242,8 +248,7 @@ def test_stale_inputs_hand_back_the_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         assert source.writes == [750.0]
         # The SOC does not change and nothing proves the GX alive for 31 s.
         for _ in range(31):
@@ -284,8 +289,7 @@ def test_external_change_is_adopted_as_the_new_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         # The user sets 1800 W in the GUI.
         clock.advance(1.0)
         source.setting_w = 1800.0
@@ -325,8 +329,7 @@ def test_external_change_does_not_override_a_configured_baseline(tmp_path: Path)
 
 def test_old_value_before_the_echo_is_not_an_external_change(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
         assert source.writes == [750.0]
         # The GX still shows the old value: no second write, no adoption.
         await next_tick(clock, source, service)
@@ -410,8 +413,7 @@ def test_shutdown_restores_the_baseline_and_marks_the_journal_clean(tmp_path: Pa
 
 def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path) -> None:
     async def scenario() -> bool:
-        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        _clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         source.reachable = False
         return await service.restore_baseline()
 
@@ -474,8 +476,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         source.store.set_connected(False)
         source.reachable = False
         for pv in (400.0, 390.0):
@@ -502,8 +503,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
 
 def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         await service.set_mode("off")
         status = service.status
         assert not status.enabled
@@ -522,8 +522,7 @@ def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
 
 def test_mode_dry_run_hands_back_then_sends_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         await service.set_mode("dry-run")
         assert service.status.dry_run
         assert source.writes == [750.0, BASELINE]
@@ -553,8 +552,7 @@ def test_nothing_happens_before_the_gx_shows_its_value(tmp_path: Path) -> None:
 
 def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
         await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, 300.0]
         source.deliver(1)  # the GX shows 750 W (ours, superseded), then 300 W
@@ -626,8 +624,7 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
     before our last write; it is ours, not the user's. A genuine change is adopted at once."""
 
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
         source.deliver()
         await next_tick(clock, source, service, pv=400.0)
         source.deliver()
@@ -698,8 +695,7 @@ def test_stop_in_dry_run_still_hands_back_a_value_of_ours(tmp_path: Path) -> Non
     # Found by the fault campaign: dry-run entered while steering, then a stop that wrote nothing
     # left the journal dirty, and the next start took the user's later value for venus-prio's.
     async def scenario() -> None:
-        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        _clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         assert source.setting_w == 750.0 and not journal_of(tmp_path).clean
         source.reachable = False  # the hand-back on entering dry-run does not get through
         await service.set_mode("dry-run")
