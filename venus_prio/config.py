@@ -487,6 +487,17 @@ def _read_secret(sec: _Section, env: Mapping[str, str], env_name: str) -> Option
     return password
 
 
+def _check_ca_file(key: str, ca_file: str) -> None:
+    """Raise ``ConfigError`` unless ``ca_file`` holds certificates (PEM) that TLS can trust."""
+    path = Path(ca_file).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file: {ca_file}")
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{key}: not a PEM certificate file: {ca_file} ({exc})") from exc
+
+
 def _read_tls(sec: _Section) -> TlsConfig:
     d = TlsConfig()
     tls = TlsConfig(
@@ -511,17 +522,6 @@ def _read_tls(sec: _Section) -> TlsConfig:
     if tls.ca_file is not None:
         _check_ca_file(sec.key_path("ca_file"), tls.ca_file)
     return tls
-
-
-def _check_ca_file(key: str, ca_file: str) -> None:
-    """Raise ``ConfigError`` unless ``ca_file`` holds certificates (PEM) that TLS can trust."""
-    path = Path(ca_file).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"{key}: no such file: {ca_file}")
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"{key}: not a PEM certificate file: {ca_file} ({exc})") from exc
 
 
 def _read_broker(

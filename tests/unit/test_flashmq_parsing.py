@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import ssl
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from venus_prio.config import BrokerConfig, TlsConfig, VenusConfig
+from venus_prio.config import BrokerConfig, SimConfig, TlsConfig, VenusConfig
 from venus_prio.errors import ConfigError
 from venus_prio.sim.fakegx import (
     _NO_VALUE,
@@ -22,7 +23,7 @@ from venus_prio.sim.fakegx import (
     plant_values,
     written_value,
 )
-from venus_prio.sim.plant import PlantStep
+from venus_prio.sim.plant import Plant, PlantParams
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import ItemUpdate, PayloadError
 from venus_prio.venus.mqtt import Endpoint, resolve_endpoint, tls_context
@@ -333,19 +334,10 @@ def test_fake_entry_payloads() -> None:
 
 
 def test_fake_gx_publishes_plant_values_rounded() -> None:
-    step = PlantStep(
-        soc=14.96,
-        battery_w=-123.4,
-        inverter_ac_w=100.0,
-        grid_w=0.0,
-        pv_dc_w=800.0,
-        pv_ac_w=0.0,
-        load_w=300.0,
-        curtailed_w=150.4,
-        blocked=False,
-        grid_charging=False,
-        loss_w=10.0,
-    )
+    # A step of the default plant with 800 W DC PV, its published values then set by hand.
+    plant = Plant(PlantParams.from_sim_config(SimConfig(), min_soc=10.0), start_soc=50.0)
+    step = plant.step(1.0, pv_dc_w=800.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
+    step = dataclasses.replace(step, soc=14.96, battery_w=-123.4, curtailed_w=150.4)
     assert plant_values(step) == {
         paths.SOC: 15.0,
         paths.PV_DC: 650.0,  # what the MPPTs deliver, not what the sun offered

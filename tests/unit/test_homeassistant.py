@@ -11,29 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from venus_prio import homeassistant as ha
 from venus_prio.config import HomeAssistantConfig
-from venus_prio.homeassistant import (
-    ACTUATORS,
-    MODES,
-    Command,
-    CommandKind,
-    Message,
-    Topics,
-    availability_message,
-    cleanup_messages,
-    discovery_messages,
-    parse_command,
-    state_document,
-    state_message,
-    state_prefix,
-    state_topics,
-)
 from venus_prio.model import Actuator, Band, Decision, Phase, Reason, TargetClass
 from venus_prio.writes import WriteCounters
 
 PORTAL = "c0619ab00001"
 CFG = HomeAssistantConfig()
-TOPICS = state_topics(f"venus_prio/{PORTAL}")
+TOPICS = ha.state_topics(f"venus_prio/{PORTAL}")
 
 # Allow-lists taken from the Home Assistant documentation (sensor, binary_sensor, entity
 # categories), restricted to what every release since 2023.1 accepts.
@@ -100,7 +85,7 @@ def document(dec: Optional[Decision] = None, **overrides: Any) -> Dict[str, Any]
         "baseline_w": -1.0,
     }
     kwargs.update(overrides)
-    message = state_message(TOPICS, state_document(dec or decision(), **kwargs))
+    message = ha.state_message(TOPICS, ha.state_document(dec or decision(), **kwargs))
     assert message.topic == TOPICS.state
     assert message.retain
     parsed: Dict[str, Any] = json.loads(message.payload)
@@ -108,7 +93,7 @@ def document(dec: Optional[Decision] = None, **overrides: Any) -> Dict[str, Any]
 
 
 def configs(controls: bool = True, cfg: HomeAssistantConfig = CFG) -> Dict[str, Dict[str, Any]]:
-    messages = discovery_messages(cfg, portal_id=PORTAL, sw_version="0.1.0", controls=controls)
+    messages = ha.discovery_messages(cfg, portal_id=PORTAL, sw_version="0.1.0", controls=controls)
     assert all(m.retain for m in messages)
     parsed = {m.topic: json.loads(m.payload) for m in messages}
     assert len(parsed) == len(messages), "two entities share a config topic"
@@ -128,8 +113,8 @@ def component(topic: str) -> str:
 
 
 def test_state_topics_default_prefix_is_portal_id() -> None:
-    topics = state_topics(state_prefix(CFG, portal_id=PORTAL))
-    assert topics == Topics(
+    topics = ha.state_topics(ha.state_prefix(CFG, portal_id=PORTAL))
+    assert topics == ha.Topics(
         base="venus_prio/c0619ab00001",
         state="venus_prio/c0619ab00001/state",
         availability="venus_prio/c0619ab00001/availability",
@@ -142,7 +127,7 @@ def test_state_topics_default_prefix_is_portal_id() -> None:
 
 def test_configured_state_prefix_wins() -> None:
     cfg = HomeAssistantConfig(state_topic_prefix="home/ess/")
-    topics = state_topics(state_prefix(cfg, portal_id=PORTAL))
+    topics = ha.state_topics(ha.state_prefix(cfg, portal_id=PORTAL))
     assert topics.state == "home/ess/state"
     assert topics.set_mode == "home/ess/set/mode"
     for config in configs(cfg=cfg).values():
@@ -150,10 +135,10 @@ def test_configured_state_prefix_wins() -> None:
 
 
 def test_availability_messages() -> None:
-    assert availability_message(TOPICS, online=True) == Message(
+    assert ha.availability_message(TOPICS, online=True) == ha.Message(
         topic=TOPICS.availability, payload="online", retain=True
     )
-    assert availability_message(TOPICS, online=False).payload == "offline"
+    assert ha.availability_message(TOPICS, online=False).payload == "offline"
 
 
 # --- discovery -----------------------------------------------------------------------------------
@@ -177,7 +162,7 @@ def test_unique_ids_are_unique_and_stable() -> None:
     assert all(i.startswith(f"venus_prio_{PORTAL}_") for i in ids)
     assert first == second
     # A new software version changes the device block, never the ids.
-    newer = discovery_messages(CFG, portal_id=PORTAL, sw_version="9.9", controls=True)
+    newer = ha.discovery_messages(CFG, portal_id=PORTAL, sw_version="9.9", controls=True)
     assert [json.loads(m.payload)["unique_id"] for m in newer] == ids
 
 
@@ -217,7 +202,7 @@ def test_every_entity_shares_device_origin_and_availability() -> None:
 
 
 def test_support_url_goes_into_origin() -> None:
-    messages = discovery_messages(
+    messages = ha.discovery_messages(
         CFG, portal_id=PORTAL, sw_version="1", controls=False, support_url="https://example.org/vp"
     )
     assert all(
@@ -235,7 +220,7 @@ def test_entity_ids_for_old_and_new_home_assistant() -> None:
 
 
 def test_portal_id_with_odd_characters_gives_valid_topics_and_ids() -> None:
-    messages = discovery_messages(CFG, portal_id="AB+cd/1", sw_version="1", controls=True)
+    messages = ha.discovery_messages(CFG, portal_id="AB+cd/1", sw_version="1", controls=True)
     for message in messages:
         node = message.topic.split("/")[2]
         assert re.fullmatch(r"[a-zA-Z0-9_-]+", node)
@@ -452,7 +437,7 @@ def test_sensors_and_binary_sensors_expire() -> None:
             assert isinstance(config["expire_after"], int) and config["expire_after"] > 0
         else:
             assert "expire_after" not in config
-    messages = discovery_messages(
+    messages = ha.discovery_messages(
         CFG, portal_id=PORTAL, sw_version="1", controls=False, expire_after_s=90
     )
     assert {json.loads(m.payload)["expire_after"] for m in messages} == {90}
@@ -472,10 +457,10 @@ def test_controls() -> None:
     assert button["command_topic"] == TOPICS.set_restore
     assert button["payload_press"] == "PRESS"
     # Each documented command payload round-trips through parse_command.
-    assert parse_command(switch["command_topic"], switch["payload_on"], TOPICS) is not None
-    assert parse_command(button["command_topic"], button["payload_press"], TOPICS) is not None
+    assert ha.parse_command(switch["command_topic"], switch["payload_on"], TOPICS) is not None
+    assert ha.parse_command(button["command_topic"], button["payload_press"], TOPICS) is not None
     for option in select["options"]:
-        assert parse_command(select["command_topic"], option, TOPICS) is not None
+        assert ha.parse_command(select["command_topic"], option, TOPICS) is not None
 
 
 def test_no_controls_without_controls() -> None:
@@ -487,7 +472,7 @@ def test_no_controls_without_controls() -> None:
 
 
 def test_cleanup_empties_every_config_topic() -> None:
-    cleanup = cleanup_messages(CFG, portal_id=PORTAL)
+    cleanup = ha.cleanup_messages(CFG, portal_id=PORTAL)
     assert all(m.payload == "" and m.retain for m in cleanup)
     topics = [m.topic for m in cleanup]
     config_topics = set(configs(controls=True))
@@ -560,7 +545,7 @@ def test_state_rejects_unknown_mode_and_actuator(field: str, value: str) -> None
 
 
 def test_actuators_constant_matches_the_model() -> None:
-    assert ACTUATORS == ("override", "setting", "none")
+    assert ha.ACTUATORS == ("override", "setting", "none")
 
 
 @settings(max_examples=200)
@@ -572,7 +557,7 @@ def test_actuators_constant_matches_the_model() -> None:
 def test_state_is_always_strict_json(
     target: float, soc: Optional[float], age: Optional[float]
 ) -> None:
-    state = state_document(
+    state = ha.state_document(
         decision(target_w=target, soc=soc),
         written_w=target,
         battery_power_w=soc,
@@ -591,24 +576,24 @@ def test_state_is_always_strict_json(
 # --- commands ------------------------------------------------------------------------------------
 
 VALID = [
-    (TOPICS.set_enabled, "ON", Command(kind=CommandKind.SET_ENABLED, enabled=True)),
-    (TOPICS.set_enabled, "OFF", Command(kind=CommandKind.SET_ENABLED, enabled=False)),
-    (TOPICS.set_mode, "auto", Command(kind=CommandKind.SET_MODE, mode="auto")),
-    (TOPICS.set_mode, "dry-run", Command(kind=CommandKind.SET_MODE, mode="dry-run")),
-    (TOPICS.set_mode, "off", Command(kind=CommandKind.SET_MODE, mode="off")),
-    (TOPICS.set_restore, "PRESS", Command(kind=CommandKind.RESTORE)),
+    (TOPICS.set_enabled, "ON", ha.Command(kind=ha.CommandKind.SET_ENABLED, enabled=True)),
+    (TOPICS.set_enabled, "OFF", ha.Command(kind=ha.CommandKind.SET_ENABLED, enabled=False)),
+    (TOPICS.set_mode, "auto", ha.Command(kind=ha.CommandKind.SET_MODE, mode="auto")),
+    (TOPICS.set_mode, "dry-run", ha.Command(kind=ha.CommandKind.SET_MODE, mode="dry-run")),
+    (TOPICS.set_mode, "off", ha.Command(kind=ha.CommandKind.SET_MODE, mode="off")),
+    (TOPICS.set_restore, "PRESS", ha.Command(kind=ha.CommandKind.RESTORE)),
 ]
 
 
 @pytest.mark.parametrize(("topic", "payload", "expected"), VALID)
-def test_every_documented_command_parses(topic: str, payload: str, expected: Command) -> None:
-    assert parse_command(topic, payload, TOPICS) == expected
-    assert parse_command(topic, payload.encode(), TOPICS) == expected
-    assert parse_command(topic, bytearray(payload.encode()), TOPICS) == expected
+def test_every_documented_command_parses(topic: str, payload: str, expected: ha.Command) -> None:
+    assert ha.parse_command(topic, payload, TOPICS) == expected
+    assert ha.parse_command(topic, payload.encode(), TOPICS) == expected
+    assert ha.parse_command(topic, bytearray(payload.encode()), TOPICS) == expected
 
 
 def test_modes_constant_matches_select() -> None:
-    assert MODES == ("auto", "dry-run", "off")
+    assert ha.MODES == ("auto", "dry-run", "off")
 
 
 @pytest.mark.parametrize(
@@ -632,14 +617,14 @@ def test_modes_constant_matches_select() -> None:
     ],
 )
 def test_near_misses_are_rejected(topic: str, payload: str) -> None:
-    assert parse_command(topic, payload, TOPICS) is None
+    assert ha.parse_command(topic, payload, TOPICS) is None
 
 
 def test_invalid_utf8_and_non_text_payloads_are_rejected() -> None:
-    assert parse_command(TOPICS.set_enabled, b"O\xffN", TOPICS) is None
-    assert parse_command(TOPICS.set_enabled, None, TOPICS) is None
-    assert parse_command(TOPICS.set_enabled, 1, TOPICS) is None
-    assert parse_command(TOPICS.set_mode, 0.0, TOPICS) is None
+    assert ha.parse_command(TOPICS.set_enabled, b"O\xffN", TOPICS) is None
+    assert ha.parse_command(TOPICS.set_enabled, None, TOPICS) is None
+    assert ha.parse_command(TOPICS.set_enabled, 1, TOPICS) is None
+    assert ha.parse_command(TOPICS.set_mode, 0.0, TOPICS) is None
 
 
 def _malformed(rng: random.Random) -> Union[str, bytes]:
@@ -667,13 +652,13 @@ def test_fuzzed_payloads_are_rejected() -> None:
         text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
         if (topic, text) in valid_pairs:
             continue  # the fuzzer hit a valid payload by chance
-        assert parse_command(topic, payload, TOPICS) is None, (topic, payload)
+        assert ha.parse_command(topic, payload, TOPICS) is None, (topic, payload)
         rejected += 1
 
 
 def test_message_lists_are_messages() -> None:
-    every: List[Message] = [
-        *discovery_messages(CFG, portal_id=PORTAL, sw_version="1", controls=True),
-        *cleanup_messages(CFG, portal_id=PORTAL),
+    every: List[ha.Message] = [
+        *ha.discovery_messages(CFG, portal_id=PORTAL, sw_version="1", controls=True),
+        *ha.cleanup_messages(CFG, portal_id=PORTAL),
     ]
-    assert all(isinstance(m, Message) and isinstance(m.payload, str) for m in every)
+    assert all(isinstance(m, ha.Message) and isinstance(m.payload, str) for m in every)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, Callable, Coroutine, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Coroutine, List, NamedTuple, Optional, Tuple, TypeVar
 
 import pytest
 
 from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Reason
+from venus_prio.model import Decision, Reason
 from venus_prio.service import Service
 from venus_prio.venus import paths
 from venus_prio.venus.source import MemorySource
@@ -130,10 +130,50 @@ def started(
     return clock, source, Service(config=make_config(tmp_path), source=source, clock=clock)
 
 
+async def steering(tmp_path: Path, source: S) -> Tuple[Clock, S, Service]:
+    """Return what ``started`` returns after the first evaluation: 1000 W PV near the floor,
+    so the service steers and has written 750 W."""
+    clock, source, service = started(tmp_path, source)
+    await service.evaluate()
+    return clock, source, service
+
+
 def journal_of(tmp_path: Path) -> Journal:
     journal = load_journal(journal_path(tmp_path))
     assert journal is not None
     return journal
+
+
+def previous_run(
+    tmp_path: Path,
+    *,
+    last_written_w: float,
+    clean: bool = False,
+    baseline_w: float = BASELINE,
+    portal_id: Optional[str] = None,
+) -> None:
+    """Leave the journal a previous run ended with (by default: dirty, after a crash)."""
+    journal = Journal(
+        portal_id=portal_id, baseline_w=baseline_w, last_written_w=last_written_w, clean=clean
+    )
+    save_journal(journal_path(tmp_path), journal)
+
+
+async def next_tick(
+    clock: Clock,
+    source: MemorySource,
+    service: Service,
+    *,
+    after: float = 1.0,
+    pv: Optional[float] = None,
+) -> Optional[Decision]:
+    """Move ``after`` seconds on, let the GX show DC PV ``pv`` (if given) and prove it alive,
+    then evaluate."""
+    clock.advance(after)
+    if pv is not None:
+        source.store.set(paths.PV_DC, pv)
+    source.store.mark_alive(clock())
+    return await service.evaluate()
 
 
 def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -169,13 +209,9 @@ def test_first_decision_writes_the_pv_share_after_journaling_the_baseline(tmp_pa
 
 def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         journaled = journal_of(tmp_path)
-        clock.advance(2.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        decision = await service.evaluate()
+        decision = await next_tick(clock, source, service, after=2.0, pv=400.0)
         assert decision is not None and decision.pv_f == 400.0
         # 0.8 * 400 - 20 = 300 W; a decrease goes out at once.
         assert source.writes == [750.0, 300.0]
@@ -187,13 +223,9 @@ def test_pv_drop_writes_a_lower_value_at_once(tmp_path: Path) -> None:
 
 def test_small_pv_change_within_the_deadband_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         for pv in (950.0, 900.0, 960.0):
-            clock.advance(1.0)
-            source.store.set(paths.PV_DC, pv)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service, pv=pv)
         assert source.writes == [750.0]
 
     run(scenario)
@@ -216,8 +248,7 @@ def test_stale_inputs_hand_back_the_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         assert source.writes == [750.0]
         # The SOC does not change and nothing proves the GX alive for 31 s.
         for _ in range(31):
@@ -258,8 +289,7 @@ def test_external_change_is_adopted_as_the_new_baseline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         # The user sets 1800 W in the GUI.
         clock.advance(1.0)
         source.setting_w = 1800.0
@@ -299,19 +329,13 @@ def test_external_change_does_not_override_a_configured_baseline(tmp_path: Path)
 
 def test_old_value_before_the_echo_is_not_an_external_change(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
         assert source.writes == [750.0]
         # The GX still shows the old value: no second write, no adoption.
-        clock.advance(1.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service)
         assert source.writes == [750.0]
         source.deliver()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, 300.0]
         # Our own 300 W arrives while the GX still shows 750 W: neither is somebody else's.
         clock.advance(1.0)
@@ -337,16 +361,10 @@ def test_dry_run_computes_and_counts_but_writes_nothing(tmp_path: Path) -> None:
         assert (status.last_write.value_w, status.last_write.sent) == (750.0, False)
         # The policy compares with the would-be 750 W, not the 2500 W still on the GX:
         # 900 W of PV gives 700 W, within the deadband of 750 W.
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 900.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=900.0)
         assert service.status.last_write is not None
         assert service.status.last_write.value_w == 750.0
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert service.status.last_write is not None
         assert service.status.last_write.value_w == 300.0
         assert service.status.counters.total == 2
@@ -395,8 +413,7 @@ def test_shutdown_restores_the_baseline_and_marks_the_journal_clean(tmp_path: Pa
 
 def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path) -> None:
     async def scenario() -> bool:
-        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        _clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         source.reachable = False
         return await service.restore_baseline()
 
@@ -407,10 +424,7 @@ def test_shutdown_without_the_gx_reports_failure_and_stays_dirty(tmp_path: Path)
 
 def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
     # The previous run crashed while 750 W (its own value) stood on the GX.
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=300.0)
 
     async def scenario() -> None:
         clock = Clock()
@@ -430,10 +444,7 @@ def test_crash_keeps_the_journaled_baseline(tmp_path: Path) -> None:
 
 def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) -> None:
     # Venus-prio was stopped cleanly; meanwhile the user set 2000 W in the GUI.
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=BASELINE, clean=True),
-    )
+    previous_run(tmp_path, last_written_w=BASELINE, clean=True)
 
     async def scenario() -> None:
         _clock, source, service = started(tmp_path, MemorySource(setting_w=2000.0), soc=25.0)
@@ -446,10 +457,7 @@ def test_clean_journal_with_another_value_on_the_gx_adopts_it(tmp_path: Path) ->
 
 
 def test_journal_of_another_gx_is_ignored(tmp_path: Path) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id="otherportal", baseline_w=1234.0, last_written_w=0.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=0.0, baseline_w=1234.0, portal_id="otherportal")
 
     async def scenario() -> None:
         clock = Clock()
@@ -468,8 +476,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         source.store.set_connected(False)
         source.reachable = False
         for pv in (400.0, 390.0):
@@ -496,8 +503,7 @@ def test_disconnection_writes_nothing_and_reconnect_writes_at_once(
 
 def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         await service.set_mode("off")
         status = service.status
         assert not status.enabled
@@ -516,15 +522,11 @@ def test_mode_off_stands_aside_and_is_persisted(tmp_path: Path) -> None:
 
 def test_mode_dry_run_hands_back_then_sends_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         await service.set_mode("dry-run")
         assert service.status.dry_run
         assert source.writes == [750.0, BASELINE]
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, BASELINE]
         assert service.status.last_write is not None
         assert not service.status.last_write.sent
@@ -550,12 +552,8 @@ def test_nothing_happens_before_the_gx_shows_its_value(tmp_path: Path) -> None:
 
 def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
+        await next_tick(clock, source, service, pv=400.0)
         assert source.writes == [750.0, 300.0]
         source.deliver(1)  # the GX shows 750 W (ours, superseded), then 300 W
         await service.evaluate()
@@ -567,57 +565,46 @@ def test_echoes_of_two_quick_writes_arrive_in_turn(tmp_path: Path) -> None:
     run(scenario)
 
 
-def test_lost_echo_is_settled_by_a_read_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+class Unechoed(NamedTuple):
+    """A write whose echo never comes: the fault, the seconds run, what the test then sees."""
+
+    fault: str  # the LaggingSource flag
+    seconds: int
+    writes: List[float]
+    shown: float  # what the GX holds at the end
+    warnings: int  # "not confirmed" warnings
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # The write lands but its echo never comes: a read-back settles it, nothing to warn.
+        Unechoed("lose_echoes", 8, [750.0], 750.0, 0),
+        # The write is dropped: after the echo timeout the read-back shows 2500 W, so the write
+        # is sent once more, with one warning.
+        Unechoed("drop_writes", 6, [750.0, 750.0], BASELINE, 1),
+    ],
+)
+def test_an_unechoed_write_is_settled_by_a_read_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: Unechoed
 ) -> None:
     async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        source.lose_echoes = True
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
+        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
+        setattr(source, case.fault, True)
         await service.evaluate()
-        for _ in range(8):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
-        assert source.writes == [750.0]
-        assert source.snapshot().max_discharge_w == 750.0
+        for _ in range(case.seconds):
+            await next_tick(clock, source, service)
+        assert source.writes == case.writes
+        assert source.snapshot().max_discharge_w == case.shown
         assert service.status.baseline_w == BASELINE
 
     with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
         run(scenario)
-    assert not [r for r in caplog.records if "not confirmed" in r.getMessage()]
-
-
-def test_dropped_write_is_noticed_and_sent_again(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    async def scenario() -> None:
-        clock = Clock()
-        source = LaggingSource(setting_w=BASELINE)
-        source.drop_writes = True
-        gx_state(source, clock, pv=1000.0)
-        service = Service(config=make_config(tmp_path), source=source, clock=clock)
-        await service.evaluate()
-        for _ in range(6):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
-        # After the echo timeout the read-back shows 2500 W: the write is sent once more.
-        assert source.writes == [750.0, 750.0]
-        assert service.status.baseline_w == BASELINE
-
-    with caplog.at_level(logging.WARNING, logger="venus_prio.service"):
-        run(scenario)
-    assert len([r for r in caplog.records if "not confirmed" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "not confirmed" in r.getMessage()]) == case.warnings
 
 
 def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path: Path) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=750.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=750.0)
 
     async def scenario() -> bool:
         clock = Clock()
@@ -637,22 +624,16 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
     before our last write; it is ours, not the user's. A genuine change is adopted at once."""
 
     async def scenario() -> None:
-        clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        clock, source, service = await steering(tmp_path, LaggingSource(setting_w=BASELINE))
         source.deliver()
-        clock.advance(1.0)
-        source.store.set(paths.PV_DC, 400.0)
-        source.store.mark_alive(clock())
-        await service.evaluate()
+        await next_tick(clock, source, service, pv=400.0)
         source.deliver()
         await service.evaluate()
         assert (source.writes, source.setting_w) == ([750.0, 300.0], 300.0)
         # A late full publish shows our earlier 750 W while the GX holds 300 W.
         source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
         for _ in range(8):  # past the echo timeout: the read-back shows 300 W
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service)
         assert service.status.baseline_w == BASELINE
         assert source.writes == [750.0, 300.0]  # nothing to correct: the GX holds ours
         assert journal_of(tmp_path).baseline_w == BASELINE
@@ -667,9 +648,7 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
         source.setting_w = 750.0
         source.store.set(paths.MAX_DISCHARGE_POWER, 750.0)
         for _ in range(8):
-            clock.advance(1.0)
-            source.store.mark_alive(clock())
-            await service.evaluate()
+            await next_tick(clock, source, service)
         source.deliver()
         assert service.status.baseline_w == 1800.0
         assert source.setting_w == 300.0
@@ -696,10 +675,7 @@ def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
 def test_dirty_journal_tells_the_users_change_while_down_from_our_value(
     tmp_path: Path, on_gx: float, expected_baseline: float, writes: List[float]
 ) -> None:
-    save_journal(
-        journal_path(tmp_path),
-        Journal(portal_id=None, baseline_w=BASELINE, last_written_w=300.0, clean=False),
-    )
+    previous_run(tmp_path, last_written_w=300.0)
 
     async def scenario() -> None:
         _clock, source, service = started(tmp_path, MemorySource(setting_w=on_gx), soc=25.0)
@@ -720,8 +696,7 @@ def test_stop_in_dry_run_still_hands_back_a_value_of_ours(tmp_path: Path) -> Non
     # Found by the fault campaign: dry-run entered while steering, then a stop that wrote nothing
     # left the journal dirty, and the next start took the user's later value for venus-prio's.
     async def scenario() -> None:
-        _clock, source, service = started(tmp_path, MemorySource(setting_w=BASELINE), pv=1000.0)
-        await service.evaluate()
+        _clock, source, service = await steering(tmp_path, MemorySource(setting_w=BASELINE))
         assert source.setting_w == 750.0 and not journal_of(tmp_path).clean
         source.reachable = False  # the hand-back on entering dry-run does not get through
         await service.set_mode("dry-run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Tuple
 
 import pytest
@@ -28,8 +29,22 @@ def soc_energy_w(before: float, after: float, dt: float) -> float:
     return (after - before) / 100.0 * CAPACITY_WS / dt
 
 
+Case = Tuple[float, float, float, float, float, float]
+
+
+def balanced_step(case: Case) -> PlantStep:
+    """Run one step of ``case`` from its start SOC, check the energy balance, return the step."""
+    start, dt, pv_dc, load, pv_ac, cap = case
+    plant = Plant(PARAMS, start_soc=start)
+    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
+    stored = soc_energy_w(start, step.soc, dt)
+    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
+    assert energy_in == pytest.approx(load + stored + step.loss_w, abs=1e-6)
+    return step
+
+
 # (start soc, dt, pv_dc, load, pv_ac, max_discharge)
-BALANCE_CASES: List[Tuple[float, float, float, float, float, float]] = [
+BALANCE_CASES: List[Case] = [
     (50.0, 1.0, 0.0, 930.0, 0.0, -1.0),  # night, inverting from the battery
     (50.0, 1.0, 2000.0, 300.0, 0.0, -1.0),  # PV surplus charges
     (50.0, 1.0, 500.0, 2000.0, 0.0, 400.0),  # capped
@@ -48,14 +63,8 @@ BALANCE_CASES: List[Tuple[float, float, float, float, float, float]] = [
 
 
 @pytest.mark.parametrize("case", BALANCE_CASES)
-def test_energy_balance(case: Tuple[float, float, float, float, float, float]) -> None:
-    start, dt, pv_dc, load, pv_ac, cap = case
-    plant = Plant(PARAMS, start_soc=start)
-    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
-    stored = soc_energy_w(start, step.soc, dt)
-    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
-    energy_out = load + stored + step.loss_w
-    assert energy_in == pytest.approx(energy_out, abs=1e-6)
+def test_energy_balance(case: Case) -> None:
+    step = balanced_step(case)
     assert step.loss_w >= PARAMS.idle_w - 1e-9
     assert step.curtailed_w >= 0
     assert step.soc <= 100.0 + 1e-9
@@ -265,16 +274,10 @@ def test_full_battery_curtails_when_the_path_is_closed(cap: float, curtailed: fl
 
 
 def test_from_sim_config() -> None:
+    # PARAMS is the plant of the default sim: section with MinSOC 10 %.
+    assert PlantParams.from_sim_config(SimConfig(), min_soc=10.0) == PARAMS
     params = PlantParams.from_sim_config(SimConfig(battery_kwh=5.0, idle_w=10.0), min_soc=12.0)
-    assert params == PlantParams(
-        battery_kwh=5.0,
-        inverter_w=3000.0,
-        charge_efficiency=0.96,
-        discharge_efficiency=0.96,
-        inverter_efficiency=0.93,
-        idle_w=10.0,
-        min_soc=12.0,
-    )
+    assert params == dataclasses.replace(PARAMS, battery_kwh=5.0, idle_w=10.0, min_soc=12.0)
 
 
 @settings(max_examples=300, deadline=None)
@@ -288,13 +291,9 @@ def test_from_sim_config() -> None:
         st.floats(min_value=-1.0, max_value=4000.0),  # MaxDischargePower
     )
 )
-def test_energy_balance_property(case: Tuple[float, float, float, float, float, float]) -> None:
-    start, dt, pv_dc, load, pv_ac, cap = case
-    plant = Plant(PARAMS, start_soc=start)
-    step = plant.step(dt, pv_dc_w=pv_dc, load_w=load, pv_ac_w=pv_ac, max_discharge_w=cap)
-    stored = soc_energy_w(start, step.soc, dt)
-    energy_in = pv_dc - step.curtailed_w + pv_ac + step.grid_w
-    assert energy_in == pytest.approx(load + stored + step.loss_w, abs=1e-6)
+def test_energy_balance_property(case: Case) -> None:
+    step = balanced_step(case)
+    _, _, pv_dc, _, _, cap = case
     assert 0.0 <= step.curtailed_w <= pv_dc + 1e-9
     assert step.soc <= 100.0 + 1e-9
     assert step.inverter_ac_w <= PARAMS.inverter_w + 1e-9

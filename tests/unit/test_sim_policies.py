@@ -119,15 +119,10 @@ def test_stock_never_writes() -> None:
     assert step == PolicyStep(-1.0, False, "STOCK")
 
 
+# The numbers of control.md's table (not the tuned defaults), as in test_controller, so the
+# expected writes read as in the spec.
 CONTROL = ControlConfig(
-    max_inverter_power_w=3000.0,
-    pv_factor=0.8,
-    pv_offset_w=20.0,
-    step_w=50.0,
-    prio_band=5.0,
-    recover_band=10.0,
-    pv_min_w=100.0,
-    hold_w=0.0,
+    max_inverter_power_w=3000.0, pv_factor=0.8, pv_offset_w=20.0, half_power_fraction=0.5
 )
 
 

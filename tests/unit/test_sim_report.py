@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from venus_prio.cli import main
 from venus_prio.config import OVERRIDE_VARIANTS
-from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.metrics import Metrics, MetricsAccumulator
 from venus_prio.sim.report import headline
 
 POLICIES = ["stock", "original", "venus_prio[override]", "venus_prio[setting]"]
@@ -150,28 +151,19 @@ def test_simulate_plot_without_matplotlib(
 
 
 def day(policy: str, *, throughput: float, imported: float, flash: int) -> Metrics:
-    """Return a day's metrics with only what the headline reads set to something meaningful."""
-    return Metrics(
-        policy=policy,
+    """Return a day's metrics with only what the headline reads set to something meaningful
+    (the rest: an empty day's, all zero)."""
+    empty = MetricsAccumulator(policy=policy, battery_kwh=10.0, start_soc=15.0).result()
+    return dataclasses.replace(
+        empty,
         battery_charged_kwh=throughput / 2,
         battery_discharged_kwh=throughput / 2,
         throughput_kwh=throughput,
         equivalent_full_cycles=throughput / 20,
-        micro_cycles=0,
-        soc_reversals=0,
         grid_import_kwh=imported + 0.5,  # the raw import: the headline must not read it
-        grid_export_kwh=0.0,
         grid_import_adjusted_kwh=imported,
-        conversion_losses_kwh=0.0,
-        curtailed_kwh=0.0,
         flash_writes_total=flash,
-        flash_writes_max_per_hour=0,
-        override_writes_total=9999,
-        override_writes_max_per_hour=0,
-        min_soc=15.0,
-        max_soc=15.0,
-        end_soc=15.0,
-        reason_seconds={},
+        override_writes_total=9999,  # the override's writes: the headline must not read them
     )
 
 

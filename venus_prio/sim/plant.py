@@ -35,7 +35,7 @@ Inverter efficiency: nominal at and above ``LOW_POWER_W``; below it falls linear
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 from venus_prio.config import OVERRIDE_VARIANTS, SimConfig
@@ -61,16 +61,13 @@ class PlantParams:
 
     @classmethod
     def from_sim_config(cls, sim: SimConfig, *, min_soc: float) -> PlantParams:
-        """Return the parameters of the ``sim:`` config section with this MinSOC."""
-        return cls(
-            battery_kwh=sim.battery_kwh,
-            inverter_w=sim.inverter_w,
-            charge_efficiency=sim.charge_efficiency,
-            discharge_efficiency=sim.discharge_efficiency,
-            inverter_efficiency=sim.inverter_efficiency,
-            idle_w=sim.idle_w,
-            min_soc=min_soc,
-        )
+        """Return the parameters of the ``sim:`` config section with this MinSOC.
+
+        Every parameter but ``min_soc`` (which depends on the policy) is the ``sim:`` key of
+        the same name.
+        """
+        from_sim = {f.name: getattr(sim, f.name) for f in fields(cls) if f.name != "min_soc"}
+        return cls(**from_sim, min_soc=min_soc)
 
 
 @dataclass(frozen=True)

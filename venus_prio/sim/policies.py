@@ -19,9 +19,10 @@ time-per-reason metric.
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 from typing import Deque, NamedTuple, Optional, Tuple
 
-from venus_prio.actuator import control_for, plan_override
+from venus_prio import actuator
 from venus_prio.config import Config, ControlConfig
 from venus_prio.controller import ControllerState, decide
 from venus_prio.model import Actuator, Decision, Snapshot
@@ -178,20 +179,24 @@ class _ControllerPolicy(Policy):
         # The baseline is the setting's start value, the same for every policy of a comparison
         # (writes.baseline_w describes a real GX, not the simulated one).
         self.baseline_w = START_SETTING_W
+        # What does not change during a run; each step adds the readings (``decide_step``).
+        self.gx = Snapshot(
+            active_soc_limit=min_soc,
+            min_soc_setting=min_soc,
+            max_discharge_min=SETTING_MIN_W,
+            max_discharge_max=SETTING_MAX_W,
+            connected=True,
+        )
 
     def decide_step(self, r: Reading) -> PolicyStep:
         """Decide; place the target with the actuator unless ``writes.dry_run`` (then: nothing)."""
-        snap = Snapshot(
+        snap = replace(
+            self.gx,
             soc=r.soc,
-            active_soc_limit=self.min_soc,
-            min_soc_setting=self.min_soc,
             pv_dc_w=r.pv_dc_w,
             battery_power_w=r.battery_w,
             max_discharge_w=r.setting_w,
-            max_discharge_min=SETTING_MIN_W,
-            max_discharge_max=SETTING_MAX_W,
-            alive_at=r.now,
-            connected=True,
+            alive_at=r.now,  # the GX answered this step: alive
         )
         decision, self.state = decide(
             snap, self.state, self.control, baseline_w=self.baseline_w, now=r.now
@@ -211,21 +216,21 @@ class VenusPrioPolicy(_ControllerPolicy):
     name = "venus_prio[setting]"
 
     def __init__(self, config: Config, *, min_soc: float) -> None:
-        super().__init__(config, control_for(config, Actuator.SETTING), min_soc=min_soc)
+        super().__init__(config, actuator.control_for(config, Actuator.SETTING), min_soc=min_soc)
         self.writes = WriteState()
 
     def place(self, decision: Decision, r: Reading) -> PolicyStep:
         """Plan the setting write (``writes.plan_write``) and apply it."""
-        control = self.control
         write = plan_write(
             target_w=decision.target_w,
             target_class=decision.target_class,
             current_w=r.setting_w,
             baseline_w=self.baseline_w,
-            hold_w=control.hold_w,
-            max_w=control.max_inverter_power_w,
-            setting_min=SETTING_MIN_W,
-            setting_max=SETTING_MAX_W,
+            hold_w=self.control.hold_w,
+            max_w=self.control.max_inverter_power_w,
+            # The setting's range as the GX shows it, like the service does.
+            setting_min=self.gx.max_discharge_min,
+            setting_max=self.gx.max_discharge_max,
             state=self.writes,
             cfg=self.config.writes,
             now=r.now,
@@ -250,24 +255,25 @@ class VenusPrioOverridePolicy(_ControllerPolicy):
     name = "venus_prio[override]"
 
     def __init__(self, config: Config, *, min_soc: float) -> None:
-        super().__init__(config, control_for(config, Actuator.OVERRIDE), min_soc=min_soc)
-        self.held_w: Optional[float] = None
-        self.last_write_t: Optional[float] = None
+        super().__init__(config, actuator.control_for(config, Actuator.OVERRIDE), min_soc=min_soc)
+        # What it holds and when it last wrote, kept by ``actuator.wrote`` as the service keeps it.
+        self.held = actuator.start(config.actuator)
 
     def place(self, decision: Decision, r: Reading) -> PolicyStep:
         """Plan the override write (``actuator.plan_override``); the setting stays as it is."""
-        write = plan_override(
+        cfg = self.config.actuator.override
+        write = actuator.plan_override(
             target_w=decision.target_w,
             target_class=decision.target_class,
-            current_w=self.held_w,
-            last_write_t=self.last_write_t,
-            cfg=self.config.actuator.override,
+            current_w=self.held.held_w,
+            last_write_t=self.held.last_write_t,
+            cfg=cfg,
             max_w=self.control.max_inverter_power_w,
             now=r.now,
         )
         if write is None:
             return PolicyStep(r.setting_w, False, decision.reason.value)
-        self.held_w, self.last_write_t = write.value_w, r.now
+        self.held = actuator.wrote(self.held, write.value_w, cfg=cfg, now=r.now)
         return PolicyStep(r.setting_w, False, decision.reason.value, write.value_w)
 
 

@@ -25,7 +25,7 @@ from venus_prio.sim import goals
 from venus_prio.sim.metrics import Metrics
 from venus_prio.sim.policies import POLICY_NAMES, VenusPrioOverridePolicy, VenusPrioPolicy
 from venus_prio.sim.report import Results, format_table, headline, plot_results
-from venus_prio.sim.runner import adjusted, compare, compare_with_traces, run_scenario
+from venus_prio.sim.runner import compare, compare_with_traces, run_scenario
 from venus_prio.sim.scenarios import SCENARIOS, Profile, builtin, load_profile_csv
 
 PLOT = Path(".github/simulation.png")
@@ -101,7 +101,8 @@ def candidates(config: Config, days: List[Tuple[str, Profile, Dict[str, Metrics]
         cycles = missed = writes = 0
         for kind, profile, reference in days:
             m = dict(reference)
-            m[OURS] = adjusted(run_scenario(profile, variant, OURS)[0], m["stock"], config)
+            stock_end_soc = m["stock"].end_soc
+            m[OURS] = run_scenario(profile, variant, OURS, reference_end_soc=stock_end_soc)[0]
             ours = m[OURS]
             throughput += ours.throughput_kwh
             import_wh += (

@@ -14,12 +14,12 @@ force. The override lives in an ``OverrideRegister`` of variant ``sim.override``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from venus_prio.config import Config
 from venus_prio.errors import InputError
-from venus_prio.sim.metrics import Metrics, MetricsAccumulator, adjusted_import_kwh
+from venus_prio.sim.metrics import Metrics, MetricsAccumulator
 from venus_prio.sim.plant import GX_RESET_PERIOD_S, OverrideRegister, Plant, PlantParams
 from venus_prio.sim.policies import (
     POLICY_NAMES,
@@ -80,8 +80,15 @@ def make_policy(config: Config, policy_name: str, *, min_soc: float) -> Policy:
     raise InputError(f"unknown policy {policy_name!r}; valid: {', '.join(POLICY_NAMES)}")
 
 
-def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Metrics, Trace]:
-    """Run one policy over the profile; the adjusted import is relative to its own end SOC."""
+def run_scenario(
+    profile: Profile,
+    config: Config,
+    policy_name: str,
+    *,
+    reference_end_soc: Optional[float] = None,
+) -> Tuple[Metrics, Trace]:
+    """Run one policy over the profile; the adjusted import is relative to ``reference_end_soc``
+    (stock's, in a comparison), by default to the run's own end SOC."""
     sim = config.sim
     dt = sim.dt_s
     min_soc = min_soc_for(config, policy_name)
@@ -100,13 +107,7 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
     start = profile.start_s
     steps = max(1, math.ceil((profile.end_s - start) / dt - 1e-9))
     trace_every = max(1, round(TRACE_EVERY_S / dt))
-    tr_t: List[float] = []
-    tr_soc: List[float] = []
-    tr_pv: List[float] = []
-    tr_load: List[float] = []
-    tr_limit: List[float] = []
-    tr_override: List[float] = []
-    tr_batt: List[float] = []
+    samples: List[Tuple[float, ...]] = []  # one row of ``Trace``'s fields per sample
 
     setting = START_SETTING_W
     battery_w = 0.0
@@ -154,57 +155,25 @@ def run_scenario(profile: Profile, config: Config, policy_name: str) -> Tuple[Me
             reason=reason,
         )
         if k % trace_every == 0:
-            tr_t.append(t)
-            tr_soc.append(soc_before)
-            tr_pv.append(pv_w)
-            tr_load.append(load_w)
-            tr_limit.append(setting)
-            tr_override.append(override_w)
-            tr_batt.append(battery_w)
+            samples.append((t, soc_before, pv_w, load_w, setting, override_w, battery_w))
     metrics = acc.result(
+        reference_end_soc=reference_end_soc,
         discharge_efficiency=sim.discharge_efficiency,
         inverter_efficiency=sim.inverter_efficiency,
     )
-    trace = Trace(
-        t=tuple(tr_t),
-        soc=tuple(tr_soc),
-        pv_dc=tuple(tr_pv),
-        load=tuple(tr_load),
-        limit=tuple(tr_limit),
-        override=tuple(tr_override),
-        battery_w=tuple(tr_batt),
-    )
-    return metrics, trace
+    return metrics, Trace(*zip(*samples))  # the first step is always sampled: never empty
 
 
 def compare_with_traces(
     profile: Profile, config: Config
 ) -> Tuple[Dict[str, Metrics], Dict[str, Trace]]:
     """Run every policy; adjust grid imports to stock's end SOC; return metrics and traces."""
-    metrics: Dict[str, Metrics] = {}
-    traces: Dict[str, Trace] = {}
+    runs = {"stock": run_scenario(profile, config, "stock")}
+    stock_end_soc = runs["stock"][0].end_soc
     for name in POLICY_NAMES:
-        metrics[name], traces[name] = run_scenario(profile, config, name)
-    stock = metrics["stock"]
-    for name, m in metrics.items():
-        metrics[name] = adjusted(m, stock, config)
-    return metrics, traces
-
-
-def adjusted(m: Metrics, stock: Metrics, config: Config) -> Metrics:
-    """Return ``m`` with its grid import adjusted to stock's end SOC (metrics module docstring)."""
-    sim = config.sim
-    return replace(
-        m,
-        grid_import_adjusted_kwh=adjusted_import_kwh(
-            grid_import_kwh=m.grid_import_kwh,
-            end_soc=m.end_soc,
-            reference_end_soc=stock.end_soc,
-            battery_kwh=sim.battery_kwh,
-            discharge_efficiency=sim.discharge_efficiency,
-            inverter_efficiency=sim.inverter_efficiency,
-        ),
-    )
+        if name not in runs:
+            runs[name] = run_scenario(profile, config, name, reference_end_soc=stock_end_soc)
+    return {n: runs[n][0] for n in POLICY_NAMES}, {n: runs[n][1] for n in POLICY_NAMES}
 
 
 def compare(profile: Profile, config: Config) -> Dict[str, Metrics]:

@@ -66,29 +66,37 @@ def _envelope(t: float, *, sunrise_h: float, sunset_h: float) -> float:
     return float(math.sin(math.pi * x) ** 1.5)
 
 
-def _clouds(
-    rng: random.Random,
-    *,
-    overcast: Tuple[float, float],
-    overcast_s: Tuple[int, int],
-    gap: Tuple[float, float],
-    gap_s: Tuple[int, int],
-) -> List[float]:
-    """Return a per-second sky transmission: overcast stretches broken by short bright gaps."""
-    out: List[float] = []
-    level = rng.uniform(*overcast)
-    bright = False
-    while len(out) < DAY_S:
-        bright = not bright if rng.random() < 0.85 else bright
-        span = rng.randint(*gap_s) if bright else rng.randint(*overcast_s)
-        target = rng.uniform(*gap) if bright else rng.uniform(*overcast)
-        ramp = rng.randint(2, 8)  # cloud edges pass in seconds
-        for i in range(span):
-            frac = min(1.0, (i + 1) / ramp)
-            value = level + (target - level) * frac
-            out.append(max(0.0, value * (1.0 + rng.uniform(-0.03, 0.03))))
-        level = target
-    return out[:DAY_S]
+@dataclass(frozen=True)
+class Clouds:
+    """A sky of overcast stretches broken by short bright gaps: the transmission of each and
+    how long each lasts (s), drawn uniformly from these ranges."""
+
+    overcast: Tuple[float, float]
+    overcast_s: Tuple[int, int]
+    gap: Tuple[float, float]
+    gap_s: Tuple[int, int]
+
+    def __call__(self, rng: random.Random) -> List[float]:
+        """Return a per-second sky transmission."""
+        out: List[float] = []
+        level = rng.uniform(*self.overcast)
+        bright = False
+        while len(out) < DAY_S:
+            bright = not bright if rng.random() < 0.85 else bright
+            span = rng.randint(*self.gap_s) if bright else rng.randint(*self.overcast_s)
+            target = rng.uniform(*self.gap) if bright else rng.uniform(*self.overcast)
+            ramp = rng.randint(2, 8)  # cloud edges pass in seconds
+            for i in range(span):
+                frac = min(1.0, (i + 1) / ramp)
+                value = level + (target - level) * frac
+                out.append(max(0.0, value * (1.0 + rng.uniform(-0.03, 0.03))))
+            level = target
+        return out[:DAY_S]
+
+
+def _clear(rng: random.Random) -> List[float]:
+    """Return a per-second transmission of a clear sky (1 % haze noise)."""
+    return [1.0 + rng.uniform(-0.01, 0.01) for _ in range(DAY_S)]
 
 
 def _loads(rng: random.Random) -> List[float]:
@@ -120,89 +128,54 @@ def _loads(rng: random.Random) -> List[float]:
     return load
 
 
-def _scenario(
-    name: str,
-    *,
-    seed: int,
-    peak_w: float,
-    sunrise_h: float,
-    sunset_h: float,
-    sky: Callable[[random.Random], List[float]],
-) -> Profile:
-    rng = random.Random(seed)
-    transmission = sky(rng)
-    pv = tuple(
-        round(
-            peak_w * _envelope(float(t), sunrise_h=sunrise_h, sunset_h=sunset_h) * transmission[t],
-            1,
+@dataclass(frozen=True)
+class Day:
+    """A built-in day: DC PV at solar noon under a clear sky, sunrise and sunset (hours), and
+    the sky's transmission per second, drawn from the seeded stream."""
+
+    peak_w: float
+    sunrise_h: float
+    sunset_h: float
+    sky: Callable[[random.Random], List[float]]
+
+    def profile(self, name: str, seed: int) -> Profile:
+        """Return the day's profile for this seed: the sky first, then the loads."""
+        rng = random.Random(seed)
+        transmission = self.sky(rng)
+        shape = (
+            _envelope(t, sunrise_h=self.sunrise_h, sunset_h=self.sunset_h) for t in range(DAY_S)
         )
-        for t in range(DAY_S)
-    )
-    load = tuple(round(w, 1) for w in _loads(rng))
-    return Profile(
-        name=name,
-        time_s=tuple(float(t) for t in range(DAY_S)),
-        pv_dc_w=pv,
-        load_w=load,
-        pv_ac_w=(0.0,) * DAY_S,
-    )
+        pv = tuple(round(self.peak_w * x * sky, 1) for x, sky in zip(shape, transmission))
+        load = tuple(round(w, 1) for w in _loads(rng))
+        return Profile(
+            name=name,
+            time_s=tuple(float(t) for t in range(DAY_S)),
+            pv_dc_w=pv,
+            load_w=load,
+            pv_ac_w=(0.0,) * DAY_S,
+        )
 
 
-def cloudy_floor(seed: int) -> Profile:
-    """Return a mostly overcast day: DC PV up to ~1.5 kW with fast random clouds."""
-    return _scenario(
-        "cloudy-floor",
-        seed=seed,
-        peak_w=1500.0,
-        sunrise_h=7.0,
-        sunset_h=19.0,
-        sky=lambda rng: _clouds(
-            rng, overcast=(0.15, 0.45), overcast_s=(60, 900), gap=(0.6, 1.0), gap_s=(10, 120)
-        ),
-    )
-
-
-def sunny(seed: int) -> Profile:
-    """Return a clear day with 4 kW DC PV at noon."""
-    return _scenario(
-        "sunny",
-        seed=seed,
-        peak_w=4000.0,
-        sunrise_h=6.0,
-        sunset_h=20.5,
-        sky=lambda rng: [1.0 + rng.uniform(-0.01, 0.01) for _ in range(DAY_S)],
-    )
-
-
-def winter(seed: int) -> Profile:
-    """Return a short grey winter day, 600 W DC PV peak: the battery stays near the floor."""
-    return _scenario(
-        "winter",
-        seed=seed,
-        peak_w=600.0,
-        sunrise_h=8.5,
-        sunset_h=16.5,
-        sky=lambda rng: _clouds(
-            rng, overcast=(0.3, 0.6), overcast_s=(120, 1200), gap=(0.8, 1.0), gap_s=(20, 300)
-        ),
-    )
-
-
-SCENARIOS: Dict[str, Callable[[int], Profile]] = {
-    "cloudy-floor": cloudy_floor,
-    "sunny": sunny,
-    "winter": winter,
+# The built-in days: Day(peak W, sunrise h, sunset h, sky), with
+# Clouds(overcast, its length s, bright gap, its length s).
+SCENARIOS: Dict[str, Day] = {
+    # Mostly overcast: DC PV up to ~1.5 kW with fast random clouds.
+    "cloudy-floor": Day(1500.0, 7.0, 19.0, Clouds((0.15, 0.45), (60, 900), (0.6, 1.0), (10, 120))),
+    # Clear, 4 kW DC PV at noon.
+    "sunny": Day(4000.0, 6.0, 20.5, _clear),
+    # Short and grey, 600 W DC PV peak: the battery stays near the floor.
+    "winter": Day(600.0, 8.5, 16.5, Clouds((0.3, 0.6), (120, 1200), (0.8, 1.0), (20, 300))),
 }
 
 
 def builtin(name: str, seed: int) -> Profile:
     """Return the built-in scenario ``name``; raise InputError naming the valid ones."""
     try:
-        make = SCENARIOS[name]
+        day = SCENARIOS[name]
     except KeyError:
         raise InputError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIOS)}, all") from None
     # Each scenario gets its own stream, so adding one never changes the others.
-    return make(seed * 1000 + sorted(SCENARIOS).index(name))
+    return day.profile(name, seed * 1000 + sorted(SCENARIOS).index(name))
 
 
 # --- CSV profiles ----------------------------------------------------------------------------
