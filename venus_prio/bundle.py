@@ -102,6 +102,14 @@ mkdir -p "$prefix/var/log/venus-prio"
 exec multilog t s25000 n4 "$prefix/var/log/venus-prio"
 """
 
+# Where install.sh and uninstall.sh find everything, each under VENUS_PRIO_ROOT (tests).
+_SCRIPT_PATHS = f"""ROOT=${{VENUS_PRIO_ROOT:-}}
+DEST=$ROOT/data/venus-prio
+LINK=$ROOT/service/venus-prio
+RC=$ROOT/data/rc.local
+MARK='{RC_LOCAL_MARK}'
+"""
+
 INSTALL_SH = f"""#!/bin/sh
 # Install or upgrade venus-prio on a Venus OS GX. Unpack the bundle anywhere but /data, then:
 #     sh /tmp/venus-prio/install.sh
@@ -120,12 +128,7 @@ INSTALL_SH = f"""#!/bin/sh
 # without a login shell (ssh gx 'cmd', rc.local, /data/initscript) use the full path.
 set -eu
 
-ROOT=${{VENUS_PRIO_ROOT:-}}
-DEST=$ROOT/data/venus-prio
-LINK=$ROOT/service/venus-prio
-RC=$ROOT/data/rc.local
-HOME_DIR=$ROOT/data/home/root
-MARK='{RC_LOCAL_MARK}'
+{_SCRIPT_PATHS}HOME_DIR=$ROOT/data/home/root
 LINE="if [ -d '$DEST/service' ]; then ln -sfn '$DEST/service' '$LINK'; fi  $MARK"
 PATH_LINE="PATH=\\"\\$PATH:$DEST/bin\\"  $MARK"
 SRC=$(cd "$(dirname "$0")" && pwd -P)
@@ -245,12 +248,7 @@ UNINSTALL_SH = f"""#!/bin/sh
 # VENUS_PRIO_ROOT (default empty: this GX) prefixes every path, for tests.
 set -eu
 
-ROOT=${{VENUS_PRIO_ROOT:-}}
-DEST=$ROOT/data/venus-prio
-LINK=$ROOT/service/venus-prio
-RC=$ROOT/data/rc.local
-MARK='{RC_LOCAL_MARK}'
-LOGDIR=$ROOT/var/log/venus-prio
+{_SCRIPT_PATHS}LOGDIR=$ROOT/var/log/venus-prio
 PROFILE=$ROOT/data/home/root/.profile
 
 say() {{ printf 'venus-prio uninstall: %s\\n' "$*"; }}

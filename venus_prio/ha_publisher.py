@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Protocol
 
 import aiomqtt
 
@@ -46,6 +46,7 @@ from venus_prio.venus.mqtt import (
     Endpoint,
     MessagePump,
     Reconnect,
+    WarnOnce,
     login_problem,
     make_client,
     resolve_endpoint,
@@ -188,7 +189,7 @@ class HomeAssistantPublisher:
         self._ha_status_topic = f"{homeassistant.discovery_prefix}/status"
         self._last_state: Optional[Dict[str, Any]] = None
         self._next_heartbeat = 0.0
-        self._warned_topics: Set[str] = set()
+        self._warn_malformed = WarnOnce(log, "Home Assistant: ignoring malformed command")
         self._failed_once = False
 
     # -- public --------------------------------------------------------------------------
@@ -320,26 +321,13 @@ class HomeAssistantPublisher:
             return
         command = parse_command(topic, message.payload, self.topics)
         if command is None:
-            self._warn_malformed(topic, message.payload)
+            self._warn_malformed(topic, message.payload, "not a payload this command takes")
             return
         try:
             await self._on_command(command)
         except Exception:
             log.exception("Home Assistant command %s failed", command)
         await self._publish_state(client, force=False)
-
-    def _warn_malformed(self, topic: str, payload: object) -> None:
-        shown = payload[:80] if isinstance(payload, (bytes, bytearray, str)) else payload
-        if topic in self._warned_topics:
-            log.debug("Home Assistant: ignoring malformed command on %s: %r", topic, shown)
-            return
-        self._warned_topics.add(topic)
-        log.warning(
-            "Home Assistant: ignoring malformed command on %s (%r); further ones on this topic "
-            "are logged at DEBUG",
-            topic,
-            shown,
-        )
 
 
 # -- ha-cleanup ---------------------------------------------------------------------------

@@ -268,6 +268,17 @@ def _writes(key: str, name: str, icon: str) -> Tuple[_Entity, ...]:
     )
 
 
+def _measured(key: str, unit: str, **options: str) -> Dict[str, Any]:
+    """Return the options of a measurement in ``unit`` shown from the state's ``key``, plus
+    ``options`` (device_class, icon, entity_category)."""
+    return {
+        "unit_of_measurement": unit,
+        "state_class": "measurement",
+        "value_template": _value(key),
+        **options,
+    }
+
+
 def _power(key: str, *, diagnostic: bool = False, state_class: bool = True) -> Dict[str, Any]:
     options: Dict[str, Any] = {
         "device_class": "power",
@@ -284,27 +295,12 @@ def _power(key: str, *, diagnostic: bool = False, state_class: bool = True) -> D
 _ENTITIES: Tuple[_Entity, ...] = (
     _Entity("sensor", "target_w", "Target", _power("target_w")),
     _Entity("sensor", "written_w", "Written", _power("written_w")),
-    _Entity(
-        "sensor",
-        "soc",
-        "State of charge",
-        {
-            "device_class": "battery",
-            "unit_of_measurement": "%",
-            "state_class": "measurement",
-            "value_template": _value("soc"),
-        },
-    ),
+    _Entity("sensor", "soc", "State of charge", _measured("soc", "%", device_class="battery")),
     _Entity(
         "sensor",
         "floor",
         "SOC floor",
-        {
-            "unit_of_measurement": "%",
-            "state_class": "measurement",
-            "icon": "mdi:battery-arrow-down-outline",
-            "value_template": _value("floor"),
-        },
+        _measured("floor", "%", icon="mdi:battery-arrow-down-outline"),
     ),
     _Entity("sensor", "pv_filtered_w", "PV filtered", _power("pv_filtered_w")),
     _Entity("sensor", "battery_power_w", "Battery power", _power("battery_power_w")),
@@ -312,13 +308,7 @@ _ENTITIES: Tuple[_Entity, ...] = (
         "sensor",
         "data_age_s",
         "Data age",
-        {
-            "device_class": "duration",
-            "unit_of_measurement": "s",
-            "state_class": "measurement",
-            "entity_category": "diagnostic",
-            "value_template": _value("data_age_s"),
-        },
+        _measured("data_age_s", "s", device_class="duration", entity_category="diagnostic"),
     ),
     # The setting's writes keep the object ids (and so the entity ids) they were first published
     # with; only their names say "flash" now that the override's RAM writes count apart.

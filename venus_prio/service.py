@@ -467,7 +467,10 @@ class Service:
         if choice.actuator is not self._choice.actuator:
             # A trimmed PV factor belongs to the actuator it was learnt on.
             self._ctrl = dataclasses.replace(self._ctrl, pv_factor=None)
-        if choice != self._choice:
+        # Until the GX has said whether it has the override, the choice is provisional (the
+        # setting, steering nothing before the state is complete): not worth a log line.
+        provisional = snap.override_present is None and not choice.fell_back
+        if choice != self._choice and not provisional:
             level = logging.WARNING if choice.fell_back else logging.INFO
             log.log(
                 level,

@@ -17,11 +17,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
+    Any,
     AsyncContextManager,
     AsyncIterator,
     Awaitable,
@@ -34,7 +34,14 @@ from typing import (
 
 import pytest
 
+from tests.integration.dbus_fixtures import (  # noqa: F401  (fixtures: found here by pytest)
+    backend,
+    dbus_daemon,
+    dbus_daemon_process,
+)
+from tests.tools import require_tool
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.tasks import cancel_and_wait
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -168,25 +175,10 @@ class Broker:
         self.start()
 
 
-def _missing(tool: str, package: str) -> None:
-    """Skip (fail on CI) the test: ``tool`` is not installed."""
-    message = (
-        f"{tool} is not installed: the MQTT integration tests need the `{package}` "
-        f"package (apt-get install {package})"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    # Loud on purpose, past pytest's capture: a silently skipped suite looks like a pass.
-    print(f"\nWARNING: SKIPPING MQTT INTEGRATION TESTS: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
-
-
 def _tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        _missing(name, package)
-        raise AssertionError("unreachable")  # pytest.skip raised
-    return path
+    """Return the path of ``name``; skip (fail on CI) the test when it is not installed."""
+    hint = f"the MQTT integration tests need the `{package}` package (apt-get install {package})"
+    return require_tool(name, hint=hint, skipping="MQTT INTEGRATION TESTS")
 
 
 def _password_file(path: Path, passwords: Dict[str, str]) -> Path:
@@ -270,11 +262,7 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 
 
 def _mosquitto_or_skip() -> str:
-    binary = mosquitto_binary()
-    if binary is None:
-        _missing("mosquitto", "mosquitto")
-        raise AssertionError("unreachable")  # pytest.skip raised
-    return binary
+    return mosquitto_binary() or _tool("mosquitto", "mosquitto")
 
 
 @contextlib.contextmanager
@@ -316,30 +304,40 @@ def secure_mosquitto(tmp_path: Path, certificates: Certificates) -> Iterator[Bro
 FakeGxFactory = Callable[..., AsyncContextManager[FakeGx]]
 
 
+def fake_gx_on(
+    broker: Broker,
+    *,
+    portal_id: str = DEFAULT_PORTAL_ID,
+    alive_timeout_s: float = 5.0,
+    override: str = "honoured",
+    override_expiry_s: float = 60.0,
+) -> FakeGx:
+    """Return a FakeGx for ``broker`` with test timings (alive 5 s, heartbeat every 0.2 s)."""
+    return FakeGx(
+        host=broker.host,
+        port=broker.port,
+        portal_id=portal_id,
+        alive_timeout_s=alive_timeout_s,
+        heartbeat_interval_s=0.2,
+        override=override,
+        override_expiry_s=override_expiry_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def connected(gx: FakeGx) -> AsyncIterator[FakeGx]:
+    """Run ``gx`` as a task while entered, from the moment it is connected to its broker."""
+    async with running(gx.run()):
+        await gx.wait_connected()
+        yield gx
+
+
 @pytest.fixture
 def fake_gx(mosquitto: Broker) -> FakeGxFactory:
-    """Return ``running_fake_gx(**overrides)``: runs a FakeGx task on the broker while entered.
+    """Return ``factory(**fake_gx_on options)``: runs a FakeGx on the broker while entered."""
 
-    Timeouts are short for tests (alive 5 s, heartbeat every 0.2 s) unless overridden.
-    """
-
-    @contextlib.asynccontextmanager
-    async def running_fake_gx(
-        *,
-        portal_id: str = DEFAULT_PORTAL_ID,
-        alive_timeout_s: float = 5.0,
-        heartbeat_interval_s: float = 0.2,
-    ) -> AsyncIterator[FakeGx]:
-        gx = FakeGx(
-            host=mosquitto.host,
-            port=mosquitto.port,
-            portal_id=portal_id,
-            alive_timeout_s=alive_timeout_s,
-            heartbeat_interval_s=heartbeat_interval_s,
-        )
-        async with running(gx.run()):
-            await gx.wait_connected()
-            yield gx
+    def running_fake_gx(**options: Any) -> AsyncContextManager[FakeGx]:
+        return connected(fake_gx_on(mosquitto, **options))
 
     return running_fake_gx
 
@@ -348,15 +346,18 @@ def fake_gx(mosquitto: Broker) -> FakeGxFactory:
 async def running(coro: Awaitable[None]) -> AsyncIterator[asyncio.Future[None]]:
     """Run ``coro`` as a task while the block runs; cancel and await it afterwards.
 
-    An exception the task raised on its own is re-raised at exit.
+    Stopped like the service stops its tasks (``cancel_and_wait``): before Python 3.12 a task
+    can survive one cancel (aiomqtt awaits every publish with ``asyncio.wait_for``, bpo-42130),
+    and a single cancel then waits for it forever. An exception the task raised on its own is
+    re-raised at exit.
     """
     task: asyncio.Future[None] = asyncio.ensure_future(coro)
     try:
         yield task
     finally:
-        # asyncio.wait, not ``await task``: a cancellation of the test itself must propagate.
-        task.cancel()
-        await asyncio.wait({task})
+        # It waits with asyncio.wait, not ``await task``: a cancellation of the test itself
+        # must propagate.
+        await cancel_and_wait([task])
         failure = None if task.cancelled() else task.exception()
     if failure is not None:
         raise failure

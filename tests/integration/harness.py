@@ -13,19 +13,32 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
+import signal
 import sys
 from pathlib import Path
-from typing import Any, AsyncContextManager, AsyncIterator, Dict, List, Optional
+from typing import (
+    Any,
+    AsyncContextManager,
+    AsyncIterator,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Type,
+)
 
 import aiomqtt
 import pytest
 import yaml
 
-from tests.integration.conftest import Broker, running
+from tests.integration.conftest import Broker, connected, eventually, fake_gx_on
 from venus_prio.app import serve
 from venus_prio.config import (
+    ActuatorConfig,
     BrokerConfig,
     Config,
     ControlConfig,
@@ -40,12 +53,12 @@ from venus_prio.service import Service
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.sim.plant import GX_RESET_PERIOD_S
-from venus_prio.sim.writelog import ReceivedWrite, writes_to
+from venus_prio.sim.writelog import ReceivedWrite, WriteLog, writes_to
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.mqtt import MqttSource
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import Source
+from venus_prio.venus.source import GxSource, Source
 
 PID = DEFAULT_PORTAL_ID
 BASELINE = 2500.0
@@ -132,8 +145,18 @@ def write_yaml(path: Path, data: Dict[str, Any]) -> Path:
     return path
 
 
-def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
-    """Return a config file's content for ``venus`` (what ``venus_config`` makes)."""
+def config_data(
+    venus: VenusConfig,
+    state_dir: Path,
+    *,
+    homeassistant: Optional[Dict[str, Any]] = None,
+    actuator: Optional[ActuatorConfig] = None,
+) -> Dict[str, Any]:
+    """Return a config file's content for ``venus`` (what ``venus_config`` makes).
+
+    ``homeassistant``: the file's ``homeassistant:`` section (none: disabled); ``actuator``: the
+    ``actuator:`` section (None: left out, the default ``auto``).
+    """
     venus_data: Dict[str, Any] = {
         "transport": venus.transport,
         "host": venus.broker.host,
@@ -146,7 +169,7 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
     }
     if venus.dbus.address is not None:
         venus_data["dbus"] = {"address": venus.dbus.address, "backend": venus.dbus.backend}
-    return {
+    data: Dict[str, Any] = {
         "control": {
             "max_inverter_power_w": 3000,
             "tick_s": 0.1,
@@ -156,10 +179,43 @@ def config_data(venus: VenusConfig, state_dir: Path) -> Dict[str, Any]:
         },
         "writes": {"deadband_w": DEADBAND_W, "min_increase_interval_s": 60},
         "venus": venus_data,
-        "homeassistant": {"enabled": False},
+        "homeassistant": {"enabled": False} if homeassistant is None else homeassistant,
         "state_dir": str(state_dir),
         "log_level": "INFO",
     }
+    if actuator is not None:
+        data["actuator"] = dataclasses.asdict(actuator)
+    return data
+
+
+# What a test about the setting's write policy, journal or restore steers through.
+SETTING = ActuatorConfig(kind="setting")
+
+
+def mqtt_config_file(
+    broker: Broker,
+    state_dir: Path,
+    path: Path,
+    *,
+    homeassistant: Optional[Dict[str, Any]] = None,
+    actuator: Optional[ActuatorConfig] = None,
+) -> Path:
+    """Write a config file for ``python -m venus_prio`` on ``broker`` to ``path``."""
+    venus = venus_config("mqtt", broker=broker)
+    data = config_data(venus, state_dir, homeassistant=homeassistant, actuator=actuator)
+    return write_yaml(path, data)
+
+
+class FakeDevice(Protocol):
+    """What both fakes (``FakeGx``, ``FakeVenus``) show of the hub4 override and their writes."""
+
+    @property
+    def override_w(self) -> Optional[float]: ...
+
+    @property
+    def write_log(self) -> WriteLog: ...
+
+    def override_in_force(self) -> float: ...
 
 
 class GxHarness(abc.ABC):
@@ -167,6 +223,10 @@ class GxHarness(abc.ABC):
 
     transport: str  # venus.transport for the service: "mqtt" or "dbus"
     label: str  # the test id: "mqtt", "dbus-fast", "dbus-next"
+    source_class: Type[GxSource]  # the transport's source
+
+    def __init__(self, device: FakeDevice) -> None:
+        self.device = device
 
     @abc.abstractmethod
     async def set_value(self, item: VenusItem, value: Any) -> None:
@@ -194,13 +254,17 @@ class GxHarness(abc.ABC):
         """Change MaxDischargePower as another tool (the GUI) would."""
 
     @property
-    @abc.abstractmethod
     def override_w(self) -> Optional[float]:
         """Return the hub4 override the GX shows now (-1 none; None: no such path)."""
+        return self.device.override_w
 
-    @abc.abstractmethod
+    def override_in_force(self) -> float:
+        """Return the override cap the inverter obeys now (-1 none; ``ignored``: always -1)."""
+        return self.device.override_in_force()
+
     def received(self) -> List[ReceivedWrite]:
         """Return every write the GX received (any path, accepted or dropped), in order."""
+        return self.device.write_log.entries
 
     def written_to(self, item: VenusItem, *, accepted_only: bool = False) -> List[Any]:
         """Return the values written to ``item`` as the GX received them, in order."""
@@ -214,9 +278,9 @@ class GxHarness(abc.ABC):
     def venus(self) -> VenusConfig:
         """Return the ``venus:`` config that reaches this GX."""
 
-    @abc.abstractmethod
     def make_source(self, config: Config) -> Source:
         """Return the transport's source for ``config`` (inside the running loop)."""
+        return self.source_class(venus=config.venus, control=config.control)
 
     def env(self) -> Dict[str, str]:
         """Return the environment for ``python -m venus_prio`` talking to this GX."""
@@ -230,8 +294,11 @@ class GxHarness(abc.ABC):
         refresh_s: float = 1.0,
         ramp_w_per_min: float = 200.0,
         min_increase_interval_s: float = 60.0,
+        homeassistant: Optional[HomeAssistantConfig] = None,
+        actuator: Optional[ActuatorConfig] = None,
     ) -> Config:
-        """Return a service config for this GX with test timings."""
+        """Return a service config for this GX with test timings (no ``homeassistant``: off;
+        ``actuator``: None is the default ``auto``)."""
         return Config(
             control=control_config(
                 stale_after_s=stale_after_s, refresh_s=refresh_s, ramp_w_per_min=ramp_w_per_min
@@ -240,13 +307,36 @@ class GxHarness(abc.ABC):
                 deadband_w=DEADBAND_W, min_increase_interval_s=min_increase_interval_s
             ),
             venus=self.venus(),
-            homeassistant=HomeAssistantConfig(enabled=False),
+            homeassistant=homeassistant or HomeAssistantConfig(enabled=False),
             state_dir=str(state_dir),
+            actuator=ActuatorConfig() if actuator is None else actuator,
         )
 
-    def config_file(self, state_dir: Path, path: Path) -> Path:
+    def config_file(
+        self, state_dir: Path, path: Path, *, actuator: Optional[ActuatorConfig] = None
+    ) -> Path:
         """Write a config file for ``python -m venus_prio`` to ``path``."""
-        return write_yaml(path, config_data(self.venus(), state_dir))
+        return write_yaml(path, config_data(self.venus(), state_dir, actuator=actuator))
+
+    async def run_until(
+        self,
+        config_file: Path,
+        log_file: Path,
+        *,
+        stop: signal.Signals,
+        done: Optional[Callable[[], bool]] = None,
+        what: str = "steering",
+    ) -> int:
+        """Run ``python -m venus_prio run`` on this GX until ``done()`` holds (``what``; by
+        default: the GX holds 750 W, ``PLANT``'s PV share), then send it ``stop``; return its
+        exit code."""
+        process = await start_run(config_file, log_file, self.env())
+        try:
+            await eventually(done or (lambda: self.setting == 750.0), timeout=20.0, what=what)
+        finally:
+            if process.returncode is None:
+                process.send_signal(stop)
+        return await wait_exit(process, log_file)
 
 
 class MqttGx(GxHarness):
@@ -254,8 +344,10 @@ class MqttGx(GxHarness):
 
     transport = "mqtt"
     label = "mqtt"
+    source_class = MqttSource
 
     def __init__(self, gx: FakeGx, broker: Broker) -> None:
+        super().__init__(gx)
         self.gx = gx
         self.broker = broker
 
@@ -289,13 +381,6 @@ class MqttGx(GxHarness):
                 json.dumps({"value": value_w}).encode(),
             )
 
-    @property
-    def override_w(self) -> Optional[float]:
-        return self.gx.override_w
-
-    def received(self) -> List[ReceivedWrite]:
-        return self.gx.write_log.entries
-
     async def send_garbage(self, item: VenusItem) -> None:
         for payload in (b'{"value": "abc"}', b"not json", b'{"value": [1, 2]}'):
             await self.gx.publish_raw(item.topic_suffix(), payload)
@@ -303,16 +388,15 @@ class MqttGx(GxHarness):
     def venus(self) -> VenusConfig:
         return venus_config("mqtt", broker=self.broker)
 
-    def make_source(self, config: Config) -> Source:
-        return MqttSource(venus=config.venus, control=config.control)
-
 
 class DbusGx(GxHarness):
     """A ``FakeVenus`` (system + localsettings) on a real dbus-daemon."""
 
     transport = "dbus"
+    source_class = DbusSource
 
     def __init__(self, fake: FakeVenus, *, address: str, backend: str) -> None:
+        super().__init__(fake)
         self.fake = fake
         self.address = address
         self.backend = backend
@@ -347,22 +431,12 @@ class DbusGx(GxHarness):
         # Another process's SetValue ends up here too: localsettings stores and signals it.
         self.fake.set_value(paths.MAX_DISCHARGE_POWER, float(value_w))
 
-    @property
-    def override_w(self) -> Optional[float]:
-        return self.fake.override_w
-
-    def received(self) -> List[ReceivedWrite]:
-        return self.fake.write_log.entries
-
     async def send_garbage(self, item: VenusItem) -> None:
         for garbage in ("abc", [1, 2], float("nan")):
             self.fake.set_value(item, garbage)
 
     def venus(self) -> VenusConfig:
         return venus_config("dbus", dbus_address=self.address, dbus_backend=self.label)
-
-    def make_source(self, config: Config) -> Source:
-        return DbusSource(venus=config.venus, control=config.control)
 
 
 @contextlib.asynccontextmanager
@@ -374,19 +448,10 @@ async def mqtt_gx(
     override_expiry_s: float = 60.0,
 ) -> AsyncIterator[MqttGx]:
     """Run a ``FakeGx`` on ``broker`` holding ``values`` while entered."""
-    gx = FakeGx(
-        host=broker.host,
-        port=broker.port,
-        portal_id=PID,
-        alive_timeout_s=5.0,
-        heartbeat_interval_s=0.2,
-        override=override,
-        override_expiry_s=override_expiry_s,
-    )
+    gx = fake_gx_on(broker, override=override, override_expiry_s=override_expiry_s)
     for item, value in values.items():
         gx.items[item.topic_suffix()].value = value
-    async with running(gx.run()):
-        await gx.wait_connected()
+    async with connected(gx):
         yield MqttGx(gx, broker)
 
 
@@ -487,9 +552,29 @@ async def steering(
         assert code == 0
 
 
+@contextlib.asynccontextmanager
+async def steered(
+    fake: GxHarness, config: Config, *, publish: bool = False
+) -> AsyncIterator[Service]:
+    """Run a Service over ``fake``'s own source (``publish`` as in ``steering``); enter once the
+    GX holds 750 W, ``PLANT``'s PV share: control.md's 0.8 * 1000 - 20, down to the 50 W step."""
+    async with steering(config, fake.make_source(config), publish=publish) as service:
+        await eventually(lambda: fake.setting == 750.0, what="the PV share written")
+        yield service
+
+
 def serving(config: Config) -> AsyncContextManager[Service]:
     """Run the service over MQTT and its publisher as ``venus-prio run`` does; stop at the end."""
     return steering(config, MqttSource(venus=config.venus, control=config.control), publish=True)
+
+
+def assert_handed_back(fake: GxHarness, state_dir: Path, baseline: float = BASELINE) -> None:
+    """Assert what a clean stop leaves: ``baseline`` on the GX, written back last, and a journal
+    that says so and is clean."""
+    assert fake.setting == baseline
+    assert fake.written()[-1] == baseline
+    journal = journal_at(state_dir)
+    assert (journal.baseline_w, journal.last_written_w, journal.clean) == (baseline, baseline, True)
 
 
 def reason_of(service: Service) -> Optional[Reason]:
@@ -532,6 +617,12 @@ async def start_run(
 ) -> asyncio.subprocess.Process:
     """Start ``python -m venus_prio run --config <file>``; its output goes to ``log_file``."""
     return await start_command(log_file, "run", "--config", str(config_file), env=env)
+
+
+async def run_command(log_file: Path, *args: str) -> int:
+    """Run ``python -m venus_prio <args>`` to the end; return its exit code."""
+    process = await start_command(log_file, *args)
+    return await wait_exit(process, log_file)
 
 
 async def wait_exit(process: asyncio.subprocess.Process, log_file: Path) -> int:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import stat
@@ -23,17 +22,18 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import pytest
 import yaml
 
+from tests import tools
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from venus_prio import __version__
 from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
 from venus_prio.config import load_config
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID
+from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration
@@ -45,14 +45,8 @@ BASELINE = 2500.0
 
 def require_tool(name: str, package: str) -> str:
     """Return the path of ``name``; fail in CI, skip loudly elsewhere, when it is missing."""
-    found = shutil.which(name)
-    if found is not None:
-        return found
-    message = f"{name} is not installed: this test needs the `{package}` package"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    print(f"\nWARNING: SKIPPING A BUNDLE TEST: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
+    hint = f"this test needs the `{package}` package"
+    return tools.require_tool(name, hint=hint, skipping="A BUNDLE TEST")
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -185,6 +179,9 @@ def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
             "pv_factor": 0.8,
             "pv_offset_w": 20,
         },
+        # The default actuator (auto: the hub4 override where the GX has it), its PV share
+        # pinned at 1.0 x DC PV rather than the tuned default: 1000 W -> 1000 W.
+        "actuator": {"override": {"pv_factor": 1.0}},
         "venus": venus,
         "homeassistant": {"enabled": False},
         "state_dir": str(dest(root)),
@@ -543,6 +540,12 @@ class Svscan:
             os.killpg(self.process.pid, signal.SIGKILL)  # whatever is left of our own group
 
 
+def steering_since(gx: FakeGx) -> Callable[[], bool]:
+    """Return a check for a new override write (a restarted service steering) from now on."""
+    before = len(gx.write_log.values(paths.OVERRIDE_MAX_DISCHARGE))
+    return lambda: len(gx.write_log.values(paths.OVERRIDE_MAX_DISCHARGE)) > before
+
+
 def _log_text(root: Path) -> str:
     current = root / "var" / "log" / "venus-prio" / "current"
     return current.read_text(errors="replace") if current.exists() else ""
@@ -567,11 +570,25 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
             gx.items[paths.PV_DC.topic_suffix()].value = 1000.0
             gx.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value = BASELINE
             scanner = Svscan(gx_root, bare_python)
+
+            async def restarted(before: Optional[int], *, starts: int, by: str) -> None:
+                """Wait until a new process replaced ``before`` and logged start ``starts``."""
+                await eventually(
+                    lambda: scanner.pid(service) not in (None, before),
+                    timeout=15.0,
+                    what=f"{by} restarting the service",
+                )
+                await eventually(
+                    lambda: _log_text(gx_root).count("venus-prio running") >= starts,
+                    timeout=15.0,
+                    what=f"start {starts} logged",
+                )
+
             try:
                 # svscan finds the link, supervise starts run (softlimit + the vendored path).
-                await eventually(lambda: gx.setting == 750.0, timeout=30.0, what="steering")
+                await eventually(lambda: gx.override_w == 1000.0, timeout=30.0, what="steering")
                 await eventually(
-                    lambda: "Wrote MaxDischargePower 750 W" in _log_text(gx_root),
+                    lambda: "Wrote the override 1000 W" in _log_text(gx_root),
                     what="the write logged through multilog",
                 )
                 first = _log_text(gx_root).splitlines()[0]
@@ -585,17 +602,9 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 vendor = f"PYTHONPATH={dest(gx_root)}/vendor:{dest(gx_root)}".encode()
                 assert vendor in environ
+                # The override it left stays in force (the GX expires it after a minute).
                 os.kill(pid, signal.SIGKILL)
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, pid),
-                    timeout=15.0,
-                    what="supervise restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 2,
-                    timeout=15.0,
-                    what="the second start logged",
-                )
+                await restarted(pid, starts=2, by="supervise")
                 await eventually(
                     lambda: (
                         "Baseline MaxDischargePower 2500 W (from the journal" in _log_text(gx_root)
@@ -603,7 +612,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                     timeout=15.0,
                     what="the restarted service taking the baseline from its journal",
                 )
-                await eventually(lambda: gx.setting == 750.0, what="steering after the restart")
+                await eventually(steering_since(gx), what="steering after the restart")
 
                 # An upgrade while it runs: install.sh restarts it on the new files.
                 loop = asyncio.get_running_loop()
@@ -613,26 +622,20 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
                 assert upgrade.returncode == 0, upgrade.stdout
                 assert "installed and restarted" in upgrade.stdout
-                await eventually(
-                    lambda: scanner.pid(service) not in (None, running),
-                    timeout=15.0,
-                    what="the upgrade restarting the service",
-                )
-                await eventually(
-                    lambda: _log_text(gx_root).count("venus-prio running") >= 3,
-                    timeout=15.0,
-                    what="the third start logged",
-                )
-                await eventually(lambda: gx.setting == 750.0, what="steering after the upgrade")
+                await restarted(running, starts=3, by="the upgrade")
+                await eventually(steering_since(gx), what="steering after the upgrade")
 
-                # uninstall.sh stops it (SIGTERM hands the baseline back) and restores.
+                # uninstall.sh stops it (SIGTERM releases the override) and restores.
                 result = await loop.run_in_executor(
                     None,
                     lambda: sh(dest(gx_root) / "uninstall.sh", root=gx_root, bare=bare_python),
                 )
                 assert result.returncode == 0, result.stdout
+                assert gx.override_w == -1.0
+                assert gx.write_log.values(paths.OVERRIDE_MAX_DISCHARGE)[-1] == -1
+                # The user's setting was never written: the override did all the steering.
+                assert gx.write_log.values(paths.MAX_DISCHARGE_POWER) == []
                 assert gx.setting == BASELINE
-                assert [w.value for w in gx.writes][-1] == BASELINE
                 assert sorted(p.name for p in dest(gx_root).iterdir()) == ["config.yaml"]
                 assert not (gx_root / "service" / "venus-prio").exists()
                 assert not rc_local(gx_root).exists()

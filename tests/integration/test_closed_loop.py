@@ -42,6 +42,8 @@ import yaml
 
 from tests.integration.conftest import Broker, eventually, run_async
 from venus_prio.sim.metrics import MICRO_CYCLE_SOC, count_micro_cycles
+from venus_prio.sim.writelog import read_write_log
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import flashmq, paths
 
 pytestmark = pytest.mark.integration
@@ -55,9 +57,10 @@ PRIO_ID = "c0619ab0c002"
 SAWTOOTH_SOC = 2.0
 
 
-def write_config(broker: Broker, state_dir: Path, path: Path) -> Path:
+def write_config(broker: Broker, state_dir: Path, path: Path, *, actuator: str) -> Path:
     """Write one config: the sim section for both fakes, the rest for the service."""
     data: Dict[str, Any] = {
+        "actuator": {"kind": actuator},
         "control": {
             "max_inverter_power_w": 3000,
             "min_soc": "auto",
@@ -101,7 +104,7 @@ def start(args: List[str], log_file: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(args, stdout=log, stderr=log, env=env, cwd=str(ROOT))
 
 
-def fake_gx(broker: Broker, portal_id: str, config: Path) -> List[str]:
+def fake_gx(broker: Broker, portal_id: str, config: Path, write_log: Path) -> List[str]:
     return command(
         "fake-gx",
         "--host",
@@ -116,6 +119,8 @@ def fake_gx(broker: Broker, portal_id: str, config: Path) -> List[str]:
         str(SPEED),
         "--config",
         str(config),
+        "--write-log",
+        str(write_log),
     )
 
 
@@ -159,23 +164,34 @@ async def record_soc(broker: Broker, series: SocSeries, stop_event: asyncio.Even
         try:
             await stop_event.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks)  # a single cancel can be lost (bpo-42130)
 
 
-def test_closed_loop_has_no_sawtooth(mosquitto: Broker, tmp_path: Path) -> None:
-    config = write_config(mosquitto, tmp_path / "state", tmp_path / "config.yaml")
+@pytest.mark.parametrize(
+    ("actuator", "wrote"),
+    [
+        # The default: the fake GX honours the hub4 override (sim.override), so auto takes it.
+        ("auto", "Wrote the override"),
+        ("setting", "Wrote MaxDischargePower"),
+    ],
+)
+def test_closed_loop_has_no_sawtooth(
+    mosquitto: Broker, tmp_path: Path, actuator: str, wrote: str
+) -> None:
+    config = write_config(
+        mosquitto, tmp_path / "state", tmp_path / "config.yaml", actuator=actuator
+    )
     series: SocSeries = {STOCK_ID: [], PRIO_ID: []}
     logs = {name: tmp_path / f"{name}.log" for name in ("stock", "prio", "run")}
+    received = {pid: tmp_path / f"{pid}-writes.jsonl" for pid in (STOCK_ID, PRIO_ID)}
 
     async def scenario() -> None:
         stop_event = asyncio.Event()
         recorder = asyncio.ensure_future(record_soc(mosquitto, series, stop_event))
         await asyncio.sleep(0.5)  # subscribed before the fakes start
         service = start(command("run", "--config", str(config)), logs["run"])
-        stock = start(fake_gx(mosquitto, STOCK_ID, config), logs["stock"])
-        prio = start(fake_gx(mosquitto, PRIO_ID, config), logs["prio"])
+        stock = start(fake_gx(mosquitto, STOCK_ID, config, received[STOCK_ID]), logs["stock"])
+        prio = start(fake_gx(mosquitto, PRIO_ID, config, received[PRIO_ID]), logs["prio"])
         try:
             await eventually(
                 lambda: bool(series[STOCK_ID] and series[PRIO_ID]),
@@ -194,7 +210,12 @@ def test_closed_loop_has_no_sawtooth(mosquitto: Broker, tmp_path: Path) -> None:
 
     run_async(scenario(), timeout=RUN_S + 60.0)
     run_log = logs["run"].read_text(encoding="utf-8")
-    assert "Wrote MaxDischargePower" in run_log, run_log[-3000:]
+    assert wrote in run_log, run_log[-3000:]
+    assert read_write_log(received[STOCK_ID]) == []  # nobody steers the stock GX
+    written = {w.path for w in read_write_log(received[PRIO_ID]) if w.accepted}
+    # Through the override the setting is never written (the user's value stays untouched).
+    steered = paths.OVERRIDE_MAX_DISCHARGE if actuator == "auto" else paths.MAX_DISCHARGE_POWER
+    assert written == {steered.path}, written
 
     # The same simulated span for both: from the later first sample to the earlier last one.
     start_t = max(s[0][0] for s in series.values())

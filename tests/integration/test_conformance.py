@@ -2,40 +2,40 @@
 
 Every test runs three times: over MQTT (FakeGx on a real Mosquitto broker) and over D-Bus (FakeVenus
 on a real dbus-daemon) with dbus-fast and with dbus-next. The ``gx`` fixture hands out a factory for
-a ``GxHarness`` (tests/integration/harness.py) that hides which one it is.
+a ``GxHarness`` (tests/integration/harness.py) that hides which one it is. The service stories are
+the setting's (its write policy, journal and restore: ``actuator: setting``); the service on the
+override is in test_override_service.py.
 """
 
 from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncContextManager, Awaitable, Callable, List, Optional
+from typing import Any, AsyncContextManager, Awaitable, Callable, List, Optional
 
 import pytest
 
 from tests.integration.conftest import eventually, run_async, running
+from tests.integration.dbus_fixtures import DbusDaemon
 from tests.integration.harness import (
     BASELINE,
     PID,
+    SETTING,
     GxHarness,
+    MqttGx,
     after_a_gx_reset,
+    assert_handed_back,
     dbus_gx,
     journal_at,
     mqtt_gx,
     plant,
     reason_of,
-    start_run,
-    steering,
-    wait_exit,
+    steered,
 )
 from venus_prio.model import Reason
 from venus_prio.venus import paths
 from venus_prio.venus.source import Readiness, Source, write_confirmed
 
-if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
-    from tests.integration.dbus_fixtures import DbusDaemon
-
-pytest_plugins = ["tests.integration.dbus_fixtures"]
 pytestmark = pytest.mark.integration
 
 HarnessFactory = Callable[..., AsyncContextManager[GxHarness]]
@@ -84,11 +84,13 @@ def sent(service: Any, value_w: float) -> Callable[[], bool]:
 def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
+            async with steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
                 # Decided on the complete state: 0.8 * 1000 - 20 -> 750 W, and only that.
                 assert fake.written() == [750.0]
+                if isinstance(fake, MqttGx):
+                    # Over MQTT: only after the full publish that our first keepalive asked for.
+                    assert fake.gx.keepalives and fake.gx.keepalives[0].full
+                    assert fake.gx.keepalives[0].at <= fake.gx.writes[0].at
                 assert reason_of(service) is Reason.PV_PRIORITY
                 journal = journal_at(tmp_path)
                 assert (journal.portal_id, journal.baseline_w, journal.clean) == (
@@ -110,14 +112,11 @@ def test_first_write_then_pv_drop(gx: HarnessFactory, tmp_path: Path) -> None:
 
 def test_below_the_floor_holds(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with gx() as fake:
-            config = fake.config(tmp_path)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
-                await fake.set_value(paths.SOC, 9.5)
-                await eventually(lambda: fake.setting == 0.0, what="hold (0 W) written")
-                assert reason_of(service) is Reason.BELOW_FLOOR
-                assert fake.written() == [750.0, 0.0]
+        async with gx() as fake, steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
+            await fake.set_value(paths.SOC, 9.5)
+            await eventually(lambda: fake.setting == 0.0, what="hold (0 W) written")
+            assert reason_of(service) is Reason.BELOW_FLOOR
+            assert fake.written() == [750.0, 0.0]
 
     run_async(scenario())
 
@@ -127,42 +126,43 @@ def test_recovery_ramps_up_then_hands_back(gx: HarnessFactory, tmp_path: Path) -
     baseline = 2480.0
 
     async def scenario() -> None:
-        async with gx(max_discharge_w=baseline) as fake:
-            config = fake.config(tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
-                reasons: List[Optional[Reason]] = []
-                await fake.set_value(paths.SOC, 25.0)  # 15 points above the floor: recovered
+        async with gx(max_discharge_w=baseline) as fake, steered(
+            fake,
+            fake.config(
+                tmp_path, ramp_w_per_min=30_000.0, min_increase_interval_s=0.3, actuator=SETTING
+            ),
+        ) as service:
+            reasons: List[Optional[Reason]] = []
+            await fake.set_value(paths.SOC, 25.0)  # 15 points above the floor: recovered
 
-                def handed_back() -> bool:
-                    reasons.append(reason_of(service))
-                    return fake.setting == baseline
+            def handed_back() -> bool:
+                reasons.append(reason_of(service))
+                return fake.setting == baseline
 
-                await eventually(handed_back, timeout=20.0, what="the baseline handed back")
-                assert reason_of(service) is Reason.NORMAL
-                assert Reason.RAMPING in reasons
-                ramp = fake.written()[1:-1]
-                assert ramp, "no ramp steps were written"
-                assert ramp == sorted(ramp) and ramp[0] > 750.0 and ramp[-1] < 3000.0
-                assert fake.written()[-1] == baseline
+            await eventually(handed_back, timeout=20.0, what="the baseline handed back")
+            assert reason_of(service) is Reason.NORMAL
+            assert Reason.RAMPING in reasons
+            ramp = fake.written()[1:-1]
+            assert ramp, "no ramp steps were written"
+            assert ramp == sorted(ramp) and ramp[0] > 750.0 and ramp[-1] < 3000.0
+            assert fake.written()[-1] == baseline
 
     run_async(scenario())
 
 
 def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with gx() as fake:
-            config = fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
-                await fake.set_silent(True)
-                await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
-                assert reason_of(service) is Reason.STAND_ASIDE_STALE
-                assert fake.written() == [750.0, BASELINE]
-                # The GX proves it is alive again: steering resumes.
-                await fake.set_silent(False)
-                await eventually(lambda: fake.setting == 750.0, what="steering resumed")
-                assert fake.written() == [750.0, BASELINE, 750.0]
+        async with gx() as fake, steered(
+            fake, fake.config(tmp_path, stale_after_s=1.0, refresh_s=0.5, actuator=SETTING)
+        ) as service:
+            await fake.set_silent(True)
+            await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
+            assert reason_of(service) is Reason.STAND_ASIDE_STALE
+            assert fake.written() == [750.0, BASELINE]
+            # The GX proves it is alive again: steering resumes.
+            await fake.set_silent(False)
+            await eventually(lambda: fake.setting == 750.0, what="steering resumed")
+            assert fake.written() == [750.0, BASELINE, 750.0]
 
     run_async(scenario())
 
@@ -170,9 +170,7 @@ def test_silent_gx_goes_stale_and_gets_the_baseline(gx: HarnessFactory, tmp_path
 def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
         async with gx() as fake:
-            config = fake.config(tmp_path)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
+            async with steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
                 await fake.external_write(1800.0)
                 await eventually(lambda: service.status.baseline_w == 1800.0, what="1800 W adopted")
                 assert journal_at(tmp_path).baseline_w == 1800.0
@@ -186,26 +184,23 @@ def test_external_change_is_adopted_as_the_new_baseline(gx: HarnessFactory, tmp_
 
 def test_garbage_values_are_ignored(gx: HarnessFactory, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with gx() as fake:
-            config = fake.config(tmp_path)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
-                await fake.send_garbage(paths.PV_DC)
-                await fake.send_garbage(paths.SOC)
-                # A good value after the garbage (same connection, so it arrives after it).
-                await fake.set_value(paths.SOC, 12.5)
+        async with gx() as fake, steered(fake, fake.config(tmp_path, actuator=SETTING)) as service:
+            await fake.send_garbage(paths.PV_DC)
+            await fake.send_garbage(paths.SOC)
+            # A good value after the garbage (same connection, so it arrives after it).
+            await fake.set_value(paths.SOC, 12.5)
 
-                def soc_seen() -> bool:
-                    decision = service.status.decision
-                    return decision is not None and decision.soc == 12.5
+            def soc_seen() -> bool:
+                decision = service.status.decision
+                return decision is not None and decision.soc == 12.5
 
-                await eventually(soc_seen, what="the good SOC after the garbage")
-                # The last good PV (1000 W) still counts: no stand-aside, no write.
-                assert reason_of(service) is Reason.PV_PRIORITY
-                assert fake.written() == [750.0]
-                # And a good PV value is still followed.
-                await fake.set_value(paths.PV_DC, 400.0)
-                await eventually(lambda: fake.setting == 300.0, what="300 W after the garbage")
+            await eventually(soc_seen, what="the good SOC after the garbage")
+            # The last good PV (1000 W) still counts: no stand-aside, no write.
+            assert reason_of(service) is Reason.PV_PRIORITY
+            assert fake.written() == [750.0]
+            # And a good PV value is still followed.
+            await fake.set_value(paths.PV_DC, 400.0)
+            await eventually(lambda: fake.setting == 300.0, what="300 W after the garbage")
 
     run_async(scenario())
 
@@ -214,25 +209,24 @@ def test_service_leaving_makes_it_stand_aside_until_it_returns(
     gx: HarnessFactory, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with gx() as fake:
-            config = fake.config(tmp_path, stale_after_s=30.0)
-            async with steering(config, fake.make_source(config)) as service:
-                await eventually(lambda: fake.setting == 750.0, what="the PV share written")
-                await fake.set_present(paths.SYSTEM, False)
-                await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
-                decision = service.status.decision
-                assert decision is not None
-                assert decision.reason is Reason.STAND_ASIDE_MISSING_INPUT
-                assert paths.SOC.path in decision.text  # names what is missing
-                await fake.set_present(paths.SYSTEM, True)
-                # The PV filter saw no PV while the service was gone (and over MQTT the items
-                # come back one by one): the cap starts lower, at 0 W at worst.
-                await eventually(lambda: len(fake.written()) == 3, what="steering resumed")
-                assert fake.written()[:2] == [750.0, BASELINE]
-                assert 0.0 <= fake.written()[2] <= 750.0
-                await eventually(
-                    lambda: reason_of(service) is Reason.PV_PRIORITY, what="PV shared again"
-                )
+        async with gx() as fake, steered(
+            fake, fake.config(tmp_path, stale_after_s=30.0, actuator=SETTING)
+        ) as service:
+            await fake.set_present(paths.SYSTEM, False)
+            await eventually(lambda: fake.setting == BASELINE, what="the baseline handed back")
+            decision = service.status.decision
+            assert decision is not None
+            assert decision.reason is Reason.STAND_ASIDE_MISSING_INPUT
+            assert paths.SOC.path in decision.text  # names what is missing
+            await fake.set_present(paths.SYSTEM, True)
+            # The PV filter saw no PV while the service was gone (and over MQTT the items
+            # come back one by one): the cap starts lower, at 0 W at worst.
+            await eventually(lambda: len(fake.written()) == 3, what="steering resumed")
+            assert fake.written()[:2] == [750.0, BASELINE]
+            assert 0.0 <= fake.written()[2] <= 750.0
+            await eventually(
+                lambda: reason_of(service) is Reason.PV_PRIORITY, what="PV shared again"
+            )
 
     run_async(scenario())
 
@@ -246,28 +240,16 @@ def test_sigterm_restores_the_baseline_before_exit(gx: HarnessFactory, tmp_path:
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
+            code = await fake.run_until(config_file, log_file, stop=signal.SIGTERM)
             output = log_file.read_text(encoding="utf-8")
             assert code == 0, output
-            assert fake.setting == BASELINE
             assert fake.written() == [750.0, BASELINE]
+            assert_handed_back(fake, state_dir)
             assert "confirmed by read-back" in output
             if fake.transport == "dbus":
                 # The run used the D-Bus library this case is about.
                 assert f"connected to D-Bus ({fake.label.replace('-', '_')})" in output
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.last_written_w, journal.clean) == (
-                BASELINE,
-                BASELINE,
-                True,
-            )
 
     run_async(scenario(), timeout=90.0)
 
@@ -280,35 +262,23 @@ def test_sigkill_then_restart_keeps_the_journaled_baseline(
 
     async def scenario() -> None:
         async with gx() as fake:
-            config_file = fake.config_file(state_dir, tmp_path / "config.yaml")
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(lambda: fake.setting == 750.0, timeout=20.0, what="steering")
-            finally:
-                process.kill()
-            await wait_exit(process, log_file)
+            config_file = fake.config_file(state_dir, tmp_path / "config.yaml", actuator=SETTING)
+            await fake.run_until(config_file, log_file, stop=signal.SIGKILL)
             # venus-prio's own 750 W is left on the GX; the journal is dirty.
             assert fake.setting == 750.0
             crashed = journal_at(state_dir)
             assert (crashed.baseline_w, crashed.clean) == (BASELINE, False)
 
-            process = await start_run(config_file, log_file, fake.env())
-            try:
-                await eventually(
-                    lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
-                    timeout=20.0,
-                    what="the restarted service to read the journal",
-                )
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-            code = await wait_exit(process, log_file)
+            code = await fake.run_until(
+                config_file,
+                log_file,
+                stop=signal.SIGTERM,
+                done=lambda: "the baseline stays 2500 W" in log_file.read_text(encoding="utf-8"),
+                what="the restarted service to read the journal",
+            )
             assert code == 0, log_file.read_text(encoding="utf-8")
             # The user's 2500 W came back, not the 750 W the crashed run left behind.
-            assert fake.setting == BASELINE
-            assert fake.written()[-1] == BASELINE
-            journal = journal_at(state_dir)
-            assert (journal.baseline_w, journal.clean) == (BASELINE, True)
+            assert_handed_back(fake, state_dir)
 
     run_async(scenario(), timeout=120.0)
 

@@ -7,26 +7,22 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Coroutine, List, Tuple
+from typing import Any, AsyncContextManager, AsyncIterator, Callable, List, Tuple
 
 import pytest
 
+from tests.integration.conftest import eventually, run_async
+from tests.integration.dbus_fixtures import DbusDaemon
 from venus_prio.config import ControlConfig, DbusConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.sim.fakedbus import FakeVenus
 from venus_prio.sim.writelog import read_write_log
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
 from venus_prio.venus.source import write_confirmed
 
-if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
-    from tests.integration.dbus_fixtures import DbusDaemon
-
-pytest_plugins = ["tests.integration.dbus_fixtures"]
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.parametrize("backend", ["dbus_fast", "dbus_next"]),
-]
+pytestmark = pytest.mark.integration  # and each test once per D-Bus library (``backend``)
 
 REFRESH_S = 0.1
 WAIT_S = 10.0  # a guard against hanging, not a performance limit
@@ -50,43 +46,62 @@ async def running(source: DbusSource) -> AsyncIterator[DbusSource]:
     try:
         yield source
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])  # a single cancel can be lost (bpo-42130)
         assert task.cancelled(), "run() ended on its own instead of reconnecting"
-
-
-async def eventually(check: Callable[[], bool], what: str) -> None:
-    """Wait until ``check()`` holds; fail naming ``what`` if it never does."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    while not check():
-        if loop.time() > deadline:
-            pytest.fail(f"never happened: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def connected_and_alive(source: DbusSource) -> None:
     await eventually(
         lambda: source.snapshot().connected and source.snapshot().alive_at is not None,
-        "source connected and alive",
+        what="source connected and alive",
     )
 
 
-def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    asyncio.run(scenario())
+OnBus = Callable[..., AsyncContextManager[Tuple[FakeVenus, DbusSource]]]
 
 
-def test_initial_values_are_read(dbus_daemon: str, backend: str) -> None:
+@pytest.fixture
+def on_bus(dbus_daemon: str, backend: str) -> OnBus:
+    """Return ``factory(**FakeVenus options)``: the fake services and a running source on the
+    bus, entered once the source is connected and alive."""
+
+    @contextlib.asynccontextmanager
+    async def fake_and_source(**options: Any) -> AsyncIterator[Tuple[FakeVenus, DbusSource]]:
+        async with FakeVenus(address=dbus_daemon, backend=backend, **options) as fake, running(
+            make_source(dbus_daemon, backend)
+        ) as source:
+            await connected_and_alive(source)
+            yield fake, source
+
+    return fake_and_source
+
+
+Logged = Callable[..., int]
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Logged:
+    """Return ``count(text, at_least=level)``: the source's log records that name ``text``."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+
+    def count(text: str, at_least: int = logging.DEBUG) -> int:
+        return sum(
+            1
+            for r in caplog.records
+            if r.name == LOGGER and r.levelno >= at_least and text in r.getMessage()
+        )
+
+    return count
+
+
+def test_initial_values_are_read(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(
-            address=dbus_daemon,
-            backend=backend,
+        async with on_bus(
             system={paths.SOC.path: 47.5, paths.AC_INPUT_SOURCE.path: 240, "/Serial": "abc123"},
             settings={paths.MAX_DISCHARGE_POWER.path: 1800.0, paths.HUB4_MODE.path: 3},
-        ), running(make_source(dbus_daemon, backend)) as source:
+        ) as (_, source):
             assert await source.wait_ready(WAIT_S)
             assert source.ready
-            await connected_and_alive(source)
             snap = source.snapshot()
             assert snap.soc == 47.5
             assert snap.active_soc_limit == 10.0
@@ -102,7 +117,7 @@ def test_initial_values_are_read(dbus_daemon: str, backend: str) -> None:
             assert (snap.max_discharge_min, snap.max_discharge_max) == (-1.0, 1_000_000.0)
             assert source.portal_id == "abc123"
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_values_read_item_by_item_without_getitems(dbus_daemon: str, backend: str) -> None:
@@ -121,66 +136,56 @@ def test_values_read_item_by_item_without_getitems(dbus_daemon: str, backend: st
             assert snap.dc_system_w is None
             assert snap.max_discharge_w == -1.0
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_changes_are_followed(dbus_daemon: str, backend: str) -> None:
+def test_changes_are_followed(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(address=dbus_daemon, backend=backend) as fake, running(
-            make_source(dbus_daemon, backend)
-        ) as source:
-            await connected_and_alive(source)
+        async with on_bus() as (fake, source):
             fake.set_value(paths.PV_DC, 1234.0)
             fake.set_value(paths.DYNAMIC_ESS_MODE, 1)
             fake.set_value(paths.MAX_DISCHARGE_POWER, 700.0)
-            await eventually(lambda: source.snapshot().pv_dc_w == 1234.0, "PV followed")
-            await eventually(lambda: source.snapshot().dynamic_ess_mode == 1, "DESS followed")
-            await eventually(lambda: source.snapshot().max_discharge_w == 700.0, "setting followed")
+            await eventually(lambda: source.snapshot().pv_dc_w == 1234.0, what="PV followed")
+            await eventually(lambda: source.snapshot().dynamic_ess_mode == 1, what="DESS followed")
+            await eventually(
+                lambda: source.snapshot().max_discharge_w == 700.0, what="setting followed"
+            )
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_invalid_value_is_none(dbus_daemon: str, backend: str) -> None:
+def test_invalid_value_is_none(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(
-            address=dbus_daemon, backend=backend, system={paths.ACTIVE_SOC_LIMIT.path: None}
-        ) as fake, running(make_source(dbus_daemon, backend)) as source:
-            await connected_and_alive(source)
+        async with on_bus(system={paths.ACTIVE_SOC_LIMIT.path: None}) as (fake, source):
             assert source.snapshot().active_soc_limit is None  # invalid from the start
             assert source.snapshot().soc == 55.0
             fake.set_value(paths.SOC, None)
-            await eventually(lambda: source.snapshot().soc is None, "invalid SOC is None")
+            await eventually(lambda: source.snapshot().soc is None, what="invalid SOC is None")
             fake.set_value(paths.SOC, 20.0)
-            await eventually(lambda: source.snapshot().soc == 20.0, "SOC valid again")
+            await eventually(lambda: source.snapshot().soc == 20.0, what="SOC valid again")
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_write_is_accepted_and_read_back(dbus_daemon: str, backend: str) -> None:
+def test_write_is_accepted_and_read_back(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(address=dbus_daemon, backend=backend) as fake, running(
-            make_source(dbus_daemon, backend)
-        ) as source:
-            await connected_and_alive(source)
+        async with on_bus() as (fake, source):
             assert await source.set_max_discharge(2500.0) == 0
             assert fake.value(paths.MAX_DISCHARGE_POWER) == 2500.0
             assert await source.read_max_discharge(2.0) == 2500.0
             await source.write_max_discharge(1200.0)
             assert fake.value(paths.MAX_DISCHARGE_POWER) == 1200.0
-            await eventually(lambda: source.snapshot().max_discharge_w == 1200.0, "signalled")
+            await eventually(lambda: source.snapshot().max_discharge_w == 1200.0, what="signalled")
             assert await write_confirmed(source, -1.0) is True
             assert fake.value(paths.MAX_DISCHARGE_POWER) == -1.0
             assert source.last_write_code == 0
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_out_of_range_write_is_rejected(dbus_daemon: str, backend: str) -> None:
+def test_out_of_range_write_is_rejected(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(
-            address=dbus_daemon, backend=backend, settings={paths.MAX_DISCHARGE_POWER.path: 900.0}
-        ) as fake, running(make_source(dbus_daemon, backend)) as source:
-            await connected_and_alive(source)
+        async with on_bus(settings={paths.MAX_DISCHARGE_POWER.path: 900.0}) as (fake, source):
             assert await source.set_max_discharge(2_000_000.0) == -1
             assert await write_confirmed(source, -5.0, attempts=1, timeout=0.5) is None
             await source.write_max_discharge(1_000_001.0)  # logged, never raised
@@ -191,20 +196,17 @@ def test_out_of_range_write_is_rejected(dbus_daemon: str, backend: str) -> None:
             refused = [value for (_, value, code) in fake.service("settings").set_calls if code]
             assert refused == [2_000_000.0, -5.0, 1_000_001.0]
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_service_leaving_and_returning(dbus_daemon: str, backend: str) -> None:
+def test_service_leaving_and_returning(on_bus: OnBus) -> None:
     async def scenario() -> None:
-        async with FakeVenus(address=dbus_daemon, backend=backend) as fake, running(
-            make_source(dbus_daemon, backend)
-        ) as source:
-            await connected_and_alive(source)
+        async with on_bus() as (fake, source):
             first = source.snapshot().alive_at
-            await eventually(lambda: source.snapshot().alive_at != first, "alive_at moves")
+            await eventually(lambda: source.snapshot().alive_at != first, what="alive_at moves")
 
             await fake.release(paths.SYSTEM)
-            await eventually(lambda: source.snapshot().soc is None, "system items absent")
+            await eventually(lambda: source.snapshot().soc is None, what="system items absent")
             snap = source.snapshot()
             assert snap.pv_dc_w is None and snap.ac_input_source is None
             assert snap.max_discharge_w == -1.0  # settings is still there
@@ -214,23 +216,25 @@ def test_service_leaving_and_returning(dbus_daemon: str, backend: str) -> None:
 
             fake.set_value(paths.SOC, 33.0)  # changed while away: must be re-read, not signalled
             await fake.acquire(paths.SYSTEM)
-            await eventually(lambda: source.snapshot().soc == 33.0, "values re-read")
+            await eventually(lambda: source.snapshot().soc == 33.0, what="values re-read")
             assert source.snapshot().pv_dc_w == 800.0
-            await eventually(lambda: source.snapshot().alive_at != frozen, "alive again")
+            await eventually(lambda: source.snapshot().alive_at != frozen, what="alive again")
 
             await fake.release(paths.SETTINGS)
             await eventually(
-                lambda: source.snapshot().max_discharge_w is None, "settings items absent"
+                lambda: source.snapshot().max_discharge_w is None, what="settings items absent"
             )
             assert source.snapshot().max_discharge_max is None
             frozen = source.snapshot().alive_at
             await asyncio.sleep(REFRESH_S * 5)
             assert source.snapshot().alive_at == frozen
             await fake.acquire(paths.SETTINGS)
-            await eventually(lambda: source.snapshot().max_discharge_w == -1.0, "settings back")
+            await eventually(
+                lambda: source.snapshot().max_discharge_w == -1.0, what="settings back"
+            )
             assert source.snapshot().max_discharge_max == 1_000_000.0
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_service_absent_at_start(dbus_daemon: str, backend: str) -> None:
@@ -238,34 +242,23 @@ def test_service_absent_at_start(dbus_daemon: str, backend: str) -> None:
         async with FakeVenus(address=dbus_daemon, backend=backend) as fake:
             await fake.release(paths.SETTINGS)
             async with running(make_source(dbus_daemon, backend)) as source:
-                await eventually(lambda: source.snapshot().soc == 55.0, "system read")
+                await eventually(lambda: source.snapshot().soc == 55.0, what="system read")
                 assert source.snapshot().connected
                 assert source.snapshot().alive_at is None
                 assert source.snapshot().hub4_mode is None
                 await fake.acquire(paths.SETTINGS)
-                await eventually(lambda: source.snapshot().alive_at is not None, "alive")
+                await eventually(lambda: source.snapshot().alive_at is not None, what="alive")
                 assert source.snapshot().hub4_mode == 1
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_garbage_is_ignored_and_logged_once(
-    dbus_daemon: str, backend: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger=LOGGER)
-
+def test_garbage_is_ignored_and_logged_once(on_bus: OnBus, logged: Logged) -> None:
     def warnings_about(path: str) -> int:
-        return sum(
-            1
-            for r in caplog.records
-            if r.name == LOGGER and r.levelno == logging.WARNING and path in r.getMessage()
-        )
+        return logged(path, at_least=logging.WARNING)
 
     async def scenario() -> None:
-        async with FakeVenus(
-            address=dbus_daemon, backend=backend, system={paths.BATTERY_POWER.path: "lots"}
-        ) as fake, running(make_source(dbus_daemon, backend)) as source:
-            await connected_and_alive(source)
+        async with on_bus(system={paths.BATTERY_POWER.path: "lots"}) as (fake, source):
             assert source.snapshot().battery_power_w is None  # garbage at start: never valid
             assert warnings_about(paths.BATTERY_POWER.path) == 1
 
@@ -274,7 +267,7 @@ def test_garbage_is_ignored_and_logged_once(
             fake.set_value(paths.SOC, "sixty")
             fake.set_value(paths.AC_INPUT_SOURCE, 1.5)  # a code must be whole
             fake.set_value(paths.PV_DC, 321.0)  # a valid value after the garbage
-            await eventually(lambda: source.snapshot().pv_dc_w == 321.0, "PV followed")
+            await eventually(lambda: source.snapshot().pv_dc_w == 321.0, what="PV followed")
             snap = source.snapshot()
             assert snap.soc == 55.0  # the garbage did not replace the last valid value
             assert snap.ac_input_source == 1
@@ -282,23 +275,18 @@ def test_garbage_is_ignored_and_logged_once(
             assert warnings_about(paths.AC_INPUT_SOURCE.path) == 1
 
             fake.set_value(paths.SOC, 44.0)
-            await eventually(lambda: source.snapshot().soc == 44.0, "valid SOC followed")
+            await eventually(lambda: source.snapshot().soc == 44.0, what="valid SOC followed")
             fake.set_value(paths.SOC, "again")
             fake.set_value(paths.PV_DC, 322.0)
-            await eventually(lambda: source.snapshot().pv_dc_w == 322.0, "PV followed")
+            await eventually(lambda: source.snapshot().pv_dc_w == 322.0, what="PV followed")
             assert warnings_about(paths.SOC.path) == 2  # new garbage after a valid value
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_bus_loss_and_reconnect(
-    dbus_daemon_process: DbusDaemon, backend: str, caplog: pytest.LogCaptureFixture
+    dbus_daemon_process: DbusDaemon, backend: str, logged: Logged
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger=LOGGER)
-
-    def logged(text: str) -> int:
-        return sum(1 for r in caplog.records if r.name == LOGGER and text in r.getMessage())
-
     async def scenario() -> None:
         address = dbus_daemon_process.address
         fake = FakeVenus(address=address, backend=backend)
@@ -307,7 +295,7 @@ def test_bus_loss_and_reconnect(
             async with running(make_source(address, backend)) as source:
                 await connected_and_alive(source)
                 dbus_daemon_process.stop()
-                await eventually(lambda: not source.snapshot().connected, "loss noticed")
+                await eventually(lambda: not source.snapshot().connected, what="loss noticed")
                 assert source.snapshot().soc is None
                 assert not source.ready
                 assert not await source.wait_ready(0.05)
@@ -325,7 +313,7 @@ def test_bus_loss_and_reconnect(
                     system={paths.SOC.path: 71.0},
                 )
                 await fake.start()
-                await eventually(lambda: source.snapshot().soc == 71.0, "reconnected, re-read")
+                await eventually(lambda: source.snapshot().soc == 71.0, what="reconnected, re-read")
                 assert source.snapshot().connected
                 assert await source.wait_ready(WAIT_S)
                 assert logged("still unavailable") >= 1  # retried, quietly
@@ -334,7 +322,7 @@ def test_bus_loss_and_reconnect(
         finally:
             await fake.stop()
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_unreachable_bus_keeps_retrying(backend: str, tmp_path: Any) -> None:
@@ -346,7 +334,7 @@ def test_unreachable_bus_keeps_retrying(backend: str, tmp_path: Any) -> None:
             with pytest.raises(SourceUnavailable):
                 await source.write_max_discharge(100.0)
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_fake_as_a_separate_process(dbus_daemon: str, backend: str, tmp_path: Path) -> None:
@@ -383,7 +371,9 @@ def test_fake_as_a_separate_process(dbus_daemon: str, backend: str, tmp_path: Pa
                 await connected_and_alive(source)
                 assert source.snapshot().soc == 42.5
                 await command(process, "set system /Dc/Battery/Soc 12.5")
-                await eventually(lambda: source.snapshot().soc == 12.5, "change from the process")
+                await eventually(
+                    lambda: source.snapshot().soc == 12.5, what="change from the process"
+                )
                 # hub4: our write is logged and expires after 1 s; another tool's value shows.
                 await source.write_override(800.0)
                 assert await source.read_override(WAIT_S) == 800.0
@@ -391,23 +381,27 @@ def test_fake_as_a_separate_process(dbus_daemon: str, backend: str, tmp_path: Pa
                 assert [(w.service, w.path, w.value, w.accepted) for w in logged] == [
                     ("hub4", paths.OVERRIDE_MAX_DISCHARGE.path, 800.0, True)
                 ]
-                await eventually(lambda: source.snapshot().override_w == -1.0, "expired")
+                await eventually(lambda: source.snapshot().override_w == -1.0, what="expired")
                 await command(process, "set hub4 /Overrides/MaxDischargePower 1.0")
-                await eventually(lambda: source.snapshot().override_w == 1.0, "foreign override")
+                await eventually(
+                    lambda: source.snapshot().override_w == 1.0, what="foreign override"
+                )
                 await command(process, "release hub4")
-                await eventually(lambda: source.snapshot().override_present is False, "no hub4")
+                await eventually(
+                    lambda: source.snapshot().override_present is False, what="no hub4"
+                )
                 assert source.snapshot().alive_at is not None and source.ready
                 process.kill()  # the services vanish with their process
                 await process.wait()
-                await eventually(lambda: source.snapshot().soc is None, "system gone")
-                await eventually(lambda: source.snapshot().hub4_mode is None, "settings gone")
+                await eventually(lambda: source.snapshot().soc is None, what="system gone")
+                await eventually(lambda: source.snapshot().hub4_mode is None, what="settings gone")
                 assert source.snapshot().connected  # the bus itself is still there
         finally:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
 
-    run(scenario)
+    run_async(scenario())
 
 
 def test_fake_signals_only_changes_and_converts_like_localsettings(
@@ -464,7 +458,7 @@ def test_fake_signals_only_changes_and_converts_like_localsettings(
                 hub4 = paths.HUB4_MODE.path
                 assert await call(bus, settings, hub4, "SetValue", lib.variant("d", 2.0)) == 0
                 fake.set_value(paths.SOC, 57.0)  # a last change: every earlier signal is in
-                await eventually(lambda: len(seen) >= 8, "signals of four changes")
+                await eventually(lambda: len(seen) >= 8, what="signals of four changes")
                 await asyncio.sleep(0.1)  # room for any signal that should not be there
                 assert [(member, path) for member, path, _ in seen] == [
                     ("PropertiesChanged", soc),
@@ -494,31 +488,24 @@ def test_fake_signals_only_changes_and_converts_like_localsettings(
             finally:
                 await close_bus(bus)
 
-    run(scenario)
+    run_async(scenario())
 
 
-def test_hung_service_stops_liveness(
-    dbus_daemon: str, backend: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-
-    def logged(text: str) -> int:
-        return sum(1 for r in caplog.records if r.name == LOGGER and text in r.getMessage())
+def test_hung_service_stops_liveness(on_bus: OnBus, logged: Logged) -> None:
+    def logged_info(text: str) -> int:
+        return logged(text, at_least=logging.INFO)
 
     async def scenario() -> None:
-        async with FakeVenus(address=dbus_daemon, backend=backend) as fake, running(
-            make_source(dbus_daemon, backend)
-        ) as source:
-            await connected_and_alive(source)
+        async with on_bus() as (fake, source):
             fake.service(paths.SYSTEM).frozen = True  # GetValue now never answers
-            await eventually(lambda: logged("failed: no answer") == 1, "failure logged")
+            await eventually(lambda: logged_info("failed: no answer") == 1, what="failure logged")
             frozen = source.snapshot().alive_at
             await asyncio.sleep(REFRESH_S * 6)
             assert source.snapshot().alive_at == frozen
             assert source.snapshot().soc == 55.0  # still current: only the proof is missing
-            assert logged("failed: no answer") == 1  # once, not at every refresh
+            assert logged_info("failed: no answer") == 1  # once, not at every refresh
             fake.service(paths.SYSTEM).frozen = False
-            await eventually(lambda: source.snapshot().alive_at != frozen, "alive again")
-            assert logged("answers again") == 1
+            await eventually(lambda: source.snapshot().alive_at != frozen, what="alive again")
+            assert logged_info("answers again") == 1
 
-    run(scenario)
+    run_async(scenario())

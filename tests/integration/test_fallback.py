@@ -20,6 +20,7 @@ from tests.integration.conftest import Broker, eventually, run_async, running
 from tests.integration.harness import (
     BASELINE,
     PID,
+    SETTING,
     Mirror,
     config_data,
     control_config,
@@ -80,6 +81,9 @@ def test_broker_loss_falls_back_to_dbus_and_returns_to_mqtt(
         ),
         homeassistant=HomeAssistantConfig(enabled=False),
         state_dir=str(tmp_path),
+        # The setting's writes and the late publish of our own value (issue 10.1) across a
+        # transport switch: the Mirror carries the setting from one fake to the other.
+        actuator=SETTING,
     )
 
     async def scenario() -> None:
@@ -169,7 +173,9 @@ def test_run_command_with_auto_steers_over_dbus_without_a_broker(
         dbus_backend=backend.replace("_", "-"),
     )
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(config_data(venus, state_dir)), encoding="utf-8")
+    # The hand-back of the setting's baseline on SIGTERM and the clean journal.
+    data = config_data(venus, state_dir, actuator=SETTING)
+    config_file.write_text(yaml.safe_dump(data), encoding="utf-8")
     mosquitto.stop()  # the GX's broker is off: `auto` must find the GX on D-Bus
 
     async def scenario() -> None:

@@ -26,6 +26,7 @@ import pytest
 
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
 from tests.integration.harness import config_data, start_run, venus_config, write_yaml
+from venus_prio.config import ActuatorConfig, OverrideConfig
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx, entry_payload
 from venus_prio.venus import flashmq, paths
 
@@ -42,9 +43,16 @@ RSS_BOUND_KB = 20 * 1024
 WARNINGS_PER_TOPIC = 3
 
 
+# The writes checked are the setting's (its range, its baseline). A well-formed number in the
+# garbage on the hub4 override is somebody else's override, by design: venus-prio stands aside
+# until it has been -1 for ``foreign_clear_s``, shortened here (a test timing) so the
+# responsiveness check after the flood does not wait the default 60 s.
+ACTUATOR = ActuatorConfig(kind="setting", override=OverrideConfig(foreign_clear_s=1.0))
+
+
 def write_config_file(broker: Broker, state_dir: Path, path: Path) -> Path:
     """Write a config for the subprocess: PV share 0.8 * pv - 20, baseline pinned."""
-    data = config_data(venus_config("mqtt", broker=broker), state_dir)
+    data = config_data(venus_config("mqtt", broker=broker), state_dir, actuator=ACTUATOR)
     data["control"]["max_inverter_power_w"] = MAX_W
     data["writes"] = {
         "deadband_w": 100,

@@ -14,34 +14,26 @@ import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple
+from typing import Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Optional, Tuple
 
 import aiomqtt
 import pytest
 
-from tests.integration.conftest import (
-    Broker,
-    FakeGxFactory,
-    eventually,
-    run_async,
-    running,
-)
+from tests.integration.conftest import Broker, eventually, run_async, running, started
 from tests.integration.harness import (
-    config_data,
+    BASELINE,
+    PID,
+    PLANT,
+    SETTING,
+    MqttGx,
+    mqtt_config_file,
+    mqtt_gx,
+    reason_of,
+    run_command,
     serving,
-    start_command,
-    venus_config,
-    wait_exit,
-    write_yaml,
+    steered,
 )
-from venus_prio.config import (
-    BrokerConfig,
-    Config,
-    ControlConfig,
-    HomeAssistantConfig,
-    VenusConfig,
-    WritesConfig,
-)
+from venus_prio.config import BrokerConfig, Config, HomeAssistantConfig
 from venus_prio.homeassistant import (
     PAYLOAD_OFFLINE,
     PAYLOAD_ONLINE,
@@ -53,14 +45,10 @@ from venus_prio.homeassistant import (
 from venus_prio.journal import journal_path, load_journal
 from venus_prio.model import Reason
 from venus_prio.service import Service
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration
 
-PID = DEFAULT_PORTAL_ID
-BASELINE = 2500.0
-ROOT = Path(__file__).resolve().parents[2]
 HA = HomeAssistantConfig()
 TOPICS = state_topics(state_prefix(HA, portal_id=PID))
 ALL_CONFIGS = {
@@ -74,47 +62,28 @@ PUBLISHER_LOG = "venus_prio.ha_publisher"
 # -- helpers ------------------------------------------------------------------------------
 
 
-def make_config(
-    broker: Broker,
-    state_dir: Path,
-    *,
-    ha_broker: Optional[BrokerConfig] = None,
-    controls: bool = True,
+def ha_config(
+    gx: MqttGx, state_dir: Path, *, ha_broker: Optional[Broker] = None, controls: bool = True
 ) -> Config:
-    return Config(
-        control=ControlConfig(
-            max_inverter_power_w=3000.0, tick_s=0.1, stale_after_s=5.0, refresh_s=1.0
-        ),
-        writes=WritesConfig(min_increase_interval_s=60.0),
-        venus=VenusConfig(
-            transport="mqtt",
-            broker=BrokerConfig(host=broker.host, port=broker.port),
-            portal_id=PID,
-            keepalive_interval_s=1.0,
-            full_publish_timeout_s=2.0,
-            heartbeat_timeout_s=30.0,
-            reconnect_max_s=1.0,
-        ),
-        homeassistant=HomeAssistantConfig(controls=controls, broker=ha_broker),
-        state_dir=str(state_dir),
+    """Return the test config for ``gx`` with Home Assistant on (on ``ha_broker`` if given)."""
+    own = None if ha_broker is None else BrokerConfig(host=ha_broker.host, port=ha_broker.port)
+    # The state is checked against the setting on the GX (written_w, the baseline that mode
+    # "off" restores); the service on the override is in test_override_service.py.
+    return gx.config(
+        state_dir,
+        homeassistant=HomeAssistantConfig(controls=controls, broker=own),
+        actuator=SETTING,
     )
 
 
-def near_floor(gx: FakeGx, *, soc: float = 12.0, pv: float = 1000.0) -> None:
-    """Floor 10 %, SOC 2 points above it, PV 1 kW, the user's own 2500 W on the GX."""
-    gx.items[paths.SOC.topic_suffix()].value = soc
-    gx.items[paths.PV_DC.topic_suffix()].value = pv
-    gx.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value = BASELINE
+def steered_with_ha(gx: MqttGx, state_dir: Path, **options: Any) -> AsyncContextManager[Service]:
+    """Run the service and its publisher (``ha_config`` ``options``); enter once it steers."""
+    return steered(gx, ha_config(gx, state_dir, **options), publish=True)
 
 
-def written(gx: FakeGx) -> List[float]:
-    suffix = paths.MAX_DISCHARGE_POWER.topic_suffix()
-    return [w.value for w in gx.writes if w.suffix == suffix]
-
-
-def steered(gx: FakeGx) -> bool:
+def steering_now(gx: MqttGx) -> bool:
     """Return True when the GX holds a value of venus-prio's own (not the baseline)."""
-    return bool(written(gx)) and gx.setting != BASELINE
+    return bool(gx.written()) and gx.setting != BASELINE
 
 
 @dataclass(frozen=True)
@@ -173,6 +142,13 @@ async def listening(broker: Broker) -> AsyncIterator[HaListener]:
             yield listener
 
 
+@contextlib.asynccontextmanager
+async def gx_and_ha(broker: Broker) -> AsyncIterator[Tuple[MqttGx, HaListener]]:
+    """Yield the fake GX on ``broker`` (``PLANT``) and a Home Assistant listener there."""
+    async with mqtt_gx(broker, PLANT) as gx, listening(broker) as ha:
+        yield gx, ha
+
+
 def actuator_writes(state: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]]:
     """Return the (flash, override) write totals of a state document."""
     return state.get("writes_total"), state.get("override_writes_total")
@@ -181,11 +157,6 @@ def actuator_writes(state: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]
 def status_writes(service: Service) -> Tuple[Optional[int], Optional[int]]:
     override = service.status.override_counters
     return service.status.counters.total, None if override is None else override.total
-
-
-def reason_of(service: Service) -> Optional[Reason]:
-    decision = service.status.decision
-    return None if decision is None else decision.reason
 
 
 def warnings_by_topic(caplog: pytest.LogCaptureFixture) -> Dict[str, int]:
@@ -202,25 +173,19 @@ def ha_broker(mosquitto: Broker, tmp_path: Path) -> Iterator[Broker]:
     """Yield a second Mosquitto (Home Assistant's own broker) beside the GX broker."""
     workdir = tmp_path / "ha-broker"
     workdir.mkdir()
-    broker = Broker(mosquitto.binary, workdir)
-    broker.start()
-    try:
+    with started(Broker(mosquitto.binary, workdir)) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 # -- in-process ---------------------------------------------------------------------------
 
 
 def test_discovery_is_retained_and_the_state_follows_decisions(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
+    mosquitto: Broker, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path)) as service:
-                await eventually(lambda: steered(gx), what="steering")
+        async with gx_and_ha(mosquitto) as (gx, ha):
+            async with steered_with_ha(gx, tmp_path) as service:
                 # The decision is published first, the write that follows it in the next state.
                 await eventually(
                     lambda: ha.state().get("target_w") == ha.state().get("written_w") == gx.setting,
@@ -283,92 +248,80 @@ def test_discovery_is_retained_and_the_state_follows_decisions(
     run_async(scenario())
 
 
-def test_home_assistant_online_triggers_a_republish(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
+def test_home_assistant_online_triggers_a_republish(mosquitto: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path)):
-                await eventually(lambda: len(ha.configs()) == len(ALL_CONFIGS), what="discovery")
-                await eventually(lambda: bool(ha.states()), what="a state")
-                await asyncio.sleep(0.3)
-                assert len(ha.configs()) == len(ALL_CONFIGS)  # published once, not per tick
-                # Anything but "online" on the status topic is not a restart of Home Assistant.
-                await ha.command(HA_STATUS, b"offline")
-                await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
-                await eventually(
-                    lambda: len(ha.configs()) == 2 * len(ALL_CONFIGS), what="discovery again"
-                )
-                republished = ha.configs()[len(ALL_CONFIGS) :]
-                assert {s.topic for s in republished} == ALL_CONFIGS
-                assert ha.on(TOPICS.availability)[-1].payload == PAYLOAD_ONLINE.encode()
-                await asyncio.sleep(0.3)
-                assert len(ha.configs()) == 2 * len(ALL_CONFIGS)
+        async with gx_and_ha(mosquitto) as (gx, ha), steered_with_ha(gx, tmp_path):
+            await eventually(lambda: len(ha.configs()) == len(ALL_CONFIGS), what="discovery")
+            await eventually(lambda: bool(ha.states()), what="a state")
+            await asyncio.sleep(0.3)
+            assert len(ha.configs()) == len(ALL_CONFIGS)  # published once, not per tick
+            # Anything but "online" on the status topic is not a restart of Home Assistant.
+            await ha.command(HA_STATUS, b"offline")
+            await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
+            await eventually(
+                lambda: len(ha.configs()) == 2 * len(ALL_CONFIGS), what="discovery again"
+            )
+            republished = ha.configs()[len(ALL_CONFIGS) :]
+            assert {s.topic for s in republished} == ALL_CONFIGS
+            assert ha.on(TOPICS.availability)[-1].payload == PAYLOAD_ONLINE.encode()
+            await asyncio.sleep(0.3)
+            assert len(ha.configs()) == 2 * len(ALL_CONFIGS)
 
     run_async(scenario())
 
 
 def test_commands_switch_the_mode_and_restore_the_baseline(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
+    mosquitto: Broker, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path)) as service:
-                await eventually(lambda: steered(gx), what="steering")
-                steering_w = gx.setting
+        async with gx_and_ha(mosquitto) as (gx, ha), steered_with_ha(gx, tmp_path) as service:
+            steering_w = gx.setting
 
-                await ha.command(TOPICS.set_mode, b"off")
-                await eventually(lambda: gx.setting == BASELINE, what="the baseline written")
-                assert written(gx)[-1] == BASELINE
-                assert service.status.mode == "off"
-                assert reason_of(service) is Reason.STAND_ASIDE_DISABLED
-                await eventually(
-                    lambda: (ha.state().get("mode"), ha.state().get("enabled")) == ("off", False),
-                    what="mode off in the state",
-                )
-                journal = load_journal(journal_path(tmp_path))
-                assert journal is not None and journal.mode == "off"
+            await ha.command(TOPICS.set_mode, b"off")
+            await eventually(lambda: gx.setting == BASELINE, what="the baseline written")
+            assert gx.written()[-1] == BASELINE
+            assert service.status.mode == "off"
+            assert reason_of(service) is Reason.STAND_ASIDE_DISABLED
+            await eventually(
+                lambda: (ha.state().get("mode"), ha.state().get("enabled")) == ("off", False),
+                what="mode off in the state",
+            )
+            journal = load_journal(journal_path(tmp_path))
+            assert journal is not None and journal.mode == "off"
 
-                await ha.command(TOPICS.set_mode, b"auto")
-                await eventually(lambda: gx.setting == steering_w, what="steering resumed")
-                await eventually(lambda: ha.state().get("mode") == "auto", what="mode auto")
+            await ha.command(TOPICS.set_mode, b"auto")
+            await eventually(lambda: gx.setting == steering_w, what="steering resumed")
+            await eventually(lambda: ha.state().get("mode") == "auto", what="mode auto")
 
-                # The switch: OFF is mode off, ON is mode auto.
-                await ha.command(TOPICS.set_enabled, b"OFF")
-                await eventually(lambda: gx.setting == BASELINE, what="switched off")
-                assert service.status.mode == "off"
-                await ha.command(TOPICS.set_enabled, b"ON")
-                await eventually(lambda: gx.setting == steering_w, what="switched on")
-                assert service.status.mode == "auto"
+            # The switch: OFF is mode off, ON is mode auto.
+            await ha.command(TOPICS.set_enabled, b"OFF")
+            await eventually(lambda: gx.setting == BASELINE, what="switched off")
+            assert service.status.mode == "off"
+            await ha.command(TOPICS.set_enabled, b"ON")
+            await eventually(lambda: gx.setting == steering_w, what="switched on")
+            assert service.status.mode == "auto"
 
-                # The button writes the user's own value back (steering then goes on).
-                before = len(written(gx))
-                await ha.command(TOPICS.set_restore, b"PRESS")
-                await eventually(
-                    lambda: BASELINE in written(gx)[before:], what="the baseline restored"
-                )
-                assert service.status.mode == "auto"
+            # The button writes the user's own value back (steering then goes on).
+            before = len(gx.written())
+            await ha.command(TOPICS.set_restore, b"PRESS")
+            await eventually(
+                lambda: BASELINE in gx.written()[before:], what="the baseline restored"
+            )
+            assert service.status.mode == "auto"
 
     run_async(scenario())
 
 
-def test_the_mode_survives_a_restart(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
+def test_the_mode_survives_a_restart(mosquitto: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            config = make_config(mosquitto, tmp_path)
-            async with serving(config) as service:
-                await eventually(lambda: steered(gx), what="steering")
+        async with gx_and_ha(mosquitto) as (gx, ha):
+            async with steered_with_ha(gx, tmp_path) as service:
                 await ha.command(TOPICS.set_mode, b"dry-run")
                 await eventually(lambda: service.status.mode == "dry-run", what="dry-run")
                 await eventually(lambda: gx.setting == BASELINE, what="handed back")
-            count = len(written(gx))
+            count = len(gx.written())
 
-            async with serving(config) as again:
+            async with serving(ha_config(gx, tmp_path)) as again:
                 assert again.status.mode == "dry-run"
                 await eventually(
                     lambda: (
@@ -380,7 +333,7 @@ def test_the_mode_survives_a_restart(
                 )
                 await asyncio.sleep(0.5)
                 # Decided, but nothing written: the mode came back from the journal.
-                assert len(written(gx)) == count
+                assert len(gx.written()) == count
                 assert gx.setting == BASELINE
 
     run_async(scenario())
@@ -409,7 +362,6 @@ def _fuzz_payloads(seed: int, count: int) -> List[bytes]:
 
 def test_malformed_commands_change_nothing_and_warn_once_per_topic(
     mosquitto: Broker,
-    fake_gx: FakeGxFactory,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -417,65 +369,53 @@ def test_malformed_commands_change_nothing_and_warn_once_per_topic(
     payloads = _fuzz_payloads(seed=7, count=1000)
 
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path)) as service:
-                await eventually(lambda: steered(gx), what="steering")
-                await eventually(lambda: len(ha.configs()) == len(ALL_CONFIGS), what="discovery")
-                before = list(written(gx))
-                for payload in payloads:
-                    await ha.command(rng.choice(TOPICS.commands), payload)
-                # Commands are handled in order: once the re-publish that an "online" asks for
-                # arrives, every malformed command before it was dealt with.
-                await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
-                await eventually(
-                    lambda: len(ha.configs()) == 2 * len(ALL_CONFIGS),
-                    timeout=30.0,
-                    what="the re-publish after the fuzz",
-                )
-                assert written(gx) == before
-                assert service.status.mode == "auto"
-                assert ha.state()["mode"] == "auto"
-                journal = load_journal(journal_path(tmp_path))
-                assert journal is not None and journal.mode == "auto"
+        async with gx_and_ha(mosquitto) as (gx, ha), steered_with_ha(gx, tmp_path) as service:
+            await eventually(lambda: len(ha.configs()) == len(ALL_CONFIGS), what="discovery")
+            before = list(gx.written())
+            for payload in payloads:
+                await ha.command(rng.choice(TOPICS.commands), payload)
+            # Commands are handled in order: once the re-publish that an "online" asks for
+            # arrives, every malformed command before it was dealt with.
+            await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
+            await eventually(
+                lambda: len(ha.configs()) == 2 * len(ALL_CONFIGS),
+                timeout=30.0,
+                what="the re-publish after the fuzz",
+            )
+            assert gx.written() == before
+            assert service.status.mode == "auto"
+            assert ha.state()["mode"] == "auto"
+            journal = load_journal(journal_path(tmp_path))
+            assert journal is not None and journal.mode == "auto"
 
     with caplog.at_level(logging.WARNING, logger=PUBLISHER_LOG):
         run_async(scenario(), timeout=90.0)
     assert warnings_by_topic(caplog) == {topic: 1 for topic in TOPICS.commands}
 
 
-def test_read_only_without_controls(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
+def test_read_only_without_controls(mosquitto: Broker, tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path, controls=False)) as service:
-                await eventually(lambda: steered(gx), what="steering")
-                await eventually(lambda: bool(ha.states()), what="a state")
-                components = {s.topic.split("/")[1] for s in ha.configs()}
-                assert components == {"sensor", "binary_sensor"}
-                await ha.command(TOPICS.set_mode, b"off")
-                await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
-                await eventually(
-                    lambda: len(ha.configs()) > READ_ONLY_CONFIGS, what="the re-publish"
-                )
-                assert service.status.mode == "auto"
-                assert steered(gx)
+        async with gx_and_ha(mosquitto) as (gx, ha), steered_with_ha(
+            gx, tmp_path, controls=False
+        ) as service:
+            await eventually(lambda: bool(ha.states()), what="a state")
+            components = {s.topic.split("/")[1] for s in ha.configs()}
+            assert components == {"sensor", "binary_sensor"}
+            await ha.command(TOPICS.set_mode, b"off")
+            await ha.command(HA_STATUS, PAYLOAD_ONLINE.encode())
+            await eventually(lambda: len(ha.configs()) > READ_ONLY_CONFIGS, what="the re-publish")
+            assert service.status.mode == "auto"
+            assert steering_now(gx)
 
     run_async(scenario())
 
 
 def test_a_separate_broker_keeps_the_gx_broker_clean(
-    mosquitto: Broker, ha_broker: Broker, fake_gx: FakeGxFactory, tmp_path: Path
+    mosquitto: Broker, ha_broker: Broker, tmp_path: Path
 ) -> None:
     async def scenario() -> None:
-        own = BrokerConfig(host=ha_broker.host, port=ha_broker.port)
-        config = make_config(mosquitto, tmp_path, ha_broker=own)
-        async with fake_gx() as gx, listening(mosquitto) as on_gx, listening(ha_broker) as ha:
-            near_floor(gx)
-            async with serving(config) as service:
-                await eventually(lambda: steered(gx), what="steering")
+        async with gx_and_ha(mosquitto) as (gx, on_gx), listening(ha_broker) as ha:
+            async with steered_with_ha(gx, tmp_path, ha_broker=ha_broker) as service:
                 await eventually(
                     lambda: (
                         {s.topic for s in ha.configs()} == ALL_CONFIGS
@@ -502,19 +442,14 @@ def test_a_separate_broker_keeps_the_gx_broker_clean(
 def test_an_unreachable_home_assistant_broker_does_not_stop_steering(
     mosquitto: Broker,
     ha_broker: Broker,
-    fake_gx: FakeGxFactory,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     ha_broker.stop()  # its port is now closed: every connection attempt is refused
 
     async def scenario() -> None:
-        own = BrokerConfig(host=ha_broker.host, port=ha_broker.port)
-        config = make_config(mosquitto, tmp_path, ha_broker=own)
-        async with fake_gx() as gx:
-            near_floor(gx)
-            async with serving(config) as service:
-                await eventually(lambda: steered(gx), what="steering")
+        async with mqtt_gx(mosquitto, PLANT) as gx:
+            async with steered_with_ha(gx, tmp_path, ha_broker=ha_broker) as service:
                 assert reason_of(service) is Reason.PV_PRIORITY
                 await asyncio.sleep(2.5)  # a few reconnect attempts
                 # Home Assistant's broker comes up: the publisher connects and catches up.
@@ -537,38 +472,37 @@ def test_an_unreachable_home_assistant_broker_does_not_stop_steering(
 
 
 def write_config_file(
-    broker: Broker, state_dir: Path, path: Path, *, ha_broker: Optional[Broker] = None
+    broker: Broker, tmp_path: Path, *, ha_broker: Optional[Broker] = None
 ) -> Path:
-    data = config_data(venus_config("mqtt", broker=broker), state_dir)
-    data["homeassistant"] = {"enabled": True}
+    """Write ``tmp_path/config.yaml`` for ``python -m venus_prio`` with Home Assistant on."""
+    homeassistant: Dict[str, Any] = {"enabled": True}
     if ha_broker is not None:
-        data["homeassistant"]["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
-    return write_yaml(path, data)
+        homeassistant["broker"] = {"host": ha_broker.host, "port": ha_broker.port}
+    return mqtt_config_file(
+        broker,
+        tmp_path / "state",
+        tmp_path / "config.yaml",
+        homeassistant=homeassistant,
+        actuator=SETTING,
+    )
 
 
-def test_sigkill_leaves_the_device_offline(
-    mosquitto: Broker, fake_gx: FakeGxFactory, tmp_path: Path
-) -> None:
+def test_sigkill_leaves_the_device_offline(mosquitto: Broker, tmp_path: Path) -> None:
     log_file = tmp_path / "run.log"
-    config_file = write_config_file(mosquitto, tmp_path / "state", tmp_path / "config.yaml")
+    config_file = write_config_file(mosquitto, tmp_path)
 
     async def scenario() -> None:
-        async with fake_gx() as gx, listening(mosquitto) as ha:
-            near_floor(gx)
-            process = await start_command(log_file, "run", "--config", str(config_file))
-            try:
-                await eventually(
-                    lambda: (
-                        ha.last(TOPICS.availability) == PAYLOAD_ONLINE.encode()
-                        and ha.state().get("target_w") == gx.setting != BASELINE
-                    ),
-                    timeout=20.0,
-                    what="online and steering",
-                )
-            finally:
-                if process.returncode is None:
-                    process.send_signal(signal.SIGKILL)
-            await wait_exit(process, log_file)
+        async with gx_and_ha(mosquitto) as (gx, ha):
+            await gx.run_until(
+                config_file,
+                log_file,
+                stop=signal.SIGKILL,
+                done=lambda: (
+                    ha.last(TOPICS.availability) == PAYLOAD_ONLINE.encode()
+                    and ha.state().get("target_w") == gx.setting != BASELINE
+                ),
+                what="online and steering",
+            )
             # The broker sends the last will: no clean stop happened, yet the device is offline.
             await eventually(
                 lambda: ha.last(TOPICS.availability) == PAYLOAD_OFFLINE.encode(),
@@ -585,19 +519,16 @@ def test_sigkill_leaves_the_device_offline(
 
 
 def test_ha_cleanup_removes_the_retained_topics(
-    mosquitto: Broker, ha_broker: Broker, fake_gx: FakeGxFactory, tmp_path: Path
+    mosquitto: Broker, ha_broker: Broker, tmp_path: Path
 ) -> None:
     log_file = tmp_path / "cleanup.log"
-    config_file = write_config_file(
-        mosquitto, tmp_path / "state", tmp_path / "config.yaml", ha_broker=ha_broker
-    )
+    config_file = write_config_file(mosquitto, tmp_path, ha_broker=ha_broker)
 
     async def scenario() -> None:
-        own = BrokerConfig(host=ha_broker.host, port=ha_broker.port)
-        async with fake_gx() as gx:
-            near_floor(gx)
-            async with serving(make_config(mosquitto, tmp_path, ha_broker=own)):
-                await eventually(lambda: steered(gx), what="steering")
+        async with mqtt_gx(mosquitto, PLANT) as gx, steered_with_ha(
+            gx, tmp_path, ha_broker=ha_broker
+        ):
+            pass  # steered once: the clean stop leaves the retained topics behind
         async with listening(ha_broker) as before:
             await eventually(
                 lambda: (
@@ -607,8 +538,7 @@ def test_ha_cleanup_removes_the_retained_topics(
                 ),
                 what="the retained topics the service left",
             )
-        process = await start_command(log_file, "ha-cleanup", "--config", str(config_file))
-        code = await wait_exit(process, log_file)
+        code = await run_command(log_file, "ha-cleanup", "--config", str(config_file))
         assert code == 0, log_file.read_text(encoding="utf-8")
         async with listening(ha_broker) as late:
             await asyncio.sleep(0.5)
@@ -619,14 +549,9 @@ def test_ha_cleanup_removes_the_retained_topics(
 
 def test_ha_cleanup_fails_without_a_broker(ha_broker: Broker, tmp_path: Path) -> None:
     log_file = tmp_path / "cleanup.log"
-    config_file = write_config_file(
-        ha_broker, tmp_path / "state", tmp_path / "config.yaml", ha_broker=ha_broker
-    )
+    config_file = write_config_file(ha_broker, tmp_path, ha_broker=ha_broker)
     ha_broker.stop()
 
-    async def scenario() -> int:
-        process = await start_command(log_file, "ha-cleanup", "--config", str(config_file))
-        return await wait_exit(process, log_file)
-
-    assert run_async(scenario()) == 1
+    code = run_async(run_command(log_file, "ha-cleanup", "--config", str(config_file)))
+    assert code == 1
     assert "Cannot reach the MQTT broker" in log_file.read_text(encoding="utf-8")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import random
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple
+from typing import AsyncIterator, Callable, List, Optional, Tuple
 
 import aiomqtt
 import pytest
@@ -57,6 +58,15 @@ def venus_config(
 
 def control_config(refresh_s: float = 20.0) -> ControlConfig:
     return ControlConfig(max_inverter_power_w=3000.0, refresh_s=refresh_s)
+
+
+@contextlib.asynccontextmanager
+async def ready_source(venus: VenusConfig, *, refresh_s: float = 20.0) -> AsyncIterator[MqttSource]:
+    """Run an MqttSource for ``venus`` while entered, from the moment its state is complete."""
+    source = MqttSource(venus=venus, control=control_config(refresh_s))
+    async with running(source.run()):
+        assert await source.wait_ready(5.0)
+        yield source
 
 
 def assert_fake_defaults(source: MqttSource) -> None:
@@ -180,11 +190,7 @@ def test_full_publish_retried_with_new_echo_when_not_completed(
 def test_suppress_republish_cadence(mosquitto: Broker, fake_gx: FakeGxFactory) -> None:
     async def scenario() -> None:
         async with fake_gx() as gx:
-            source = MqttSource(
-                venus=venus_config(mosquitto, keepalive_interval_s=0.3), control=control_config()
-            )
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
+            async with ready_source(venus_config(mosquitto, keepalive_interval_s=0.3)):
                 await eventually(lambda: len(gx.keepalives) >= 5, what="5 keepalives")
             first, *rest = gx.keepalives
             assert first.full
@@ -203,20 +209,15 @@ def test_missing_heartbeat_resends_full_keepalive(
     mosquitto: Broker, fake_gx: FakeGxFactory
 ) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx:
-            source = MqttSource(
-                venus=venus_config(mosquitto, heartbeat_timeout_s=1.0), control=control_config()
-            )
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
-                await eventually(lambda: source.snapshot().alive_at is not None, what="alive")
-                await asyncio.sleep(1.5)
-                assert len(gx.full_keepalives()) == 1  # heartbeats arrive: nothing re-sent
-                gx.heartbeat_enabled = False
-                await eventually(
-                    lambda: len(gx.full_keepalives()) >= 2, what="a new full keepalive"
-                )
-                assert gx.full_keepalives()[1].echo != gx.full_keepalives()[0].echo
+        async with fake_gx() as gx, ready_source(
+            venus_config(mosquitto, heartbeat_timeout_s=1.0)
+        ) as source:
+            await eventually(lambda: source.snapshot().alive_at is not None, what="alive")
+            await asyncio.sleep(1.5)
+            assert len(gx.full_keepalives()) == 1  # heartbeats arrive: nothing re-sent
+            gx.heartbeat_enabled = False
+            await eventually(lambda: len(gx.full_keepalives()) >= 2, what="a new full keepalive")
+            assert gx.full_keepalives()[1].echo != gx.full_keepalives()[0].echo
 
     run_async(scenario())
 
@@ -227,11 +228,7 @@ def test_soc_read_proves_liveness_without_heartbeat(
     async def scenario() -> None:
         async with fake_gx() as gx:
             gx.heartbeat_enabled = False
-            source = MqttSource(
-                venus=venus_config(mosquitto), control=control_config(refresh_s=0.2)
-            )
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
+            async with ready_source(venus_config(mosquitto), refresh_s=0.2) as source:
                 await eventually(lambda: source.snapshot().alive_at is not None, what="alive")
                 first = source.snapshot().alive_at
                 assert first is not None
@@ -252,17 +249,16 @@ def test_soc_read_proves_liveness_without_heartbeat(
 
 def test_read_back_works_when_not_alive(mosquitto: Broker, fake_gx: FakeGxFactory) -> None:
     async def scenario() -> None:
-        async with fake_gx(alive_timeout_s=0.3) as gx:
-            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
-                await eventually(lambda: not gx.alive, what="the fake to stop being alive")
-                before = source.snapshot().alive_at
-                assert await source.read_max_discharge(2.0) == -1.0
-                after = source.snapshot().alive_at
-                assert after is not None
-                assert before is None or after > before
-                assert not gx.alive
+        async with fake_gx(alive_timeout_s=0.3) as gx, ready_source(
+            venus_config(mosquitto)
+        ) as source:
+            await eventually(lambda: not gx.alive, what="the fake to stop being alive")
+            before = source.snapshot().alive_at
+            assert await source.read_max_discharge(2.0) == -1.0
+            after = source.snapshot().alive_at
+            assert after is not None
+            assert before is None or after > before
+            assert not gx.alive
 
     run_async(scenario())
 
@@ -303,27 +299,24 @@ def test_broker_restart_reconnects_and_resyncs(
     caplog.set_level(logging.INFO, logger=MQTT_LOGGER)
 
     async def scenario() -> None:
-        async with fake_gx() as gx:
-            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
-                assert source.snapshot().connected
-                fulls_before = len(gx.full_keepalives())
-                mosquitto.stop()
-                await eventually(lambda: not source.snapshot().connected, what="disconnected")
-                # Changed while nobody could hear it: only the full publish after the
-                # reconnect can tell the source.
-                await gx.set_value(paths.SOC, 42.0)
-                await gx.set_value(paths.MIN_SOC_SETTING, 20.0)
-                await asyncio.sleep(2.5)  # several failed reconnect attempts
-                mosquitto.start()
-                await eventually(lambda: source.snapshot().connected, what="reconnected")
-                assert await source.wait_ready(10.0)
-                await eventually(lambda: source.snapshot().soc == 42.0, what="SOC resynced")
-                assert source.snapshot().min_soc_setting == 20.0
-                assert len(gx.full_keepalives()) > fulls_before
-                await gx.set_value(paths.SOC, 43.0)
-                await eventually(lambda: source.snapshot().soc == 43.0, what="values resume")
+        async with fake_gx() as gx, ready_source(venus_config(mosquitto)) as source:
+            assert source.snapshot().connected
+            fulls_before = len(gx.full_keepalives())
+            mosquitto.stop()
+            await eventually(lambda: not source.snapshot().connected, what="disconnected")
+            # Changed while nobody could hear it: only the full publish after the
+            # reconnect can tell the source.
+            await gx.set_value(paths.SOC, 42.0)
+            await gx.set_value(paths.MIN_SOC_SETTING, 20.0)
+            await asyncio.sleep(2.5)  # several failed reconnect attempts
+            mosquitto.start()
+            await eventually(lambda: source.snapshot().connected, what="reconnected")
+            assert await source.wait_ready(10.0)
+            await eventually(lambda: source.snapshot().soc == 42.0, what="SOC resynced")
+            assert source.snapshot().min_soc_setting == 20.0
+            assert len(gx.full_keepalives()) > fulls_before
+            await gx.set_value(paths.SOC, 43.0)
+            await eventually(lambda: source.snapshot().soc == 43.0, what="values resume")
 
     run_async(scenario())
     records = [r for r in caplog.records if r.name == MQTT_LOGGER]
@@ -335,18 +328,15 @@ def test_broker_restart_reconnects_and_resyncs(
 
 def test_service_leaving_makes_values_absent(mosquitto: Broker, fake_gx: FakeGxFactory) -> None:
     async def scenario() -> None:
-        async with fake_gx() as gx:
-            source = MqttSource(venus=venus_config(mosquitto), control=control_config())
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
-                await gx.remove_service("system")
-                await eventually(
-                    lambda: (source.snapshot().soc, source.snapshot().pv_dc_w) == (None, None),
-                    what="system values absent",
-                )
-                assert source.snapshot().hub4_mode == 1  # settings did not leave
-                await gx.set_value(paths.SOC, 30.0)
-                await eventually(lambda: source.snapshot().soc == 30.0, what="SOC back")
+        async with fake_gx() as gx, ready_source(venus_config(mosquitto)) as source:
+            await gx.remove_service("system")
+            await eventually(
+                lambda: (source.snapshot().soc, source.snapshot().pv_dc_w) == (None, None),
+                what="system values absent",
+            )
+            assert source.snapshot().hub4_mode == 1  # settings did not leave
+            await gx.set_value(paths.SOC, 30.0)
+            await eventually(lambda: source.snapshot().soc == 30.0, what="SOC back")
 
     run_async(scenario())
 
@@ -426,12 +416,9 @@ def test_fuzzed_payloads_never_break_the_source(
 
 def test_vrm_mode_against_a_local_broker(mosquitto: Broker, fake_gx: FakeGxFactory) -> None:
     async def scenario() -> None:
-        async with fake_gx():
-            venus = venus_config(mosquitto, vrm=True, host="localhost")
-            source = MqttSource(venus=venus, control=control_config())
-            async with running(source.run()):
-                assert await source.wait_ready(5.0)
-                assert_fake_defaults(source)
+        venus = venus_config(mosquitto, vrm=True, host="localhost")
+        async with fake_gx(), ready_source(venus) as source:
+            assert_fake_defaults(source)
 
     run_async(scenario())
 

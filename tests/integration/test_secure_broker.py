@@ -124,7 +124,8 @@ def side(
 async def running_service(side: Side, config: Config) -> AsyncIterator[Callable[[], bool]]:
     """Run the fake GX and venus-prio; yield "has venus-prio got through to ``side``?".
 
-    Through to the GX: the GX holds a write of venus-prio's. Through to Home Assistant's broker:
+    Through to the GX: the GX accepted a write of venus-prio's (the hub4 override under the
+    default ``actuator: auto``, the setting elsewhere). Through to Home Assistant's broker:
     the device is ``online`` there (seen by a client on its plain port).
     """
     async with mqtt_gx(side.gx_broker, PLANT) as gx, aiomqtt.Client(
@@ -139,7 +140,7 @@ async def running_service(side: Side, config: Config) -> AsyncIterator[Callable[
         await ha.subscribe(TOPICS.availability)
         async with running(collect()), serving(config):
             if side.key == "venus":
-                yield lambda: bool(gx.written())
+                yield lambda: any(w.accepted for w in gx.received())
             else:
                 yield lambda: b"online" in seen
 

@@ -8,10 +8,10 @@ from typing import Optional
 import pytest
 
 from venus_prio.actuator import RELEASE_W, control_for, plan_override
-from venus_prio.config import Config, ControlConfig, OverrideConfig
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig
 from venus_prio.model import Actuator, TargetClass
 
-CFG = OverrideConfig()  # step 10, deadband 20, refresh 5
+CFG = OverrideConfig(step_w=10.0, deadband_w=20.0, refresh_s=5.0)  # control.md section 8
 HOLD, POS, BASE = TargetClass.HOLD, TargetClass.POSITIVE, TargetClass.BASELINE
 
 
@@ -46,8 +46,13 @@ def test_plan_override(
 
 
 def test_control_for_gives_the_override_its_dc_side_share() -> None:
-    config = Config(control=ControlConfig(max_inverter_power_w=3000.0, pv_factor=0.8))
+    config = Config(
+        control=ControlConfig(max_inverter_power_w=3000.0, pv_factor=0.8, step_w=50.0),
+        actuator=ActuatorConfig(
+            override=OverrideConfig(pv_factor=1.05, pv_offset_w=-5.0, step_w=10.0)
+        ),
+    )
     override = control_for(config, Actuator.OVERRIDE)
-    assert (override.pv_factor, override.pv_offset_w, override.step_w) == (1.0, 0.0, 10.0)
+    assert (override.pv_factor, override.pv_offset_w, override.step_w) == (1.05, -5.0, 10.0)
     assert control_for(config, Actuator.SETTING) is config.control
     assert control_for(config, Actuator.NONE) is config.control

@@ -8,12 +8,10 @@ and an executable at the ExecStart path.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from importlib.metadata import distribution
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -21,6 +19,7 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import yaml
 
+from tests import tools
 from venus_prio.bundle import PYYAML_REQUIREMENT, WHEEL_REQUIREMENTS
 from venus_prio.cli import build_parser
 
@@ -33,15 +32,7 @@ SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 
 def require_tool(name: str, *, hint: str) -> str:
     """Return the path of ``name``; fail in CI, skip loudly elsewhere, when it is missing."""
-    beside_python = Path(sys.executable).parent / name  # a venv's tools need no activation
-    found = str(beside_python) if os.access(beside_python, os.X_OK) else shutil.which(name)
-    if found is not None:
-        return found
-    message = f"{name} is not installed: {hint}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    print(f"\nWARNING: SKIPPING A DEPLOY-FILE CHECK: {message}", file=sys.__stderr__)
-    pytest.skip(f"!!! SKIPPED: {message} !!!")
+    return tools.require_tool(name, hint=hint, skipping="A DEPLOY-FILE CHECK")
 
 
 def _requirement_name(spec: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Callable, Coroutine, List, Optional, Tuple, TypeVar
 
 import pytest
 
-from venus_prio.config import ActuatorConfig, Config, ControlConfig, WritesConfig
+from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Reason
 from venus_prio.service import Service
@@ -86,9 +86,12 @@ def make_config(
     read as in the spec: share = 0.8 * PV - 20, deadband 100 W, increases once a minute.
 
     ``kind``: the actuator; the setting by default (most tests here are about the setting's
-    write policy and journal), "auto" for the override's tests."""
+    write policy and journal), "auto" for the override's tests, with section 8's numbers
+    (PV factor 1.0, deadband 20 W) rather than the tuned defaults."""
     return Config(
-        actuator=ActuatorConfig(kind=kind),
+        actuator=ActuatorConfig(
+            kind=kind, override=OverrideConfig(pv_factor=1.0, pv_offset_w=0.0, deadband_w=20.0)
+        ),
         control=ControlConfig(
             max_inverter_power_w=3000.0,
             tick_s=tick_s,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +23,7 @@ MAX_W = 3000.0
 BASELINE = -1.0
 
 
-def plan(  # noqa: PLR0917  (positional arguments keep the tables short)
+def planned(  # noqa: PLR0917  (positional arguments keep the tables short)
     target: float,
     klass: TargetClass,
     current: Optional[float],
@@ -31,8 +31,9 @@ def plan(  # noqa: PLR0917  (positional arguments keep the tables short)
     now: float = 10_000.0,
     cfg: WritesConfig = CFG,
     bounds: Tuple[Optional[float], Optional[float]] = (-1.0, 1_000_000.0),
-) -> Optional[float]:
-    write = plan_write(
+) -> Optional[Write]:
+    """Return ``plan_write``'s write on a GX whose setting is ``current`` (baseline -1)."""
+    return plan_write(
         target_w=target,
         target_class=klass,
         current_w=current,
@@ -45,6 +46,11 @@ def plan(  # noqa: PLR0917  (positional arguments keep the tables short)
         cfg=cfg,
         now=now,
     )
+
+
+def plan(*args: Any, **kwargs: Any) -> Optional[float]:
+    """Return the value ``planned(*args, **kwargs)`` would write, None for no write."""
+    write = planned(*args, **kwargs)
     return None if write is None else write.value_w
 
 
@@ -144,19 +150,7 @@ def test_steering_writes_never_exceed_the_hourly_budget(
     for dt, drawn_target, klass in steps:
         now += dt
         target = BASELINE if klass is B else drawn_target
-        write = plan_write(
-            target_w=target,
-            target_class=klass,
-            current_w=current,
-            baseline_w=BASELINE,
-            hold_w=0.0,
-            max_w=MAX_W,
-            setting_min=-1.0,
-            setting_max=1_000_000.0,
-            state=state,
-            cfg=cfg,
-            now=now,
-        )
+        write = planned(target, klass, current, state, now, cfg)
         if write is None:
             continue
         assert write.value_w == BASELINE or 0.0 <= write.value_w <= MAX_W

@@ -41,6 +41,7 @@ from venus_prio.sim import scenarios
 from venus_prio.sim.plant import OverrideRegister, Plant, PlantParams, PlantStep
 from venus_prio.sim.scenarios import Profile
 from venus_prio.sim.writelog import WriteLog
+from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MessagePump
 from venus_prio.venus.paths import VenusItem
@@ -562,9 +563,8 @@ def fake_gx_command(args: argparse.Namespace) -> int:
             for task in done:
                 task.result()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Repeats the cancel: the fake survives one that lands as a publish completes.
+            await cancel_and_wait(tasks)
 
     asyncio.run(main())
     return 0

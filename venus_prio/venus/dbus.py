@@ -31,13 +31,13 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from venus_prio.config import ControlConfig, VenusConfig
 from venus_prio.errors import ConfigError, SourceUnavailable
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import InputStore, Source, override_shown
+from venus_prio.venus.source import GxSource, InputStore, override_shown
 
 log = logging.getLogger(__name__)
 
@@ -172,13 +172,12 @@ def _items_by_service() -> Dict[str, Dict[str, VenusItem]]:
     return table
 
 
-class DbusSource(Source):
+class DbusSource(GxSource):
     """Read the GX's inputs from D-Bus; write MaxDischargePower and the override with ``SetValue``.
 
     ``ready`` / ``wait_ready`` tell when the state is complete after a (re)connect: every
     service on the bus has been read once. ``portal_id`` comes from system ``/Serial``.
     ``backend`` (``dbus_fast``/``dbus_next``) overrides ``venus.dbus.backend``.
-    Construct it inside the running event loop (the store holds asyncio events).
     """
 
     name = "dbus"
@@ -188,17 +187,12 @@ class DbusSource(Source):
         *,
         venus: VenusConfig,
         control: ControlConfig,
-        clock: Optional[Callable[[], float]] = None,
         backend: Optional[str] = None,
     ) -> None:
-        super().__init__()
-        self._venus = venus
-        self._control = control
-        self._clock = clock
+        super().__init__(venus, control)
         self._backend = configured_backend(venus) if backend is None else load_backend(backend)
         self._items = _items_by_service()
         self._bus: Optional[Any] = None
-        self._ready = asyncio.Event()
         self._owners: Dict[str, Optional[str]] = dict.fromkeys(WATCHED)
         self._pending: Set[str] = set()  # services to (re-)read
         self._wake: Optional[asyncio.Event] = None  # made in the loop (3.8 binds it at creation)
@@ -222,31 +216,9 @@ class DbusSource(Source):
         """Return the name of the D-Bus library in use (dbus_fast or dbus_next)."""
         return self._backend.name
 
-    @property
-    def ready(self) -> bool:
-        """Return whether every service on the bus was read since the last (re)connect."""
-        return self._ready.is_set()
-
     def has_service(self, service: str) -> bool:
         """Return whether ``service`` (e.g. ``com.victronenergy.system``) is on the bus now."""
         return self._bus is not None and self._owners.get(service) is not None
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait until the state is complete after a (re)connect; False on timeout."""
-        if self._ready.is_set():
-            return True
-        waiter = asyncio.ensure_future(self._ready.wait())
-        try:
-            await asyncio.wait({waiter}, timeout=timeout)
-        finally:
-            waiter.cancel()
-            await asyncio.gather(waiter, return_exceptions=True)
-        return self._ready.is_set()
-
-    def _now(self) -> float:
-        if self._clock is not None:
-            return self._clock()
-        return asyncio.get_running_loop().time()
 
     # -- connection ------------------------------------------------------------------------
 
@@ -512,7 +484,7 @@ class DbusSource(Source):
             self._liveness_failing = False
         if self._unsignalled_since(SYSTEM_SERVICE, paths.SOC.path, start):
             self._apply(SYSTEM_SERVICE, paths.SOC.path, {"Value": reply.body[0]})
-        self.store.mark_alive(self._now())
+        self.store.mark_alive(self._clock())
 
     # -- signals ---------------------------------------------------------------------------
 
@@ -700,5 +672,5 @@ class DbusSource(Source):
         if self._unsignalled_since(service, item.path, start):
             self._apply(service, item.path, {"Value": reply.body[0]})
         if self._inputs_on_bus():
-            self.store.mark_alive(self._now())
+            self.store.mark_alive(self._clock())
         return True, self._number(reply.body[0])

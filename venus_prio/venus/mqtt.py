@@ -21,7 +21,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Union
+from typing import Dict, List, Optional, Set, Union
 
 import aiomqtt
 
@@ -36,7 +36,7 @@ from venus_prio.errors import ConfigError, PortalIdNotFound, SourceUnavailable
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import PayloadError
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import Source, override_shown, wait_event, wait_future
+from venus_prio.venus.source import GxSource, override_shown, wait_future
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +301,23 @@ class Reconnect:
         return wait
 
 
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
+class WarnOnce:
+    """Log a topic's malformed payloads: a warning the first time, DEBUG after that, so that a
+    sender that repeats a bad payload cannot flood the log. ``what`` opens each message."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._again = what.replace("%", "%%") + " on %s: %s (%r)"
+        self._first = self._again + "; further ones on this topic are logged at DEBUG"
+        self._warned: Set[str] = set()
+
+    def __call__(self, topic: str, payload: object, problem: str) -> None:
+        shown = payload[:80] if isinstance(payload, (bytes, bytearray, str)) else payload
+        if topic in self._warned:
+            self._log.debug(self._again, topic, problem, shown)
+            return
+        self._warned.add(topic)
+        self._log.warning(self._first, topic, problem, shown)
 
 
 class MessagePump:
@@ -355,7 +370,7 @@ class _Session:
         self.override_seen = False
 
 
-class MqttSource(Source):
+class MqttSource(GxSource):
     """A ``Source`` over the GX's MQTT broker (dbus-flashmq), on the LAN or via VRM.
 
     ``ready`` / ``wait_ready`` tell when the state is complete after a (re)connect: the
@@ -366,51 +381,25 @@ class MqttSource(Source):
 
     VRM mode (``venus.vrm``) talks to the remote cloud broker: it is remote, depends on the
     internet and Victron's servers, and is not for safety-critical use.
-
-    Construct it inside the running event loop (the store holds asyncio events).
     """
 
     name = "mqtt"
 
-    def __init__(
-        self,
-        *,
-        venus: VenusConfig,
-        control: ControlConfig,
-        clock: Optional[Callable[[], float]] = None,
-    ) -> None:
-        super().__init__()
-        self._venus = venus
-        self._control = control
+    def __init__(self, *, venus: VenusConfig, control: ControlConfig) -> None:
+        super().__init__(venus, control)
         self._endpoint = resolve_endpoint(venus)
-        self._clock: Callable[[], float] = clock or _loop_time
         self.portal_id = venus.portal_id
         self._client: Optional[aiomqtt.Client] = None
-        self._ready = asyncio.Event()
         # The GX answered one of our full keepalives with our echo: its firmware has the echo,
         # so a missing completion later means the full publish is not over (not old firmware).
         self._echo_seen = False
         self._session: Optional[_Session] = None
         self._topics: Dict[str, VenusItem] = {}
-        self._warned_topics: Set[str] = set()
+        self._warn_once = WarnOnce(log, "ignoring malformed payload")
         # Read-backs waiting for the N/ answer to their R/, per item (setting and override).
         self._waiters: Dict[VenusItem, List[asyncio.Future[Optional[float]]]] = {}
 
     # -- public --------------------------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:
-        """Return whether the full publish of the current connection has completed."""
-        return self._ready.is_set()
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait until the state is complete after a (re)connect; False on timeout."""
-        return await wait_event(self._ready, timeout)
-
-    @property
-    def reconnect_max_s(self) -> float:
-        """Return the cap of the reconnect backoff (``venus.reconnect_max_s``)."""
-        return self._venus.reconnect_max_s
 
     async def run(self) -> None:
         """Connect and stay connected, reconnecting with capped backoff, until cancelled.
@@ -700,16 +689,3 @@ class MqttSource(Source):
         if not session.override_seen:
             self.store.set_override_present(False)
         self._ready.set()
-
-    def _warn_once(self, topic: str, payload: bytes, problem: str) -> None:
-        if topic in self._warned_topics:
-            log.debug("ignoring malformed payload on %s: %s", topic, problem)
-            return
-        self._warned_topics.add(topic)
-        log.warning(
-            "ignoring malformed payload on %s: %s (%r); further ones on this topic are "
-            "logged at DEBUG",
-            topic,
-            problem,
-            payload[:80],
-        )

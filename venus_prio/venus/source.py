@@ -15,14 +15,16 @@ import abc
 import asyncio
 import logging
 import math
-from typing import Any, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
+from typing import Any, Callable, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
 
+from venus_prio.config import ControlConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import NO_OVERRIDE_W, Snapshot, same_value
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
 
 T = TypeVar("T")
+Clock = Callable[[], float]
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,39 @@ class Source(abc.ABC):
     async def read_override(self, timeout: float) -> Optional[float]:
         """Ask the GX for the override's current value (-1 when none is in force, also for a
         null); None when it did not answer in time or the GX has no such path."""
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class GxSource(Source):
+    """A source on a connection to a GX (MQTT, D-Bus): its settings, its clock, and whether its
+    state is complete after a (re)connect (``Readiness``; what "complete" means is the
+    transport's). Construct it inside the running event loop (it and its store hold asyncio
+    events).
+    """
+
+    def __init__(self, venus: VenusConfig, control: ControlConfig) -> None:
+        super().__init__()
+        self._venus = venus
+        self._control = control
+        self._clock: Clock = _loop_time  # dates liveness and deadlines; a test may replace it
+        self._ready = asyncio.Event()  # the transport sets it when complete, clears it on loss
+
+    @property
+    def ready(self) -> bool:
+        """Return whether the state is complete since the last (re)connect."""
+        return self._ready.is_set()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the state is complete after a (re)connect; False on timeout."""
+        return await wait_event(self._ready, timeout)
+
+    @property
+    def reconnect_max_s(self) -> float:
+        """Return the cap of the reconnect backoff (``venus.reconnect_max_s``)."""
+        return self._venus.reconnect_max_s
 
 
 class MemorySource(Source):
