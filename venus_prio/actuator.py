@@ -146,7 +146,9 @@ def observe(
 ) -> ActuatorState:
     """Return the state after seeing ``snap``; ``reason``: the decision now in force."""
     cfg = config.actuator.override
-    state = dataclasses.replace(state, recent=_recent(state.recent, cfg, now))
+    recent = _recent(state.recent, cfg, now)
+    if len(recent) != len(state.recent):  # only ever drops: the same length is the same
+        state = dataclasses.replace(state, recent=recent)
     if not snap.connected:
         return state  # nothing shown can be judged; expiry is judged on reconnect
     shown = snap.override_w if snap.override_present else None
@@ -207,7 +209,7 @@ def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
     """A value on the override: ours (echo) or someone else's."""
     if state.foreign_w is None and state.ours(shown):
         if same_value(shown, state.held_w):
-            return dataclasses.replace(state, shown=True)
+            return state if state.shown else dataclasses.replace(state, shown=True)
         return state  # an older write of ours, its echo lagging behind
     # Someone else's: we hold nothing there any more and never write it.
     return dataclasses.replace(
@@ -238,15 +240,20 @@ def _effect(
         and math.isfinite(battery)
     )
     if not checking:
-        return dataclasses.replace(state, excess_since=None)
+        return _no_excess(state)
     assert cap is not None and battery is not None
     allowed = max(0.0, cap - net_pv_w(snap, config.control)) + cfg.effect_tolerance_w
     if -battery <= allowed:
-        return dataclasses.replace(state, excess_since=None)
+        return _no_excess(state)
     since = now if state.excess_since is None else state.excess_since
     return dataclasses.replace(
         state, excess_since=since, ineffective=now - since >= cfg.effect_window_s
     )
+
+
+def _no_excess(state: ActuatorState) -> ActuatorState:
+    # Runs on every snapshot: no copy when there is nothing to forget.
+    return state if state.excess_since is None else dataclasses.replace(state, excess_since=None)
 
 
 def choose(state: ActuatorState, snap: Snapshot, *, cfg: OverrideConfig, now: float) -> Choice:

@@ -118,6 +118,10 @@ class Service:
     ) -> None:
         self._config = config
         self._source = source
+        # Worked out once: the evaluation runs on every change (several a second), and a
+        # runtime Protocol check and a dataclass copy there are most of its own cost.
+        self._readiness: Optional[Readiness] = source if isinstance(source, Readiness) else None
+        self._controls = {kind: actuator.control_for(config, kind) for kind in Actuator}
         self._clock: Callable[[], float] = clock or asyncio.get_running_loop().time
         self._dry_run_flag = dry_run
         self._persist = persist  # False: never touch the journal (probe)
@@ -364,7 +368,7 @@ class Service:
         now = self._clock()
         snap = self._source.snapshot()
         self._track_connection(snap.connected, now)
-        if snap.connected and isinstance(self._source, Readiness) and not self._source.ready:
+        if snap.connected and self._readiness is not None and not self._readiness.ready:
             # Mid full publish: a half-known state (SOC without PV, say) must not steer.
             return None
         if snap.connected:
@@ -380,7 +384,7 @@ class Service:
         decision, self._ctrl = decide(
             snap,
             self._ctrl,
-            actuator.control_for(self._config, active),
+            self._controls[active],
             baseline_w=baseline,
             now=now,
             enabled=self.enabled,

@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv-3.12/bin/python tests/bench/bench_mqtt.py [--duration 60] [--rate 200]
+        [--actuator setting|override] [--event-period 1] [--repeat 3]
 
 It starts its own Mosquitto on a free loopback port and, in this process, a replayer: a
 ``FakeGx`` holding a realistic N/ tree (``--topics`` items, default 1,500: mostly items
@@ -10,14 +11,24 @@ venus-prio does not subscribe to, as on a real GX, plus the ones it does). The f
 keepalive makes the replayer dump them all; after that it publishes ``--rate`` changes per
 second for ``--duration`` seconds, ``--subscribed-share`` of them on subscribed topics, and
 every ``--event-period`` a PV rise and a PV drop that make the controller write. The replayer
-answers R/ and applies W/ like the fake GX always does.
+answers R/ and applies W/ like the fake GX always does, and honours the hub4 override.
+
+``--actuator`` pins venus-prio's ``actuator.kind``: ``setting`` (the default: the persisted
+setting, under a write budget lifted to 3,600 an hour so every PV event is written) or
+``override`` (the hub4 override with its shipped keys: 10 W deadband, refresh every 5 s, no
+budget). ``--actuator override --event-period 2`` moves the PV share by ~1,700 W every second,
+far beyond the override's deadband: a write every second, twice the busiest hour of the
+simulated cloudy-floor day (1,819 override writes, refreshes included).
 
 Two processes run side by side on the same broker: ``python -m venus_prio run`` (dry_run
 false) and a bare aiomqtt subscriber (this script with ``--bare-subscriber``) subscribed to the
 same topics that only json-decodes each payload. For both it reports CPU seconds (utime +
 stime from /proc/<pid>/stat, over the stream phase) per 100k messages delivered, peak RSS
 (VmHWM), and the ratios; for the service the N/-to-W/ latency: from the replayer publishing a
-PV drop to the W/ with the lower limit arriving at the replayer, p50/p99 over all drops.
+PV drop to the W/ with the lower limit (setting or override) arriving at the replayer, p50/p99
+over all drops. ``--repeat N`` runs the whole benchmark N times (a fresh broker each) and ends
+with the median of each figure; the load average is printed with every run (the CPU ratio
+suffers on a busy machine).
 
 ``--cprofile FILE`` runs the service under cProfile (its CPU figures then include the
 profiler's overhead) and prints the top functions by own time.
@@ -49,6 +60,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from venus_prio.actuator import control_for  # noqa: E402
+from venus_prio.config import parse_config  # noqa: E402
+from venus_prio.controller import floor_to_step  # noqa: E402
+from venus_prio.model import Actuator  # noqa: E402
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx  # noqa: E402
 from venus_prio.venus import flashmq, paths  # noqa: E402
 
@@ -57,9 +72,8 @@ HOST = "127.0.0.1"
 PID = DEFAULT_PORTAL_ID
 MAX_W = 3000.0
 SOC = 12.0  # floor 10 %: PV_PRIORITY, the limit follows the PV
-PV_HIGH = 2000.0  # 0.8 * 2000 - 20 -> 1550 W
-PV_LOW = 400.0  # 0.8 * 400 - 20 -> 300 W
-LOW_TARGET = 300.0
+PV_HIGH = 2000.0  # setting: 0.8 * 2000 - 20 -> 1550 W; override: 1.05 * 2000 -> 2100 W
+PV_LOW = 400.0  # setting: 0.8 * 400 - 20 -> 300 W; override: 1.05 * 400 -> 420 W
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Services and paths of a GX with a Multi, a BMS, two MPPTs, a grid meter and a tank: the
@@ -125,8 +139,9 @@ def start_mosquitto(workdir: Path) -> Tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.02)
 
 
-def service_config(port: int, workdir: Path) -> Path:
-    data = {
+def service_config(port: int, workdir: Path, kind: str) -> Dict[str, object]:
+    """Return the service's configuration: the write-heavy settings, the actuator pinned."""
+    return {
         "control": {
             "max_inverter_power_w": MAX_W,
             "min_soc": "auto",
@@ -140,14 +155,35 @@ def service_config(port: int, workdir: Path) -> Path:
             "max_writes_per_hour": 3600,
             "dry_run": False,
         },
+        "actuator": {"kind": kind},  # the override's own keys stay the shipped defaults
         "venus": {"transport": "mqtt", "host": HOST, "port": port, "portal_id": PID},
         "homeassistant": {"enabled": False},  # same subscriptions as the bare subscriber
         "state_dir": str(workdir / "state"),
         "log_level": "INFO",
     }
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the service's limit lands and the value a PV drop must bring there."""
+
+    actuator: Actuator
+    suffix: str
+    low_w: float
+
+    @staticmethod
+    def of(config: Dict[str, object]) -> Target:
+        parsed = parse_config(config)
+        kind = Actuator(parsed.actuator.kind)
+        control = control_for(parsed, kind)
+        override = kind is Actuator.OVERRIDE
+        item = paths.OVERRIDE_MAX_DISCHARGE if override else paths.MAX_DISCHARGE_POWER
+        low = floor_to_step(control.pv_factor * PV_LOW - control.pv_offset_w, control.step_w)
+        return Target(kind, item.topic_suffix(), low)
+
+    def held(self, gx: FakeGx) -> Optional[float]:
+        """Return the limit the GX holds now (the override: -1 when none)."""
+        return gx.setting if self.actuator is Actuator.SETTING else gx.override_w
 
 
 @dataclass(frozen=True)
@@ -222,32 +258,47 @@ class Stream:
     # rise before a drop is smoothed by the PV filter, so it is not always written in time.)
     drops: Optional[List[float]] = None
     all_drops: int = 0
+    start: float = 0.0  # loop time of the stream phase
+    end: float = 0.0
 
 
 async def replay(
-    gx: FakeGx, *, rate: float, duration: float, share: float, event_period: float, seed: int
+    gx: FakeGx,
+    target: Target,
+    *,
+    rate: float,
+    duration: float,
+    share: float,
+    event_period: float,
+    seed: int,
 ) -> Stream:
     """Publish ``rate`` changes per second for ``duration`` seconds; return what went out."""
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
-    other = [s for s in gx.items if s not in {i.topic_suffix() for i in paths.INPUTS}]
+    # The rest of the tree: nothing venus-prio subscribes to (a random value on the hub4
+    # override would be someone else's override and make it stand aside), and not the serial.
+    subscribed = set(flashmq.subscriptions(PID))
+    fixed = {paths.SERIAL.topic_suffix()}
+    other = [s for s in gx.items if f"N/{PID}/{s}" not in subscribed and s not in fixed]
     noisy = [paths.BATTERY_POWER, paths.SOC]  # not DC loads: they would move the PV share
     stream = Stream(drops=[])
     assert stream.drops is not None
-    start = loop.time()
+    start = stream.start = loop.time()
     next_event = start + event_period / 2
     pv_low = False
     n = 0
     while True:
         now = loop.time()
         if now - start >= duration:
+            stream.end = now
             return stream
         if now >= next_event:
             pv_low = not pv_low
             next_event += event_period / 2
             if pv_low:
                 stream.all_drops += 1
-                if gx.setting is not None and gx.setting > LOW_TARGET:
+                held = target.held(gx)
+                if held is not None and held > target.low_w:
                     stream.drops.append(loop.time())
             await gx.set_value(paths.PV_DC, PV_LOW if pv_low else PV_HIGH)
             stream.published += 1
@@ -268,10 +319,9 @@ async def replay(
             await asyncio.sleep(delay)
 
 
-def latencies(drops: Sequence[float], gx: FakeGx) -> List[float]:
+def latencies(drops: Sequence[float], gx: FakeGx, target: Target) -> List[float]:
     """Return, for each PV drop, the delay until the fake GX received the lower limit."""
-    suffix = paths.MAX_DISCHARGE_POWER.topic_suffix()
-    writes = [w for w in gx.writes if w.suffix == suffix and w.value == LOW_TARGET]
+    writes = [w for w in gx.writes if w.suffix == target.suffix and w.value == target.low_w]
     out: List[float] = []
     for t in drops:
         after = [w.at for w in writes if w.at >= t]
@@ -289,7 +339,31 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- the run -----------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Dict[str, object]:
+@dataclass(frozen=True)
+class Figures:
+    """What one run measured."""
+
+    changes: int  # published by the replayer in the stream phase
+    delivered: int  # messages on venus-prio's topics in the stream phase (the spy's count)
+    bare_total: int  # messages the bare subscriber got in all, dump included
+    cpu: Dict[str, float]  # "service", "bare": CPU seconds in the stream phase
+    hwm_kb: Dict[str, int]  # peak RSS
+    latencies: List[float]
+    drops: int
+    stream_writes: Dict[str, int]  # suffix -> writes applied in the stream phase
+    load: Tuple[float, float]  # 1-minute load average before and after
+
+    def ratio(self) -> float:
+        return self.cpu["service"] / max(self.cpu["bare"], 1e-9)
+
+    def per_100k(self, name: str) -> float:
+        return self.cpu[name] / max(self.delivered, 1) * 100_000
+
+    def rss_ratio(self) -> float:
+        return self.hwm_kb["service"] / max(self.hwm_kb["bare"], 1)
+
+
+async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Figures:
     gx = FakeGx(host=HOST, port=port, portal_id=PID, alive_timeout_s=60.0)
     gx.items[paths.SOC.topic_suffix()].value = SOC
     gx.items[paths.PV_DC.topic_suffix()].value = PV_HIGH
@@ -305,7 +379,10 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Dict[str,
 
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    config = service_config(port, workdir)
+    data = service_config(port, workdir, args.actuator)
+    target = Target.of(data)
+    config = workdir / "config.yaml"
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
     prefix = [sys.executable]
     if args.cprofile:
         prefix += ["-m", "cProfile", "-o", str(args.cprofile)]
@@ -320,6 +397,7 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Dict[str,
         "--count-file",
         str(count_file),
     ]
+    load_before = os.getloadavg()[0]
     with (workdir / "run.log").open("wb") as log:
         bare = subprocess.Popen(bare_cmd, env=env, cwd=str(ROOT))
         service = subprocess.Popen(service_cmd, stdout=log, stderr=log, env=env, cwd=str(ROOT))
@@ -335,6 +413,7 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Dict[str,
         before = {"service": usage(service.pid), "bare": usage(bare.pid)}
         stream = await replay(
             gx,
+            target,
             rate=args.rate,
             duration=args.duration,
             share=args.subscribed_share,
@@ -360,67 +439,78 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Dict[str,
         await asyncio.wait({task, spy_task})
     counts = json.loads(count_file.read_text(encoding="utf-8"))
     assert stream.drops is not None
-    return {
-        "before": before,
-        "after": after,
-        "stream": stream,
-        "bare_messages": counts["messages"],
-        "delivered": delivered,
-        "latencies": latencies(stream.drops, gx),
-        "drops": stream.all_drops,
-        "writes": len(gx.writes),
-        "service_cmd": service_cmd,
-        "bare_cmd": bare_cmd,
-    }
+    stream_writes: Dict[str, int] = {}
+    for w in gx.writes:
+        if stream.start <= w.at <= stream.end:
+            stream_writes[w.suffix] = stream_writes.get(w.suffix, 0) + 1
+    return Figures(
+        changes=stream.published,
+        delivered=delivered,
+        bare_total=counts["messages"],
+        cpu={name: after[name].cpu_s - before[name].cpu_s for name in before},
+        hwm_kb={name: after[name].hwm_kb for name in after},
+        latencies=latencies(stream.drops, gx, target),
+        drops=stream.all_drops,
+        stream_writes=stream_writes,
+        load=(load_before, os.getloadavg()[0]),
+    )
 
 
-def report(args: argparse.Namespace, result: Dict[str, object], argv: Sequence[str]) -> None:
-    before = result["before"]
-    after = result["after"]
-    assert isinstance(before, dict) and isinstance(after, dict)
-    stream = result["stream"]
-    assert isinstance(stream, Stream)
-    delivered = result["delivered"]
-    assert isinstance(delivered, int)
-    bare_total = result["bare_messages"]
-    lat = result["latencies"]
-    assert isinstance(lat, list)
+def report(args: argparse.Namespace, run: Figures) -> None:
+    """Print one run's figures."""
     # Both subscribe to the same topics on the same loopback broker at QoS 0: they receive the
     # same messages; the bare subscriber counts them (the stream phase plus the dump before).
-    rows: Dict[str, Tuple[float, float, int]] = {}
-    for name in ("service", "bare"):
-        cpu = after[name].cpu_s - before[name].cpu_s
-        per_100k = cpu / max(delivered, 1) * 100_000
-        rows[name] = (cpu, per_100k, after[name].hwm_kb)
     out = sys.stdout
-    out.write(f"command: {' '.join(shlex.quote(a) for a in argv)}\n")
     out.write(
         f"stream: {args.topics}-topic dump, then {args.rate:g} msg/s for {args.duration:g} s "
-        f"({stream.published} changes, {delivered} messages delivered on the subscribed "
-        f"topics in the stream phase; the bare subscriber got {bare_total} in all, dump "
-        "included)\n"
+        f"({run.changes} changes, {run.delivered} messages delivered on the subscribed "
+        f"topics in the stream phase; the bare subscriber got {run.bare_total} in all, dump "
+        f"included); load average {run.load[0]:.2f} before, {run.load[1]:.2f} after\n"
     )
     out.write(f"{'':28}{'venus-prio run':>16}{'bare aiomqtt':>16}{'ratio':>8}\n")
-    s_cpu, s_100k, s_hwm = rows["service"]
-    b_cpu, b_100k, b_hwm = rows["bare"]
-    out.write(f"{'CPU s (stream phase)':28}{s_cpu:16.2f}{b_cpu:16.2f}{s_cpu / b_cpu:8.2f}\n")
-    out.write(f"{'CPU s per 100k messages':28}{s_100k:16.2f}{b_100k:16.2f}{s_100k / b_100k:8.2f}\n")
-    out.write(
-        f"{'peak RSS (VmHWM) MB':28}{s_hwm / 1024:16.1f}{b_hwm / 1024:16.1f}{s_hwm / b_hwm:8.2f}\n"
-    )
+    s_cpu, b_cpu = run.cpu["service"], run.cpu["bare"]
+    out.write(f"{'CPU s (stream phase)':28}{s_cpu:16.2f}{b_cpu:16.2f}{run.ratio():8.2f}\n")
+    s_100k, b_100k = run.per_100k("service"), run.per_100k("bare")
+    out.write(f"{'CPU s per 100k messages':28}{s_100k:16.2f}{b_100k:16.2f}{run.ratio():8.2f}\n")
+    s_hwm, b_hwm = run.hwm_kb["service"] / 1024, run.hwm_kb["bare"] / 1024
+    out.write(f"{'peak RSS (VmHWM) MB':28}{s_hwm:16.1f}{b_hwm:16.1f}{run.rss_ratio():8.2f}\n")
+    lat = run.latencies
     if lat:
         out.write(
-            f"N/-to-W/ latency over the {len(lat)} of {result['drops']} PV drops that needed a "
-            "write: "
-            f"p50 {percentile(lat, 50) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms, "
-            f"max {max(lat) * 1000:.1f} ms\n"
+            f"N/-to-W/ latency over the {len(lat)} of {run.drops} PV drops that needed a write "
+            f"({args.actuator}): p50 {percentile(lat, 50) * 1000:.1f} ms, "
+            f"p99 {percentile(lat, 99) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms\n"
         )
     else:
         out.write("N/-to-W/ latency: no PV drop produced a write\n")
-    out.write(f"writes applied by the replayer: {result['writes']}\n")
-    if args.cprofile:
-        out.write(f"\ncProfile of the service ({args.cprofile}), top 25 by own time:\n")
-        pstats.Stats(str(args.cprofile), stream=out).sort_stats("tottime").print_stats(25)
+    setting = run.stream_writes.get(paths.MAX_DISCHARGE_POWER.topic_suffix(), 0)
+    override = run.stream_writes.get(paths.OVERRIDE_MAX_DISCHARGE.topic_suffix(), 0)
+    out.write(
+        f"writes applied by the replayer in the stream phase: {setting} to the setting, "
+        f"{override} to the override ({(setting + override) / args.duration:.2f} per s)\n"
+    )
+
+
+def report_median(runs: Sequence[Figures]) -> None:
+    """Print the median of each figure over the runs."""
+
+    def median(values: Sequence[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    with_lat = [r for r in runs if r.latencies]
+    p50 = median([percentile(r.latencies, 50) * 1000 for r in with_lat]) if with_lat else None
+    p99 = median([percentile(r.latencies, 99) * 1000 for r in with_lat]) if with_lat else None
+    writes = median([sum(r.stream_writes.values()) for r in runs])
+    latency = "-" if p50 is None or p99 is None else f"{p50:.1f} / {p99:.1f} ms"
+    sys.stdout.write(
+        f"median of {len(runs)} runs: CPU ratio {median([r.ratio() for r in runs]):.2f} "
+        f"(runs: {', '.join(f'{r.ratio():.2f}' for r in runs)}), "
+        f"RSS ratio {median([r.rss_ratio() for r in runs]):.2f}, "
+        f"N/-to-W/ p50 / p99 {latency}, writes in the stream phase {writes:g}, "
+        f"load average {median([r.load[0] for r in runs]):.2f}\n"
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -435,6 +525,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="share of the stream on topics venus-prio subscribes to",
     )
     parser.add_argument("--event-period", type=float, default=1.0, help="PV rise+drop, s")
+    parser.add_argument(
+        "--actuator",
+        choices=("setting", "override"),
+        default="setting",
+        help="venus-prio's actuator.kind",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs; the median ends the report")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cprofile", type=Path, help="profile the service into this file")
     parser.add_argument("--bare-subscriber", action="store_true", help=argparse.SUPPRESS)
@@ -449,15 +546,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.bare_subscriber:
         asyncio.run(bare_subscriber(args.port, args.count_file))
         return 0
-    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
-        workdir = Path(tmp)
-        broker, port = start_mosquitto(workdir)
-        try:
-            result = asyncio.run(bench(args, workdir, port))
-        finally:
-            broker.kill()
-            broker.wait()
-        report(args, result, [sys.executable, "tests/bench/bench_mqtt.py", *raw])
+    command = [sys.executable, "tests/bench/bench_mqtt.py", *raw]
+    sys.stdout.write(f"command: {' '.join(shlex.quote(a) for a in command)}\n")
+    runs: List[Figures] = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
+            workdir = Path(tmp)
+            broker, port = start_mosquitto(workdir)
+            try:
+                runs.append(asyncio.run(bench(args, workdir, port)))
+            finally:
+                broker.kill()
+                broker.wait()
+        report(args, runs[-1])
+        sys.stdout.flush()
+    if len(runs) > 1:
+        report_median(runs)
+    if args.cprofile:
+        sys.stdout.write(f"\ncProfile of the service ({args.cprofile}), top 25 by own time:\n")
+        pstats.Stats(str(args.cprofile), stream=sys.stdout).sort_stats("tottime").print_stats(25)
     return 0
 
 

@@ -1,8 +1,10 @@
 """The MQTT transport: a dbus-flashmq client (aiomqtt) that implements ``Source``.
 
-How it works: ``run`` connects, and for every connection runs one session loop in a single
-task. The session discovers the portal id (once), subscribes narrowly, sends a full keepalive
-and then waits for the next message or the next timer, whichever comes first. The timers are:
+How it works: ``run`` connects, and for every connection runs one session. The session
+discovers the portal id (once), subscribes narrowly, sends a full keepalive and then runs two
+tasks: one reads the messages as they come (straight from aiomqtt's iterator: the fewest
+event-loop passes per message, which is most of the CPU on a busy GX), the other sleeps until
+the next timer is due. The timers are:
 the full-publish wait (retry with a new echo), the suppress-republish keepalive, the heartbeat
 watch (re-send a full keepalive when heartbeats stop) and the periodic ``R/`` read of the SOC
 that proves liveness between heartbeats. Every payload goes through the pure parsers in
@@ -33,6 +35,7 @@ from venus_prio.config import (
     VenusConfig,
 )
 from venus_prio.errors import ConfigError, PortalIdNotFound, SourceUnavailable
+from venus_prio.tasks import supervise
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import PayloadError
 from venus_prio.venus.paths import VenusItem
@@ -513,17 +516,19 @@ class MqttSource(GxSource):
                     return portal_id
 
     async def _run_session(self, client: aiomqtt.Client) -> None:
-        pump = MessagePump(client)
-        try:
-            await self._serve(client, pump)
-        finally:
-            await pump.aclose()
-
-    async def _serve(self, client: aiomqtt.Client, pump: MessagePump) -> None:
         portal_id = self.portal_id
         if portal_id is None:
-            portal_id = await self._discover_portal_id(client, pump)
+            pump = MessagePump(client)
+            try:
+                portal_id = await self._discover_portal_id(client, pump)
+            finally:
+                # Only the discovery topic is subscribed so far: a read cut short loses
+                # nothing the session needs.
+                await pump.aclose()
             self.portal_id = portal_id
+        await self._serve(client, portal_id)
+
+    async def _serve(self, client: aiomqtt.Client, portal_id: str) -> None:
         self._topics = flashmq.input_topics(portal_id)
         # Subscribe before the full keepalive, or the republish it triggers passes us by.
         await client.subscribe([(topic, 0) for topic in flashmq.subscriptions(portal_id)])
@@ -531,13 +536,29 @@ class MqttSource(GxSource):
         self._session = session
         self.store.forget_values()
         await self._send_full_keepalive(client, session, portal_id)
+        tasks = [
+            asyncio.ensure_future(self._read(client, session, portal_id)),
+            asyncio.ensure_future(self._keep_time(client, session, portal_id)),
+        ]
+        await supervise(tasks)  # until one fails (the connection is cut); the other is ended
+        for task in tasks:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+        raise aiomqtt.MqttError("the session ended")  # not reached: both run until they fail
+
+    async def _read(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
+        """Handle every message; raise ``MqttError`` when the connection is cut."""
+        async for message in client.messages:
+            self._handle(message, session, portal_id, self._clock())
+
+    async def _keep_time(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
+        """Run the timers when they are due. Messages only move deadlines later (a heartbeat,
+        a completed full publish): waking at an old one finds nothing due and sleeps again."""
         while True:
-            now = self._clock()
-            message = await pump.get(self._next_deadline(session) - now)
-            now = self._clock()
-            if message is not None:
-                self._handle(message, session, portal_id, now)
-            await self._run_timers(client, session, portal_id, now)
+            delay = self._next_deadline(session) - self._clock()
+            await asyncio.sleep(max(delay, _MIN_WAIT_S))
+            await self._run_timers(client, session, portal_id, self._clock())
 
     # -- timers --------------------------------------------------------------------------
 

@@ -52,6 +52,56 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     return await wait_future(waiter, timeout) is not None
 
 
+class Wakeup:
+    """A flag to wait on with a timeout: ``asyncio.Event`` without a task per wait.
+
+    The service waits for a change after every evaluation. ``wait_event`` would make a task
+    for ``Event.wait`` and an ``asyncio.wait`` around it each time: four event-loop passes from
+    a change to the service running, where a future that ``set`` completes takes one (most of
+    what venus-prio's CPU exceeded a bare subscriber's by in the benchmark).
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters: List[asyncio.Future[bool]] = []
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        if self._flag:
+            return
+        self._flag = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self, timeout: Optional[float] = None) -> bool:
+        """Return whether the flag was set within ``timeout`` (None: wait until it is)."""
+        if self._flag:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
 class InputStore:
     """Latest parsed value of every input item, plus liveness and connection state.
 
@@ -70,7 +120,7 @@ class InputStore:
         # Whether the GX has the hub4 override path: None = not known yet (Snapshot docs).
         self.override_present: Optional[bool] = None
         self.connected = False
-        self.changed = asyncio.Event()
+        self.changed = Wakeup()
 
     @staticmethod
     def coerce(item: VenusItem, value: Any) -> Optional[float]:
@@ -192,7 +242,7 @@ class Source(abc.ABC):
 
     async def wait_changed(self, timeout: float) -> bool:
         """Wait until an input, liveness or the connection changed; False on timeout."""
-        if not await wait_event(self.store.changed, timeout):
+        if not await self.store.changed.wait(timeout):
             return False
         self.store.changed.clear()
         return True
