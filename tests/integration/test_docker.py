@@ -48,6 +48,7 @@ from tests.integration.harness import (
     venus_config,
     write_yaml,
 )
+from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +71,6 @@ IMPORT_CHANGES = (
     *("--change", 'CMD ["python3"]'),
 )
 TOOLS = ("podman", "runc", "debootstrap")  # each from the Debian package of its name
-# The same plant and config as test_conformance's run of the command: 1000 W PV -> 750 W.
-STEERED = 750.0
 
 
 def unavailable(message: str) -> None:
@@ -404,8 +403,12 @@ def test_image_steers_and_hands_the_baseline_back_on_podman_stop(
                 podman_env, "run", "--detach", f"--name={name}", "--network=host", *run, image
             )
             try:
+                # The shipped default (actuator auto) on a GX that honours the hub4 override:
+                # the container steers through the override and never writes the setting.
                 await eventually(
-                    lambda: gx.setting == STEERED, timeout=60.0, what="the container steering"
+                    lambda: (gx.override_w or -1.0) > 0,
+                    timeout=60.0,
+                    what="the container steering through the override",
                 )
                 state = json.loads(
                     await podman_async(podman_env, "inspect", "--format", "{{json .State}}", name)
@@ -429,15 +432,21 @@ def test_image_steers_and_hands_the_baseline_back_on_podman_stop(
                 )
                 assert code.strip() == "0"  # SIGTERM handled; a SIGKILL at the deadline is 137
                 assert took < grace_s
-                assert gx.setting == BASELINE
-                assert gx.written() == [STEERED, BASELINE]
+                assert gx.override_w == -1.0  # released on SIGTERM
+                steered = gx.written_to(paths.OVERRIDE_MAX_DISCHARGE)
+                assert steered[-1] == -1 and all(0 < v <= 3000 for v in steered[:-1]), steered
+                assert (gx.setting, gx.written()) == (BASELINE, [])  # the user's value untouched
                 logs = await podman_async(podman_env, "logs", name)
-                assert "confirmed by read-back" in logs, logs
+                assert "Released the override (-1 confirmed by read-back" in logs, logs
                 where = await podman_async(
                     podman_env, "volume", "inspect", "--format", "{{.Mountpoint}}", volume
                 )
                 journal = journal_at(Path(where.strip()))
-                assert (journal.baseline_w, journal.clean) == (BASELINE, True)
+                assert (journal.baseline_w, journal.clean, journal.override_held) == (
+                    BASELINE,
+                    True,
+                    False,
+                )
             finally:
                 # Shown by pytest when the test fails: what the container said.
                 with contextlib.suppress(BaseException):
