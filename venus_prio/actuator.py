@@ -28,7 +28,7 @@ and does the I/O.
      ``effect_window_s`` means the GX ignores it: fall back, no retry until restart.
 
 3. Someone else's override (every ``actuator.kind``): a value on the path that is not -1/null
-   and not ours (our held value, or one we wrote within ``verify_s``: its echo may lag) means
+   and not ours (our held value, or one we wrote within the last ``OWN_ECHO_S``: a late echo) means
    Dynamic ESS, scheduled charging, load shedding or another tool owns it. ``override_in_use``
    is then True (the controller stands aside with ``STAND_ASIDE_OVERRIDE_IN_USE``), we hold
    nothing there, so nothing is ever written to it; it clears after ``foreign_clear_s`` of -1/null.
@@ -73,7 +73,8 @@ class ActuatorState:
     inherited: bool = False  # the journal says a previous run held it: what shows first is ours
     taken_at: Optional[float] = None  # when we took it (first write after holding none)
     last_write_t: Optional[float] = None  # our last write of the override (any value)
-    recent: Tuple[Tuple[float, float], ...] = ()  # (time, value) of our writes within verify_s
+    # (time, value) of our writes within max(verify_s, OWN_ECHO_S): an echo may show any of them.
+    recent: Tuple[Tuple[float, float], ...] = ()
     shown: bool = False  # the GX has shown held_w since we took it
     # Verification (auto).
     retry_at: Optional[float] = None  # the GX reset our value: the setting until then
@@ -130,10 +131,18 @@ def wrote(
     )
 
 
+# How long a value venus-prio wrote may still show up late: after a transport switch or a
+# reconnect, a full publish can carry a value from before our last write (fault campaign, seed 1
+# round 6 of the short form: our own 1630 W, 3 s old, was taken for another tool's override, so
+# the stop released nothing and our 2050 W outlived venus-prio until it expired).
+OWN_ECHO_S = 60.0
+
+
 def _recent(
     recent: Tuple[Tuple[float, float], ...], cfg: OverrideConfig, now: float
 ) -> Tuple[Tuple[float, float], ...]:
-    return tuple((t, v) for t, v in recent if now - t <= cfg.verify_s)
+    keep_s = max(cfg.verify_s, OWN_ECHO_S)
+    return tuple((t, v) for t, v in recent if now - t <= keep_s)
 
 
 def observe(

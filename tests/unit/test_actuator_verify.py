@@ -312,3 +312,23 @@ def test_a_cap_that_holds_is_never_called_ineffective(
     assert not state.ineffective
     choice = actuator.choose(state, snap(override_w=cap), cfg=OVR, now=201.0)
     assert choice.actuator is Actuator.OVERRIDE
+
+
+@pytest.mark.parametrize(
+    ("late_s", "in_use"),
+    [
+        (OVR.verify_s + 5.0, False),  # a late echo of ours, past verify_s: still ours
+        (actuator.OWN_ECHO_S + 1.0, True),  # a value we wrote over a minute ago: not ours now
+    ],
+)
+def test_a_late_echo_of_our_earlier_value_is_not_someone_elses(late_s: float, in_use: bool) -> None:
+    # Fault campaign (seed 1, round 6 of the short form): after a switch back to MQTT the full
+    # publish showed our own 1630 W from before the D-Bus write of 2050 W.
+    state, _ = play(
+        [
+            (0.0, "write 1630", {"override_w": 1630.0}),
+            (late_s - 0.5, "write 2050", {"override_w": 2050.0}),
+            (late_s, "see", {"override_w": 1630.0}),
+        ]
+    )
+    assert state.override_in_use is in_use
