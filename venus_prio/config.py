@@ -15,7 +15,7 @@ import os
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -35,16 +35,61 @@ ENV_MQTT_PASSWORD = "VENUS_PRIO_MQTT_PASSWORD"
 ENV_HA_PASSWORD = "VENUS_PRIO_HA_PASSWORD"
 GX_STATE_DIR = Path("/data/venus-prio")
 
+# Each key is declared once, in its dataclass, with its default and what the YAML may hold there;
+# ``_Section.keys_of`` reads every key declared so. The few keys whose reading depends on others
+# (min_soc's "auto", the broker's port, the passwords, the sections) are read by hand.
+_READ = "venus_prio.read"
+_Keys = TypeVar("_Keys")
+
+
+def _key(default: Any, read: str, **bounds: Any) -> Any:
+    return field(default=default, metadata={_READ: (read, bounds)})
+
+
+def _number(
+    default: Optional[float],
+    *,
+    minimum: Optional[float] = None,
+    maximum: Optional[float] = None,
+    exclusive_minimum: bool = False,
+) -> Any:
+    """A number key: ``minimum`` (``exclusive_minimum``: above it) to ``maximum``."""
+    return _key(
+        default, "number", minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum
+    )
+
+
+def _positive(default: float, *, maximum: Optional[float] = None) -> Any:
+    """A number key above zero, at most ``maximum``."""
+    return _key(default, "positive", maximum=maximum)
+
+
+def _whole(default: int, *, minimum: int, maximum: int) -> Any:
+    return _key(default, "integer", minimum=minimum, maximum=maximum)
+
+
+def _flag(default: bool) -> Any:
+    return _key(default, "boolean")
+
+
+def _text(default: Optional[str]) -> Any:
+    """A non-empty string key (a number given there is taken as its text)."""
+    return _key(default, "string")
+
+
+def _choice(default: str, choices: Tuple[str, ...]) -> Any:
+    return _key(default, "choice", choices=choices)
+
 
 @dataclass(frozen=True)
 class TrimConfig:
     """Optional closed-loop trim of the PV factor from the measured battery power."""
 
-    enabled: bool = False
-    target_charge_w: float = 30.0
-    min_factor: float = 0.6
-    max_factor: float = 0.95
-    gain_per_w_s: float = 0.00002
+    enabled: bool = _flag(False)
+    target_charge_w: float = _number(30.0, minimum=0)
+    min_factor: float = _number(0.6, minimum=0, exclusive_minimum=True)
+    max_factor: float = _number(0.95, minimum=0, maximum=1.0)
+    gain_per_w_s: float = _number(0.00002, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -53,22 +98,22 @@ class ControlConfig:
 
     max_inverter_power_w: float
     min_soc: Optional[float] = None  # None = auto (ActiveSocLimit, else MinimumSocLimit)
-    subtract_dc_loads: bool = True
-    pv_window_s: float = 15.0
-    prio_band: float = 5.0
-    recover_band: float = 10.0
-    pv_factor: float = 0.95
-    pv_offset_w: float = 0.0
-    pv_min_w: float = 100.0
-    pv_min_hysteresis_w: float = 10.0
-    hold_w: float = 0.0
-    half_power_fraction: float = 0.2
-    ramp_w_per_min: float = 200.0
-    step_w: float = 50.0
-    tick_s: float = 1.0
-    stale_after_s: float = 30.0
-    refresh_s: float = 20.0
-    enabled: bool = True
+    subtract_dc_loads: bool = _flag(True)
+    pv_window_s: float = _positive(15.0)
+    prio_band: float = _positive(5.0, maximum=100)
+    recover_band: float = _positive(10.0, maximum=100)
+    pv_factor: float = _positive(0.95, maximum=1.0)
+    pv_offset_w: float = _number(0.0, minimum=0)
+    pv_min_w: float = _number(100.0, minimum=0)
+    pv_min_hysteresis_w: float = _number(10.0, minimum=0)
+    hold_w: float = _number(0.0, minimum=0)
+    half_power_fraction: float = _number(0.2, minimum=0, maximum=1.0)
+    ramp_w_per_min: float = _positive(200.0)
+    step_w: float = _number(50.0, minimum=1)
+    tick_s: float = _number(1.0, minimum=0.05, maximum=60)
+    stale_after_s: float = _positive(30.0)
+    refresh_s: float = _positive(20.0)
+    enabled: bool = _flag(True)
     trim: TrimConfig = field(default_factory=TrimConfig)
 
 
@@ -76,11 +121,11 @@ class ControlConfig:
 class WritesConfig:
     """Keys of ``writes:`` (control.md section 4)."""
 
-    deadband_w: float = 250.0
-    min_increase_interval_s: float = 240.0
-    max_writes_per_hour: int = 30
-    dry_run: bool = False
-    baseline_w: Optional[float] = None  # None = the value found on the GX
+    deadband_w: float = _number(250.0, minimum=0)
+    min_increase_interval_s: float = _number(240.0, minimum=0)
+    max_writes_per_hour: int = _whole(30, minimum=1, maximum=3600)
+    dry_run: bool = _flag(False)
+    baseline_w: Optional[float] = _number(None, minimum=-1)  # None = the value found on the GX
 
 
 @dataclass(frozen=True)
@@ -89,34 +134,36 @@ class OverrideConfig:
 
     # DC-side: the inverter's losses come out of the DC power. Tuned with the simulator
     # (README, "Why these override defaults"): 1.05 evens out the filter's lag and the rounding.
-    pv_factor: float = 1.05
-    pv_offset_w: float = 0.0
-    step_w: float = 10.0
-    deadband_w: float = 10.0
-    refresh_s: float = 5.0  # rewrite at least this often while steering, so it never expires
-    verify_s: float = 15.0  # a value we did not write this soon after ours: the GX resets it
-    retry_after_s: float = 86400.0  # after a reset by the GX, try the override again after this
-    effect_tolerance_w: float = 150.0
-    effect_window_s: float = 60.0
-    foreign_clear_s: float = 60.0  # someone else's override must be gone this long to resume
+    pv_factor: float = _number(1.05, minimum=0, exclusive_minimum=True, maximum=1.5)
+    pv_offset_w: float = _number(0.0, minimum=-1000, maximum=1000)
+    step_w: float = _positive(10.0, maximum=1000)
+    deadband_w: float = _number(10.0, minimum=0)
+    # Rewrite at least this often while steering, so it never expires (the GX's expiry is 60 s).
+    refresh_s: float = _positive(5.0, maximum=55)
+    verify_s: float = _positive(15.0)  # a value we did not write this soon after ours: a reset
+    retry_after_s: float = _positive(86400.0)  # after a reset by the GX, try again after this
+    effect_tolerance_w: float = _number(150.0, minimum=0)
+    effect_window_s: float = _positive(60.0)
+    # Someone else's override must be gone this long before venus-prio resumes.
+    foreign_clear_s: float = _number(60.0, minimum=0)
 
 
 @dataclass(frozen=True)
 class ActuatorConfig:
     """Keys of ``actuator:``: where the discharge cap goes (control.md section 8)."""
 
-    kind: str = "auto"  # auto | override | setting
+    kind: str = _choice("auto", ACTUATOR_KINDS)
     override: OverrideConfig = field(default_factory=OverrideConfig)
 
 
 @dataclass(frozen=True)
 class TlsConfig:
-    enabled: bool = False
-    ca_file: Optional[str] = None
-    insecure: bool = False  # accept the GX's self-signed certificate without a CA file
+    enabled: bool = _flag(False)
+    ca_file: Optional[str] = _text(None)
+    insecure: bool = _flag(False)  # accept the GX's self-signed certificate without a CA file
     # The name the broker's certificate must carry. None: venus.local for the GX (every GX's
     # certificate carries it, whatever address it is reached at), the host for other brokers.
-    server_name: Optional[str] = None
+    server_name: Optional[str] = _text(None)
 
 
 @dataclass(frozen=True)
@@ -132,35 +179,35 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class DbusConfig:
-    address: Optional[str] = None  # None = the system bus (honours DBUS_SYSTEM_BUS_ADDRESS)
-    backend: str = (
-        "auto"  # auto (dbus-fast when importable, else dbus-next) | dbus-fast | dbus-next
-    )
+    address: Optional[str] = _text(None)  # None = the system bus (DBUS_SYSTEM_BUS_ADDRESS)
+    # auto: dbus-fast when importable (it is on Venus OS), else dbus-next.
+    backend: str = _choice("auto", DBUS_BACKENDS)
 
 
 @dataclass(frozen=True)
 class VenusConfig:
     """Keys of ``venus:``: how to reach the GX."""
 
-    transport: str = "auto"
+    transport: str = _choice("auto", TRANSPORTS)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     portal_id: Optional[str] = None  # None = auto (N/+/system/0/Serial)
-    vrm: bool = False
-    portal_id_timeout_s: float = 30.0
-    keepalive_interval_s: float = 30.0
-    full_publish_timeout_s: float = 10.0
-    heartbeat_timeout_s: float = 10.0
-    reconnect_max_s: float = 60.0
+    vrm: bool = _flag(False)
+    portal_id_timeout_s: float = _positive(30.0)
+    # The GX stops publishing 60 s after the last keepalive: 55 s leaves room for a slow round.
+    keepalive_interval_s: float = _positive(30.0, maximum=55)
+    full_publish_timeout_s: float = _positive(10.0)
+    heartbeat_timeout_s: float = _positive(10.0)
+    reconnect_max_s: float = _positive(60.0)
     dbus: DbusConfig = field(default_factory=DbusConfig)
 
 
 @dataclass(frozen=True)
 class HomeAssistantConfig:
-    enabled: bool = True
-    discovery_prefix: str = "homeassistant"
-    state_topic_prefix: Optional[str] = None  # None = venus_prio/<portal id>
-    node_id: str = "venus_prio"
-    controls: bool = True
+    enabled: bool = _flag(True)
+    discovery_prefix: str = _text("homeassistant")
+    state_topic_prefix: Optional[str] = _text(None)  # None = venus_prio/<portal id>
+    node_id: str = _text("venus_prio")
+    controls: bool = _flag(True)
     broker: Optional[BrokerConfig] = None  # None = the GX broker
 
 
@@ -168,18 +215,19 @@ class HomeAssistantConfig:
 class SimConfig:
     """Plant parameters of the simulator (control.md section 7)."""
 
-    battery_kwh: float = 10.0
-    inverter_w: float = 3000.0
-    reserve_soc: float = 15.0
-    start_soc: Optional[float] = None  # None = reserve + 1
-    charge_efficiency: float = 0.96
-    discharge_efficiency: float = 0.96
-    inverter_efficiency: float = 0.93
-    idle_w: float = 20.0
-    dt_s: float = 1.0
-    seed: int = 1
-    override: str = "honoured"  # how the simulated GX treats the hub4 override (OVERRIDE_VARIANTS)
-    override_expiry_s: float = 60.0  # the override falls back to -1 this long after a write
+    battery_kwh: float = _positive(10.0)
+    inverter_w: float = _positive(3000.0)
+    reserve_soc: float = _number(15.0, minimum=0, maximum=95)
+    start_soc: Optional[float] = _number(None, minimum=0, maximum=100)  # None = reserve + 1
+    charge_efficiency: float = _positive(0.96, maximum=1)
+    discharge_efficiency: float = _positive(0.96, maximum=1)
+    inverter_efficiency: float = _positive(0.93, maximum=1)
+    idle_w: float = _number(20.0, minimum=0)
+    dt_s: float = _number(1.0, minimum=0.1, maximum=60)
+    seed: int = _whole(1, minimum=0, maximum=2**31)
+    # How the simulated GX treats the hub4 override (OVERRIDE_VARIANTS).
+    override: str = _choice("honoured", OVERRIDE_VARIANTS)
+    override_expiry_s: float = _positive(60.0)  # the override falls back to -1 this long after
 
 
 @dataclass(frozen=True)
@@ -190,8 +238,8 @@ class Config:
     venus: VenusConfig = field(default_factory=VenusConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     sim: SimConfig = field(default_factory=SimConfig)
-    state_dir: Optional[str] = None  # None = /data/venus-prio on a GX, else the user state dir
-    log_level: str = "INFO"
+    state_dir: Optional[str] = _text(None)  # None = /data/venus-prio on a GX, else XDG state
+    log_level: str = _choice("INFO", LOG_LEVELS)
 
     def resolved_state_dir(self) -> Path:
         """Return where the journal lives: the configured dir, the GX's /data, or XDG state."""
@@ -313,6 +361,21 @@ class _Section:
         value = self._take(key)
         return None if value is _MISSING else value
 
+    def keys_of(self, cls: type) -> Dict[str, Any]:
+        """Read every key ``cls`` declares with its reader (``_number`` ...), in its order."""
+        values: Dict[str, Any] = {}
+        for key in dataclasses.fields(cls):
+            if _READ in key.metadata:
+                read, bounds = key.metadata[_READ]
+                values[key.name] = getattr(self, read)(key.name, key.default, **bounds)
+        return values
+
+    def read(self, cls: Type[_Keys], **by_hand: Any) -> _Keys:
+        """Build ``cls`` from ``by_hand`` and its declared keys; reject the keys left over."""
+        value = cls(**by_hand, **self.keys_of(cls))
+        self.done()
+        return value
+
     def done(self) -> None:
         """Reject keys nobody asked for."""
         unknown = sorted(str(k) for k in self._raw if k not in self._seen)
@@ -338,15 +401,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _read_trim(sec: _Section) -> TrimConfig:
-    d = TrimConfig()
-    trim = TrimConfig(
-        enabled=sec.boolean("enabled", d.enabled),
-        target_charge_w=sec.number("target_charge_w", d.target_charge_w, minimum=0),
-        min_factor=sec.number("min_factor", d.min_factor, minimum=0, exclusive_minimum=True),
-        max_factor=sec.number("max_factor", d.max_factor, minimum=0, maximum=1.0),
-        gain_per_w_s=sec.number("gain_per_w_s", d.gain_per_w_s, minimum=0),
-    )
-    sec.done()
+    trim = sec.read(TrimConfig)
     _check(
         trim.min_factor <= trim.max_factor,
         f"{sec.key_path('min_factor')}: must be <= max_factor ({trim.max_factor:g}), "
@@ -357,7 +412,6 @@ def _read_trim(sec: _Section) -> TrimConfig:
 
 def _read_control(sec: _Section) -> ControlConfig:
     max_w = sec.number("max_inverter_power_w", _MISSING, minimum=0, exclusive_minimum=True)
-    d = ControlConfig(max_inverter_power_w=max_w)
     raw_min_soc = sec.raw("min_soc")
     if raw_min_soc is None or raw_min_soc == "auto":
         min_soc: Optional[float] = None
@@ -372,30 +426,12 @@ def _read_control(sec: _Section) -> ControlConfig:
         raise ConfigError(
             f"{sec.key_path('min_soc')}: must be 'auto' or a number, got {_show(raw_min_soc)}"
         )
-    control = ControlConfig(
+    control = sec.read(
+        ControlConfig,
         max_inverter_power_w=max_w,
         min_soc=min_soc,
-        subtract_dc_loads=sec.boolean("subtract_dc_loads", d.subtract_dc_loads),
-        pv_window_s=sec.positive("pv_window_s", d.pv_window_s),
-        prio_band=sec.positive("prio_band", d.prio_band, maximum=100),
-        recover_band=sec.positive("recover_band", d.recover_band, maximum=100),
-        pv_factor=sec.positive("pv_factor", d.pv_factor, maximum=1.0),
-        pv_offset_w=sec.number("pv_offset_w", d.pv_offset_w, minimum=0),
-        pv_min_w=sec.number("pv_min_w", d.pv_min_w, minimum=0),
-        pv_min_hysteresis_w=sec.number("pv_min_hysteresis_w", d.pv_min_hysteresis_w, minimum=0),
-        hold_w=sec.number("hold_w", d.hold_w, minimum=0),
-        half_power_fraction=sec.number(
-            "half_power_fraction", d.half_power_fraction, maximum=1.0, minimum=0
-        ),
-        ramp_w_per_min=sec.positive("ramp_w_per_min", d.ramp_w_per_min),
-        step_w=sec.number("step_w", d.step_w, minimum=1),
-        tick_s=sec.number("tick_s", d.tick_s, minimum=0.05, maximum=60),
-        stale_after_s=sec.positive("stale_after_s", d.stale_after_s),
-        refresh_s=sec.positive("refresh_s", d.refresh_s),
-        enabled=sec.boolean("enabled", d.enabled),
         trim=_read_trim(sec.section("trim")),
     )
-    sec.done()
     _check(
         control.prio_band < control.recover_band,
         f"{sec.key_path('prio_band')}: must be below recover_band ({control.recover_band:g}), "
@@ -417,54 +453,6 @@ def _read_control(sec: _Section) -> ControlConfig:
         f"got {control.refresh_s:g}",
     )
     return control
-
-
-def _read_writes(sec: _Section) -> WritesConfig:
-    d = WritesConfig()
-    baseline = sec.number("baseline_w", None, minimum=-1)
-    writes = WritesConfig(
-        deadband_w=sec.number("deadband_w", d.deadband_w, minimum=0),
-        min_increase_interval_s=sec.number(
-            "min_increase_interval_s", d.min_increase_interval_s, minimum=0
-        ),
-        max_writes_per_hour=sec.integer(
-            "max_writes_per_hour", d.max_writes_per_hour, minimum=1, maximum=3600
-        ),
-        dry_run=sec.boolean("dry_run", d.dry_run),
-        baseline_w=baseline,
-    )
-    sec.done()
-    return writes
-
-
-def _read_override(sec: _Section) -> OverrideConfig:
-    d = OverrideConfig()
-    override = OverrideConfig(
-        pv_factor=sec.number(
-            "pv_factor", d.pv_factor, minimum=0, exclusive_minimum=True, maximum=1.5
-        ),
-        pv_offset_w=sec.number("pv_offset_w", d.pv_offset_w, minimum=-1000, maximum=1000),
-        step_w=sec.positive("step_w", d.step_w, maximum=1000),
-        deadband_w=sec.number("deadband_w", d.deadband_w, minimum=0),
-        refresh_s=sec.positive("refresh_s", d.refresh_s, maximum=55),
-        verify_s=sec.positive("verify_s", d.verify_s),
-        retry_after_s=sec.positive("retry_after_s", d.retry_after_s),
-        effect_tolerance_w=sec.number("effect_tolerance_w", d.effect_tolerance_w, minimum=0),
-        effect_window_s=sec.positive("effect_window_s", d.effect_window_s),
-        foreign_clear_s=sec.number("foreign_clear_s", d.foreign_clear_s, minimum=0),
-    )
-    sec.done()
-    return override
-
-
-def _read_actuator(sec: _Section) -> ActuatorConfig:
-    d = ActuatorConfig()
-    actuator = ActuatorConfig(
-        kind=sec.choice("kind", d.kind, ACTUATOR_KINDS),
-        override=_read_override(sec.section("override")),
-    )
-    sec.done()
-    return actuator
 
 
 def _read_secret(sec: _Section, env: Mapping[str, str], env_name: str) -> Optional[str]:
@@ -499,14 +487,7 @@ def _check_ca_file(key: str, ca_file: str) -> None:
 
 
 def _read_tls(sec: _Section) -> TlsConfig:
-    d = TlsConfig()
-    tls = TlsConfig(
-        enabled=sec.boolean("enabled", d.enabled),
-        ca_file=sec.string("ca_file", d.ca_file),
-        insecure=sec.boolean("insecure", d.insecure),
-        server_name=sec.string("server_name", d.server_name),
-    )
-    sec.done()
+    tls = sec.read(TlsConfig)
     chosen = [key for key in ("ca_file", "insecure", "server_name") if getattr(tls, key)]
     # Without enabled these would be ignored and the connection made in plain text.
     _check(
@@ -539,34 +520,13 @@ def _read_broker(
 
 
 def _read_venus(sec: _Section, env: Mapping[str, str]) -> VenusConfig:
-    d = VenusConfig()
     portal_id = sec.string("portal_id", None)
     if portal_id == "auto":
         portal_id = None
-    vrm = sec.boolean("vrm", d.vrm)
     broker = _read_broker(sec, env, ENV_MQTT_PASSWORD, "127.0.0.1")
-    dbus_sec = sec.section("dbus")
-    dbus = DbusConfig(
-        address=dbus_sec.string("address", None),
-        backend=dbus_sec.choice("backend", DbusConfig().backend, DBUS_BACKENDS),
-    )
-    dbus_sec.done()
-    venus = VenusConfig(
-        transport=sec.choice("transport", d.transport, TRANSPORTS),
-        broker=broker,
-        portal_id=portal_id,
-        vrm=vrm,
-        portal_id_timeout_s=sec.positive("portal_id_timeout_s", d.portal_id_timeout_s),
-        keepalive_interval_s=sec.positive(
-            "keepalive_interval_s", d.keepalive_interval_s, maximum=55
-        ),
-        full_publish_timeout_s=sec.positive("full_publish_timeout_s", d.full_publish_timeout_s),
-        heartbeat_timeout_s=sec.positive("heartbeat_timeout_s", d.heartbeat_timeout_s),
-        reconnect_max_s=sec.positive("reconnect_max_s", d.reconnect_max_s),
-        dbus=dbus,
-    )
-    sec.done()
-    if vrm:
+    dbus = sec.section("dbus").read(DbusConfig)
+    venus = sec.read(VenusConfig, broker=broker, portal_id=portal_id, dbus=dbus)
+    if venus.vrm:
         _check(
             portal_id is not None,
             f"{sec.key_path('portal_id')}: the VRM broker needs the portal id set explicitly",
@@ -579,7 +539,6 @@ def _read_venus(sec: _Section, env: Mapping[str, str]) -> VenusConfig:
 
 
 def _read_homeassistant(sec: _Section, env: Mapping[str, str]) -> HomeAssistantConfig:
-    d = HomeAssistantConfig()
     broker: Optional[BrokerConfig] = None
     if sec.has("broker"):
         broker_sec = sec.section("broker")
@@ -587,15 +546,7 @@ def _read_homeassistant(sec: _Section, env: Mapping[str, str]) -> HomeAssistantC
         broker_sec.done()
     else:
         sec.raw("broker")
-    ha = HomeAssistantConfig(
-        enabled=sec.boolean("enabled", d.enabled),
-        discovery_prefix=sec.string("discovery_prefix", d.discovery_prefix) or d.discovery_prefix,
-        state_topic_prefix=sec.string("state_topic_prefix", d.state_topic_prefix),
-        node_id=sec.string("node_id", d.node_id) or d.node_id,
-        controls=sec.boolean("controls", d.controls),
-        broker=broker,
-    )
-    sec.done()
+    ha = sec.read(HomeAssistantConfig, broker=broker)
     for key in ("discovery_prefix", "node_id"):
         value = getattr(ha, key)
         _check(
@@ -606,45 +557,23 @@ def _read_homeassistant(sec: _Section, env: Mapping[str, str]) -> HomeAssistantC
     return ha
 
 
-def _read_sim(sec: _Section) -> SimConfig:
-    d = SimConfig()
-    sim = SimConfig(
-        battery_kwh=sec.positive("battery_kwh", d.battery_kwh),
-        inverter_w=sec.positive("inverter_w", d.inverter_w),
-        reserve_soc=sec.number("reserve_soc", d.reserve_soc, minimum=0, maximum=95),
-        start_soc=sec.number("start_soc", d.start_soc, minimum=0, maximum=100),
-        charge_efficiency=sec.positive("charge_efficiency", d.charge_efficiency, maximum=1),
-        discharge_efficiency=sec.positive(
-            "discharge_efficiency", d.discharge_efficiency, maximum=1
-        ),
-        inverter_efficiency=sec.positive("inverter_efficiency", d.inverter_efficiency, maximum=1),
-        idle_w=sec.number("idle_w", d.idle_w, minimum=0),
-        dt_s=sec.number("dt_s", d.dt_s, minimum=0.1, maximum=60),
-        seed=sec.integer("seed", d.seed, minimum=0, maximum=2**31),
-        override=sec.choice("override", d.override, OVERRIDE_VARIANTS),
-        override_expiry_s=sec.positive("override_expiry_s", d.override_expiry_s),
-    )
-    sec.done()
-    return sim
-
-
 def parse_config(raw: Any, env: Optional[Mapping[str, str]] = None) -> Config:
     """Turn a parsed YAML document into a ``Config``; raise ``ConfigError`` on the first problem."""
     env = os.environ if env is None else env
     top = _Section(raw, "")
     control = _read_control(top.section("control"))
-    config = Config(
+    actuator = top.section("actuator")
+    return top.read(
+        Config,
         control=control,
-        writes=_read_writes(top.section("writes")),
-        actuator=_read_actuator(top.section("actuator")),
+        writes=top.section("writes").read(WritesConfig),
+        actuator=actuator.read(
+            ActuatorConfig, override=actuator.section("override").read(OverrideConfig)
+        ),
         venus=_read_venus(top.section("venus"), env),
         homeassistant=_read_homeassistant(top.section("homeassistant"), env),
-        sim=_read_sim(top.section("sim")),
-        state_dir=top.string("state_dir", None),
-        log_level=top.choice("log_level", "INFO", LOG_LEVELS),
+        sim=top.section("sim").read(SimConfig),
     )
-    top.done()
-    return config
 
 
 def load_config(path: Union[str, Path], env: Optional[Mapping[str, str]] = None) -> Config:

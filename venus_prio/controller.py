@@ -147,6 +147,19 @@ class Outside:
 # Stand-aside rules in order of precedence: (reason, test, human text). A text may name the
 # missing input as {soc} or {floor}: the snapshot says how its source calls them.
 _StandAsideTest = Callable[[Snapshot, ControlConfig, float, Outside], bool]
+
+
+def _gx_reports(read: Callable[[Snapshot], Optional[int]], state: int) -> _StandAsideTest:
+    """Return a rule that holds while the GX reports ``state`` in what ``read`` takes."""
+    return lambda s, c, now, o: read(s) == state
+
+
+# GX states in which ESS, not venus-prio, must decide the discharge (codes in venus-ess.md).
+_GRID_LOST = _gx_reports(lambda s: s.ac_input_source, AC_SOURCE_NOT_CONNECTED)
+_ON_GENERATOR = _gx_reports(lambda s: s.ac_input_source, AC_SOURCE_GENERATOR)
+_EXTERNAL_CONTROL = _gx_reports(lambda s: s.hub4_mode, HUB4_MODE_EXTERNAL_CONTROL)
+_KEEP_CHARGED = _gx_reports(lambda s: s.battery_life_state, BATTERY_LIFE_KEEP_CHARGED)
+
 _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
     (Reason.STAND_ASIDE_DISABLED, lambda s, c, now, o: not o.enabled, "disabled by the user"),
     (Reason.STAND_ASIDE_DISCONNECTED, lambda s, c, now, o: not s.connected, "GX not reachable"),
@@ -160,26 +173,10 @@ _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
         lambda s, c, now, o: _valid(s.soc) is None,
         "SOC unknown ({soc} is invalid or absent)",
     ),
-    (
-        Reason.STAND_ASIDE_GRID_LOST,
-        lambda s, c, now, o: s.ac_input_source == AC_SOURCE_NOT_CONNECTED,
-        "grid lost: no AC input",
-    ),
-    (
-        Reason.STAND_ASIDE_GENERATOR,
-        lambda s, c, now, o: s.ac_input_source == AC_SOURCE_GENERATOR,
-        "running on a generator",
-    ),
-    (
-        Reason.STAND_ASIDE_EXTERNAL_CONTROL,
-        lambda s, c, now, o: s.hub4_mode == HUB4_MODE_EXTERNAL_CONTROL,
-        "ESS mode is external control",
-    ),
-    (
-        Reason.STAND_ASIDE_KEEP_CHARGED,
-        lambda s, c, now, o: s.battery_life_state == BATTERY_LIFE_KEEP_CHARGED,
-        "ESS is set to keep batteries charged",
-    ),
+    (Reason.STAND_ASIDE_GRID_LOST, _GRID_LOST, "grid lost: no AC input"),
+    (Reason.STAND_ASIDE_GENERATOR, _ON_GENERATOR, "running on a generator"),
+    (Reason.STAND_ASIDE_EXTERNAL_CONTROL, _EXTERNAL_CONTROL, "ESS mode is external control"),
+    (Reason.STAND_ASIDE_KEEP_CHARGED, _KEEP_CHARGED, "ESS is set to keep batteries charged"),
     (
         Reason.STAND_ASIDE_DYNAMIC_ESS,
         lambda s, c, now, o: (s.dynamic_ess_mode or 0) > 0,

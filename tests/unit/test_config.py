@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Dict
 
 import pytest
 import yaml
 
+from venus_prio import config as module
 from venus_prio.cli import main
 from venus_prio.config import load_config, parse_config
 from venus_prio.errors import ConfigError
@@ -167,3 +169,51 @@ def test_check_config_exits_2_naming_the_key(
 def test_missing_file_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", "/nonexistent/config.yaml"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+# Where each config dataclass sits in config.yaml (the GX broker's keys stand under venus:).
+SECTIONS = {
+    "": "Config",
+    "control": "ControlConfig",
+    "control.trim": "TrimConfig",
+    "writes": "WritesConfig",
+    "actuator": "ActuatorConfig",
+    "actuator.override": "OverrideConfig",
+    "venus": "VenusConfig",
+    "venus.tls": "TlsConfig",
+    "venus.dbus": "DbusConfig",
+    "homeassistant": "HomeAssistantConfig",
+    "sim": "SimConfig",
+}
+
+
+def declared_keys() -> Any:
+    for path, name in SECTIONS.items():
+        for key in dataclasses.fields(getattr(module, name)):
+            if module._READ in key.metadata:
+                yield path, key.name, key.default
+
+
+@pytest.mark.parametrize(("path", "key", "default"), list(declared_keys()))
+def test_every_declared_key_is_read_with_its_default_and_checked(
+    path: str, key: str, default: Any
+) -> None:
+    raw: Dict[str, Any] = {"control": dict(MINIMAL["control"])}
+    section = raw
+    for level in filter(None, path.split(".")):
+        section = section.setdefault(level, {})
+    section[key] = ["not", "a", "value"]  # no reader takes a list
+    with pytest.raises(ConfigError, match=rf"^{'.'.join(filter(None, (path, key)))}: must be"):
+        parse_config(raw, env={})
+    config: Any = parse_config(MINIMAL, env={})
+    for level in filter(None, path.replace("venus.tls", "venus.broker.tls").split(".")):
+        config = getattr(config, level)
+    assert getattr(config, key) == default
+
+
+def test_every_key_is_declared_once_or_read_by_hand() -> None:
+    by_hand = {"max_inverter_power_w", "min_soc", "trim", "override", "broker", "portal_id"}
+    by_hand |= {"dbus", "control", "writes", "actuator", "venus", "homeassistant", "sim"}
+    for name in SECTIONS.values():
+        for key in dataclasses.fields(getattr(module, name)):
+            assert module._READ in key.metadata or key.name in by_hand, f"{name}.{key.name}"
