@@ -17,12 +17,12 @@ from typing import List, Optional, TextIO
 from venus_prio.actuator import RELEASE_W
 from venus_prio.config import Config
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Decision, Snapshot, TargetClass
+from venus_prio.model import Decision, Snapshot
 from venus_prio.service import EXIT_FAILURE, EXIT_OK, Service
 from venus_prio.status import ServiceStatus
 from venus_prio.tasks import cancel_and_wait, with_source
 from venus_prio.venus.source import Readiness, Source, write_confirmed
-from venus_prio.writes import clamp_target
+from venus_prio.writes import baseline_to_write
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +169,8 @@ async def _restore(config: Config) -> int:
         value = journal.baseline_w
         if not journal.clean:
             # The setting may hold a value of venus-prio's: put the user's back.
-            snap = source.snapshot()
-            value = clamp_target(
-                journal.baseline_w,
-                TargetClass.BASELINE,
-                max_w=config.control.max_inverter_power_w,
-                setting_min=snap.max_discharge_min,
-                setting_max=snap.max_discharge_max,
+            value = baseline_to_write(
+                journal.baseline_w, source.snapshot(), config.control.max_inverter_power_w
             )
             if await write_confirmed(source, value) is None:
                 log.error(

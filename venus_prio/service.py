@@ -50,14 +50,14 @@ from venus_prio.config import Config
 from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
-from venus_prio.model import Actuator, Decision, Reason, Snapshot, TargetClass, Write, same_value
+from venus_prio.model import Actuator, Decision, Reason, Snapshot, Write, same_value
 from venus_prio.status import ServiceStatus, WriteRecord
 from venus_prio.tasks import cancel_and_wait, supervise
 from venus_prio.venus.source import Readiness, Source, write_confirmed
 from venus_prio.writes import (
     HOUR_S,
     WriteState,
-    clamp_target,
+    baseline_to_write,
     could_be_steering,
     counters,
     plan_write,
@@ -292,13 +292,7 @@ class Service:
             log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
             return True
         snap = self._source.snapshot()
-        value = clamp_target(
-            baseline,
-            TargetClass.BASELINE,
-            max_w=self._config.control.max_inverter_power_w,
-            setting_min=snap.max_discharge_min,
-            setting_max=snap.max_discharge_max,
-        )
+        value = baseline_to_write(baseline, snap, self._config.control.max_inverter_power_w)
 
         def users_change(shown: float) -> bool:
             # The look before each write: a change the user made while the transport was away
@@ -801,13 +795,7 @@ class Service:
             or same_value(self._planning_value(snap), self._baseline)
         ):
             return
-        value = clamp_target(
-            self._baseline,
-            TargetClass.BASELINE,
-            max_w=self._config.control.max_inverter_power_w,
-            setting_min=snap.max_discharge_min,
-            setting_max=snap.max_discharge_max,
-        )
+        value = baseline_to_write(self._baseline, snap, self._config.control.max_inverter_power_w)
         write = Write(value_w=value, forced=True, why=why)
         reason = Reason.STAND_ASIDE_DISABLED
         try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from venus_prio.config import ControlConfig, WritesConfig
-from venus_prio.model import TargetClass, Write
+from venus_prio.model import Snapshot, TargetClass, Write
 
 HOUR_S = 3600.0
 DAY_S = 86400.0
@@ -103,6 +103,17 @@ def clamp_target(
     if setting_max is not None and math.isfinite(setting_max):
         value = min(value, setting_max)
     return value
+
+
+def baseline_to_write(baseline_w: float, snap: Snapshot, max_w: float) -> float:
+    """Return the user's own value as it may be written back: within the setting's bounds only."""
+    return clamp_target(
+        baseline_w,
+        TargetClass.BASELINE,
+        max_w=max_w,
+        setting_min=snap.max_discharge_min,
+        setting_max=snap.max_discharge_max,
+    )
 
 
 def plan_write(
