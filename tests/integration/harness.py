@@ -494,14 +494,12 @@ class Mirror:
 
     ``sync`` copies what either fake accepted since the last call to the other and returns
     whether it copied anything; when it returns False it did not yield to the event loop, so a
-    caller may then change both fakes before any new write can slip in between. While ``held``
-    is set, D-Bus writes wait before they show on MQTT (a late publish of a real GX).
+    caller may then change both fakes before any new write can slip in between.
     """
 
-    def __init__(self, mqtt: MqttGx, dbus: DbusGx, *, held: Optional[asyncio.Event] = None) -> None:
+    def __init__(self, mqtt: MqttGx, dbus: DbusGx) -> None:
         self.mqtt = mqtt
         self.dbus = dbus
-        self.held = held
         self._seen_mqtt = 0
         self._seen_dbus = 0
 
@@ -511,8 +509,7 @@ class Mirror:
             self._seen_mqtt += 1
             await self.dbus.set_value(paths.MAX_DISCHARGE_POWER, float(value))
             copied = True
-        held = self.held is not None and self.held.is_set()
-        for value in [] if held else self.dbus.written()[self._seen_dbus :]:
+        for value in self.dbus.written()[self._seen_dbus :]:
             self._seen_dbus += 1
             await self.mqtt.set_value(paths.MAX_DISCHARGE_POWER, float(value))
             copied = True

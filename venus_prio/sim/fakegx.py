@@ -311,6 +311,15 @@ class FakeGx:
                 if self.alive:
                     await self._publish_item(suffix)
 
+    async def publish_late(self, item_or_suffix: Union[VenusItem, str], value: ItemValue) -> None:
+        """Publish an earlier ``value`` of an item without changing the item: a late publish
+        (a broker's queue or bridge delivering it after a newer one). The item keeps its value:
+        a read or the next change shows it again, as on a real GX."""
+        suffix = _suffix(item_or_suffix)
+        entry = self.items[suffix]
+        late = _Entry(value, entry.minimum, entry.maximum)
+        await self._publish(flashmq.n_topic(self.portal_id, suffix), entry_payload(late))
+
     async def publish_raw(self, suffix: str, payload: bytes) -> None:
         """Publish an arbitrary payload on ``N/<id>/<suffix>`` (garbage tests)."""
         await self._publish(flashmq.n_topic(self.portal_id, suffix), payload)
