@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.ports import reserve_port  # noqa: E402
 from venus_prio.actuator import control_for  # noqa: E402
 from venus_prio.config import parse_config  # noqa: E402
 from venus_prio.controller import floor_to_step  # noqa: E402
@@ -110,15 +111,10 @@ def n_tree_suffixes(count: int) -> List[str]:
 # -- processes ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def start_mosquitto(workdir: Path) -> Tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    reservation = reserve_port(HOST)
+    port = reservation.port
+    reservation.release()  # mosquitto binds it at once and is never restarted
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} {HOST}\nallow_anonymous true\npersistence false\nlog_dest stderr\n",

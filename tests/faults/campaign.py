@@ -1120,7 +1120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             verbose=args.verbose,
         )
     finally:
-        broker.stop()
+        broker.close()
         if daemon is not None:
             daemon.cleanup()
         if args.keep is None:

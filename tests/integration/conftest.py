@@ -39,6 +39,7 @@ from tests.integration.dbus_fixtures import (  # noqa: F401  (fixtures: found he
     dbus_daemon,
     dbus_daemon_process,
 )
+from tests.ports import reserve_port
 from tests.tools import require_tool
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.tasks import cancel_and_wait
@@ -46,13 +47,6 @@ from venus_prio.tasks import cancel_and_wait
 MOSQUITTO = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _accepts(port: int) -> bool:
@@ -90,7 +84,9 @@ class Broker:
     ) -> None:
         self.binary = binary
         self.host = HOST
-        self.port = _free_port()
+        # Reserved while this object lives: a stopped broker must find its port free again.
+        self._ports = [reserve_port(HOST)]
+        self.port = self._ports[0].port
         self.tls_port: Optional[int] = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
@@ -109,7 +105,8 @@ class Broker:
             # private temporary directories (the log, the keys, the password file).
             lines.insert(0, "user root")
         if secure is not None:
-            self.tls_port = _free_port()
+            self._ports.append(reserve_port(HOST))
+            self.tls_port = self._ports[-1].port
             lines += [
                 f"listener {self.tls_port} {HOST}",
                 f"certfile {secure.cert}",
@@ -167,6 +164,12 @@ class Broker:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=10)
+
+    def close(self) -> None:
+        """Kill the broker and give its ports up (to other test runs too)."""
+        self.stop()
+        for reservation in self._ports:
+            reservation.release()
 
     async def restart(self, down_s: float) -> None:
         """Stop the broker, keep it down for ``down_s`` and start it on the same port."""
@@ -267,12 +270,12 @@ def _mosquitto_or_skip() -> str:
 
 @contextlib.contextmanager
 def started(broker: Broker) -> Iterator[Broker]:
-    """Start ``broker`` for the block; kill it at the end."""
-    broker.start()
+    """Start ``broker`` for the block; kill it and give its ports up at the end."""
     try:
+        broker.start()
         yield broker
     finally:
-        broker.stop()
+        broker.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import yaml
 
 from tests import tools
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
+from tests.ports import reserve_port
 from venus_prio import __version__
 from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
 from venus_prio.config import load_config
@@ -148,13 +148,6 @@ def rc_local(root: Path) -> Path:
 
 def dest(root: Path) -> Path:
     return root / "data" / "venus-prio"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
@@ -471,7 +464,15 @@ def test_install_refuses_to_start_on_a_bad_config(
 def test_uninstall_refuses_when_the_baseline_cannot_be_restored(
     bundle: Path, bare_python: Path, gx_root: Path
 ) -> None:
-    write_config(gx_root, port=_free_port(), fast_fail=True)  # nothing listens there
+    nowhere = reserve_port()  # nothing listens there (and no parallel test run starts to)
+    try:
+        uninstall_refuses(bundle, bare_python, gx_root, nowhere.port)
+    finally:
+        nowhere.release()
+
+
+def uninstall_refuses(bundle: Path, bare_python: Path, gx_root: Path, port: int) -> None:
+    write_config(gx_root, port=port, fast_fail=True)
     ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
     journal = journal_path(dest(gx_root))
     dirty = Journal(
