@@ -44,7 +44,6 @@ import pstats
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.ports import reserve_port  # noqa: E402
+from tests.integration.conftest import Broker, mosquitto_binary, started  # noqa: E402
 from venus_prio.actuator import control_for  # noqa: E402
 from venus_prio.config import parse_config  # noqa: E402
 from venus_prio.controller import floor_to_step  # noqa: E402
@@ -68,7 +67,6 @@ from venus_prio.model import Actuator  # noqa: E402
 from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx  # noqa: E402
 from venus_prio.venus import flashmq, paths  # noqa: E402
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
 PID = DEFAULT_PORTAL_ID
 MAX_W = 3000.0
@@ -109,30 +107,6 @@ def n_tree_suffixes(count: int) -> List[str]:
 
 
 # -- processes ---------------------------------------------------------------------------
-
-
-def start_mosquitto(workdir: Path) -> Tuple[subprocess.Popen[bytes], int]:
-    reservation = reserve_port(HOST)
-    port = reservation.port
-    reservation.release()  # mosquitto binds it at once and is never restarted
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} {HOST}\nallow_anonymous true\npersistence false\nlog_dest stderr\n",
-        encoding="utf-8",
-    )
-    process = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            with socket.create_connection((HOST, port), timeout=0.2):
-                return process, port
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError("mosquitto did not start") from None
-            time.sleep(0.02)
 
 
 def service_config(port: int, workdir: Path, kind: str) -> Dict[str, object]:
@@ -542,18 +516,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.bare_subscriber:
         asyncio.run(bare_subscriber(args.port, args.count_file))
         return 0
+    binary = mosquitto_binary()
+    if binary is None:
+        sys.stderr.write("mosquitto is not installed (apt-get install mosquitto)\n")
+        return 2
     command = [sys.executable, "tests/bench/bench_mqtt.py", *raw]
     sys.stdout.write(f"command: {' '.join(shlex.quote(a) for a in command)}\n")
     runs: List[Figures] = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
             workdir = Path(tmp)
-            broker, port = start_mosquitto(workdir)
-            try:
-                runs.append(asyncio.run(bench(args, workdir, port)))
-            finally:
-                broker.kill()
-                broker.wait()
+            with started(Broker(binary, workdir)) as broker:
+                runs.append(asyncio.run(bench(args, workdir, broker.port)))
         report(args, runs[-1])
         sys.stdout.flush()
     if len(runs) > 1:
