@@ -169,9 +169,7 @@ async def _restore(config: Config) -> int:
         value = journal.baseline_w
         if not journal.clean:
             # The setting may hold a value of venus-prio's: put the user's back.
-            value = baseline_to_write(
-                journal.baseline_w, source.snapshot(), config.control.max_inverter_power_w
-            )
+            value = baseline_to_write(journal.baseline_w, source.snapshot())
             if await write_confirmed(source, value) is None:
                 log.error(
                     "RESTORE NOT CONFIRMED: MaxDischargePower %g W did not show on the GX", value

@@ -292,7 +292,7 @@ class Service:
             log.info("Dry-run: would restore the baseline %g W; nothing written", baseline)
             return True
         snap = self._source.snapshot()
-        value = baseline_to_write(baseline, snap, self._config.control.max_inverter_power_w)
+        value = baseline_to_write(baseline, snap)
 
         def users_change(shown: float) -> bool:
             # The look before each write: a change the user made while the transport was away
@@ -795,7 +795,7 @@ class Service:
             or same_value(self._planning_value(snap), self._baseline)
         ):
             return
-        value = baseline_to_write(self._baseline, snap, self._config.control.max_inverter_power_w)
+        value = baseline_to_write(self._baseline, snap)
         write = Write(value_w=value, forced=True, why=why)
         reason = Reason.STAND_ASIDE_DISABLED
         try:

@@ -98,22 +98,22 @@ def clamp_target(
     value = target_w
     if target_class is not TargetClass.BASELINE:
         value = min(max(value, 0.0), max_w)
+    return _within(value, setting_min, setting_max)
+
+
+def baseline_to_write(baseline_w: float, snap: Snapshot) -> float:
+    """Return the user's own value as it may be written back: only the setting's bounds apply
+    (the user's value is never clipped to venus-prio's own range)."""
+    return _within(baseline_w, snap.max_discharge_min, snap.max_discharge_max)
+
+
+def _within(value: float, setting_min: Optional[float], setting_max: Optional[float]) -> float:
+    """Return ``value`` within the bounds the GX publishes for the setting (when it does)."""
     if setting_min is not None and math.isfinite(setting_min):
         value = max(value, setting_min)
     if setting_max is not None and math.isfinite(setting_max):
         value = min(value, setting_max)
     return value
-
-
-def baseline_to_write(baseline_w: float, snap: Snapshot, max_w: float) -> float:
-    """Return the user's own value as it may be written back: within the setting's bounds only."""
-    return clamp_target(
-        baseline_w,
-        TargetClass.BASELINE,
-        max_w=max_w,
-        setting_min=snap.max_discharge_min,
-        setting_max=snap.max_discharge_max,
-    )
 
 
 def plan_write(

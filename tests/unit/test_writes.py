@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from venus_prio.config import WritesConfig
-from venus_prio.model import TargetClass, Write
+from venus_prio.model import Snapshot, TargetClass, Write
 from venus_prio.writes import (
     WriteState,
+    baseline_to_write,
     classify_value,
     counters,
     plan_write,
@@ -160,3 +161,19 @@ def test_steering_writes_never_exceed_the_hourly_budget(
             assert sum(1 for t in steering if now - t < 3600.0) <= budget
         state = record_write(state, write, previous_w=current, now=now)
         current = write.value_w
+
+
+@pytest.mark.parametrize(
+    ("baseline", "bounds", "written"),
+    [
+        (4500.0, (-1.0, 1_000_000.0), 4500.0),  # above max_inverter_power_w: still the user's
+        (-1.0, (-1.0, 1_000_000.0), -1.0),  # no limit: -1 goes back as -1
+        (4500.0, (-1.0, 4000.0), 4000.0),  # the GX's own bounds are the only ones
+        (4500.0, (None, None), 4500.0),  # bounds not published
+    ],
+)
+def test_the_users_value_goes_back_within_the_settings_bounds_only(
+    baseline: float, bounds: Tuple[Optional[float], Optional[float]], written: float
+) -> None:
+    snap = Snapshot(max_discharge_min=bounds[0], max_discharge_max=bounds[1])
+    assert baseline_to_write(baseline, snap) == written
