@@ -152,6 +152,7 @@ def _state_fields(status: ServiceStatus) -> Dict[str, Any]:
         "actuator": status.actuator,
         "actuator_why": status.actuator_why,
         "override_writes": status.override_counters,
+        "benefit": status.benefit,
     }
 
 

@@ -25,6 +25,7 @@ Home Assistant compatibility (every release from 2023.1 on):
 - Entity names do not repeat the device name: since 2023.8 Home Assistant prefixes it itself.
 - A value template that renders ``None`` (a JSON null) makes a numeric sensor unknown. Enum and
   text sensors would show the string "None", so their values are never null.
+- ``suggested_display_precision`` is read from 2023.5 on; older releases drop it (see above).
 - Extra detail goes into attributes (``json_attributes_topic`` + ``json_attributes_template``,
   every release): the *Actuator* sensor's state is the enum, why it fell back is its ``why``.
 """
@@ -40,6 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from venus_prio.config import HomeAssistantConfig
 from venus_prio.model import Actuator, Decision, Phase, Reason
+from venus_prio.status import DailyBenefit
 from venus_prio.writes import WriteCounters
 
 PAYLOAD_ONLINE = "online"
@@ -142,6 +144,29 @@ def _counts(prefix: str, counters: Optional[WriteCounters]) -> Dict[str, Optiona
     }
 
 
+def _benefit(benefit: Optional[DailyBenefit]) -> Dict[str, Any]:
+    """Return today's energy figures in kWh (10 Wh resolution); null while not measured.
+
+    ``day_started`` is never null: Home Assistant ignores an empty ``last_reset`` but warns about
+    the text "None" on every state message.
+    """
+    if benefit is None:
+        return {
+            "day_started": "",
+            "throughput_today_kwh": None,
+            "stock_throughput_today_kwh": None,
+            "cycling_avoided_today_kwh": None,
+            "stock_micro_cycles_today": None,
+        }
+    return {
+        "day_started": benefit.day_started,
+        "throughput_today_kwh": _rounded(benefit.throughput_kwh, 2),
+        "stock_throughput_today_kwh": _rounded(benefit.stock_throughput_kwh, 2),
+        "cycling_avoided_today_kwh": _rounded(benefit.avoided_kwh, 2),
+        "stock_micro_cycles_today": benefit.stock_micro_cycles,
+    }
+
+
 def state_document(
     decision: Decision,
     *,
@@ -157,12 +182,14 @@ def state_document(
     actuator: str = Actuator.NONE.value,
     actuator_why: str = "",
     override_writes: Optional[WriteCounters] = None,
+    benefit: Optional[DailyBenefit] = None,
 ) -> Dict[str, Any]:
     """Return the state as a JSON-ready dict: snake_case keys, watts as whole numbers.
 
     ``writes`` counts flash writes (the setting; kept under the ``writes_*`` keys the entities
     were first published with), ``override_writes`` the hub4 override's RAM writes (None: not
-    counted, shown as unknown).
+    counted, shown as unknown). ``benefit`` is today's measured and stock-ESS cycling (None:
+    not measured yet, shown as unknown).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -189,6 +216,7 @@ def state_document(
         "actuator": actuator,
         "actuator_why": actuator_why[:MAX_STATE_LENGTH],
         "baseline_w": _rounded(baseline_w, 0),
+        **_benefit(benefit),
         "ac_priority": decision.reason.prioritises_ac_loads,
         "standing_aside": decision.reason.stands_aside,
         "dry_run": dry_run,
@@ -292,6 +320,29 @@ def _power(key: str, *, diagnostic: bool = False, state_class: bool = True) -> D
     return options
 
 
+def _energy_today(key: str, *, may_decrease: bool = False) -> Dict[str, Any]:
+    """Return the options of a kWh figure that starts again at 0 every local midnight.
+
+    Long-term statistics need a state_class. A figure that only grows within the day is
+    ``total_increasing``: Home Assistant takes its drop at midnight as a new meter cycle. One that
+    may also go down within the day (the cycling avoided) would have each drop taken for a reset,
+    so it is ``total`` with ``last_reset`` at the start of the day (MQTT sensors allow
+    ``last_reset_value_template`` only with ``total``).
+    """
+    options: Dict[str, Any] = {
+        "device_class": "energy",
+        "unit_of_measurement": "kWh",
+        "value_template": _value(key),
+        "suggested_display_precision": 2,
+    }
+    if may_decrease:
+        options["state_class"] = "total"
+        options["last_reset_value_template"] = _value("day_started")
+    else:
+        options["state_class"] = "total_increasing"
+    return options
+
+
 _ENTITIES: Tuple[_Entity, ...] = (
     _Entity("sensor", "target_w", "Target", _power("target_w")),
     _Entity("sensor", "written_w", "Written", _power("written_w")),
@@ -309,6 +360,34 @@ _ENTITIES: Tuple[_Entity, ...] = (
         "data_age_s",
         "Data age",
         _measured("data_age_s", "s", device_class="duration", entity_category="diagnostic"),
+    ),
+    _Entity(
+        "sensor",
+        "throughput_today_kwh",
+        "Battery throughput today",
+        {**_energy_today("throughput_today_kwh"), "icon": "mdi:battery-sync"},
+    ),
+    _Entity(
+        "sensor",
+        "stock_throughput_today_kwh",
+        "Stock ESS estimate today",
+        {**_energy_today("stock_throughput_today_kwh"), "icon": "mdi:battery-sync-outline"},
+    ),
+    _Entity(
+        "sensor",
+        "cycling_avoided_today_kwh",
+        "Cycling avoided today",
+        {**_energy_today("cycling_avoided_today_kwh", may_decrease=True), "icon": "mdi:leaf"},
+    ),
+    _Entity(
+        "sensor",
+        "stock_micro_cycles_today",
+        "Stock ESS micro-cycles today",
+        {
+            "state_class": "total_increasing",
+            "icon": "mdi:sine-wave",
+            "value_template": _value("stock_micro_cycles_today"),
+        },
     ),
     # The setting's writes keep the object ids (and so the entity ids) they were first published
     # with; only their names say "flash" now that the override's RAM writes count apart.

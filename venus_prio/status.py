@@ -27,6 +27,28 @@ class WriteRecord:
 
 
 @dataclass(frozen=True)
+class DailyBenefit:
+    """Today's battery cycling: measured, and as stock ESS would have done it on the same day.
+
+    ``day_started`` is when today's figures started counting, as ISO 8601 local time with its UTC
+    offset: local midnight, or the service's start when it started later today. Home Assistant
+    reads it as the ``last_reset`` of the one figure that may go down within a day.
+    """
+
+    day_started: str
+    throughput_kwh: float  # measured charge + discharge energy through the battery
+    stock_throughput_kwh: Optional[float]  # the stock-ESS shadow's; None while it cannot run
+    stock_micro_cycles: Optional[int]
+
+    @property
+    def avoided_kwh(self) -> Optional[float]:
+        """Return the cycling avoided: the stock estimate less the measured throughput."""
+        if self.stock_throughput_kwh is None:
+            return None
+        return self.stock_throughput_kwh - self.throughput_kwh
+
+
+@dataclass(frozen=True)
 class ServiceStatus:
     """What the service shows the outside (Home Assistant): read-only."""
 
@@ -49,3 +71,4 @@ class ServiceStatus:
     # ``counters`` counts flash writes (the setting); the override's RAM writes count apart.
     override_counters: Optional[WriteCounters] = None
     override_w: Optional[float] = None  # the value venus-prio holds on the override; None: none
+    benefit: Optional[DailyBenefit] = None  # None: not measured (no day under way yet)

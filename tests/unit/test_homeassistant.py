@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from venus_prio import homeassistant as ha
 from venus_prio.config import HomeAssistantConfig
 from venus_prio.model import Actuator, Band, Decision, Phase, Reason, TargetClass
+from venus_prio.status import DailyBenefit
 from venus_prio.writes import WriteCounters
 
 PORTAL = "c0619ab00001"
@@ -28,6 +29,7 @@ SENSOR_UNITS: Dict[str, Optional[FrozenSet[str]]] = {
     "power": frozenset({"W", "kW"}),
     "battery": frozenset({"%"}),
     "duration": frozenset({"d", "h", "min", "s"}),
+    "energy": frozenset({"Wh", "kWh", "MWh"}),
     "enum": None,
 }
 STATE_CLASSES = {"measurement", "total", "total_increasing"}
@@ -44,7 +46,7 @@ ON_OFF_TEMPLATE = re.compile(r"^\{\{ 'ON' if value_json\.([a-z_]+) else 'OFF' \}
 ATTRIBUTES_TEMPLATE = re.compile(r"^\{\{ \{(.*)\} \| tojson \}\}$")
 ATTRIBUTE_PAIR = re.compile(r"^'([a-z_]+)': value_json\.([a-z_]+)$")
 # Entities per kind; the lists of ids below are the published ones.
-SENSORS = 18
+SENSORS = 22
 BINARY_SENSORS = 2
 CONTROLS = 3
 
@@ -174,6 +176,8 @@ def test_unique_ids_are_the_published_ones() -> None:
         "data_age_s", "writes_hour", "writes_day", "writes_total", "baseline_w", "reason",
         "phase", "text", "ac_priority", "standing_aside", "enabled", "mode", "restore_baseline",
         "override_writes_hour", "override_writes_day", "override_writes_total", "actuator",
+        "throughput_today_kwh", "stock_throughput_today_kwh", "cycling_avoided_today_kwh",
+        "stock_micro_cycles_today",
     ]  # fmt: skip
     ids = sorted(c["unique_id"] for c in configs().values())
     assert ids == sorted(f"venus_prio_{PORTAL}_{o}" for o in objects)
@@ -282,6 +286,10 @@ def test_expected_sensor_classes() -> None:
         "reason": ("enum", None, None, None),
         "phase": ("enum", None, None, None),
         "text": (None, None, None, None),
+        "throughput_today_kwh": ("energy", "kWh", "total_increasing", None),
+        "stock_throughput_today_kwh": ("energy", "kWh", "total_increasing", None),
+        "cycling_avoided_today_kwh": ("energy", "kWh", "total", None),
+        "stock_micro_cycles_today": (None, None, "total_increasing", None),
     }
     for obj, (device_class, unit, state_class, category) in expect.items():
         config = by_object[obj]
@@ -505,6 +513,11 @@ def test_state_document_values() -> None:
         "writes_day": 17,
         "writes_total": 120,
         "baseline_w": -1,
+        "day_started": "",
+        "throughput_today_kwh": None,
+        "stock_throughput_today_kwh": None,
+        "cycling_avoided_today_kwh": None,
+        "stock_micro_cycles_today": None,
         "actuator": "none",
         "actuator_why": "",
         "override_writes_hour": None,
@@ -516,6 +529,46 @@ def test_state_document_values() -> None:
         "enabled": True,
         "mode": "auto",
     }
+
+
+def test_todays_energy_figures_and_their_last_reset() -> None:
+    benefit = DailyBenefit(
+        day_started="2026-12-07T00:00:00+01:00",
+        throughput_kwh=1.23456,
+        stock_throughput_kwh=3.5,
+        stock_micro_cycles=14,
+    )
+    state = document(benefit=benefit)
+    assert state["day_started"] == "2026-12-07T00:00:00+01:00"
+    assert state["throughput_today_kwh"] == 1.23
+    assert state["stock_throughput_today_kwh"] == 3.5
+    assert state["cycling_avoided_today_kwh"] == 2.27  # 3.5 - 1.23456, rounded after subtracting
+    assert state["stock_micro_cycles_today"] == 14
+    by_object = configs_by_object()
+    avoided = by_object["cycling_avoided_today_kwh"]
+    # The one figure that may go down within a day carries its reset; the others' drop at
+    # midnight is their reset (total_increasing), so they must not carry one.
+    assert render(avoided["last_reset_value_template"], state) == benefit.day_started
+    for obj, config in by_object.items():
+        has_reset = "last_reset_value_template" in config
+        assert has_reset == (config.get("state_class") == "total"), obj
+    assert render(avoided["value_template"], state) == "2.27"
+
+
+def test_without_a_shadow_the_stock_figures_are_unknown() -> None:
+    state = document(
+        benefit=DailyBenefit(
+            day_started="2026-12-07T06:12:00+01:00",
+            throughput_kwh=0.4,
+            stock_throughput_kwh=None,
+            stock_micro_cycles=None,
+        )
+    )
+    assert state["throughput_today_kwh"] == 0.4
+    assert state["stock_throughput_today_kwh"] is None
+    assert state["cycling_avoided_today_kwh"] is None  # not 0 - 0.4
+    # Before any measurement HA must get an empty last_reset (ignored), not the text "None".
+    assert document()["day_started"] == ""
 
 
 def test_state_unknowns_are_null_and_non_finite_numbers_too() -> None:
