@@ -18,20 +18,12 @@ import time
 from pathlib import Path
 from typing import List
 
+from tests.recording_tools import JUNE_1, service_status, utc_day
 from venus_prio.config import default_config
-from venus_prio.model import Band, Decision, Reason, Snapshot, TargetClass
+from venus_prio.model import Snapshot
 from venus_prio.recorder import Recorder
-from venus_prio.recording import LocalDay
 from venus_prio.sim.runner import run_scenario
 from venus_prio.sim.scenarios import builtin
-from venus_prio.status import ServiceStatus
-from venus_prio.writes import WriteCounters
-
-JUNE_1 = 1748736000.0
-
-
-def utc_day(now: float) -> LocalDay:
-    return LocalDay(time.strftime("%Y-%m-%d", time.gmtime(now)), now % 86400.0)
 
 
 def main() -> None:
@@ -41,31 +33,7 @@ def main() -> None:
     config = default_config()
     day = builtin("cloudy-floor", 1)
     _metrics, trace = run_scenario(day, config, "stock")
-    decision = Decision(
-        target_w=850.0,
-        target_class=TargetClass.POSITIVE,
-        reason=Reason.PV_PRIORITY,
-        phase=None,
-        band=Band.PRIORITY,
-        d=2.0,
-        soc=12.0,
-        floor=10.0,
-        pv_f=900.0,
-        pv_share_w=850.0,
-        text="",
-    )
-    status = ServiceStatus(
-        decision=decision,
-        last_write=None,
-        counters=WriteCounters(hour=0, day=0, total=3),
-        baseline_w=3000.0,
-        mode="auto",
-        enabled=True,
-        dry_run=False,
-        connected=True,
-        actuator="override",
-        override_counters=WriteCounters(hour=0, day=0, total=1234),
-    )
+    status = service_status(floor=10.0, target_w=850.0, flash_writes=3, override_writes=1234)
     with tempfile.TemporaryDirectory() as tmp:
         rec = Recorder(directory=Path(tmp), interval_s=interval, keep_days=14, local_day=utc_day)
         adds: List[float] = []

@@ -16,6 +16,7 @@ from typing import IO, Any, Iterator, List
 
 import pytest
 
+from tests.recording_tools import JUNE_1, utc_day
 from venus_prio.model import Snapshot
 from venus_prio.recorder import (
     FLUSH_S,
@@ -29,7 +30,6 @@ from venus_prio.status import ServiceStatus
 from venus_prio.writes import WriteCounters
 
 DAY = 86400.0
-JUNE_1 = 1748736000.0  # 2025-06-01 00:00 UTC
 STATUS = ServiceStatus(
     decision=None,
     last_write=None,
@@ -40,12 +40,6 @@ STATUS = ServiceStatus(
     dry_run=True,
     connected=True,
 )
-
-
-def utc_day(now: float) -> LocalDay:
-    return LocalDay(
-        date=time.strftime("%Y-%m-%d", time.gmtime(now)), time_s=now - (now // DAY) * DAY
-    )
 
 
 def recorder(directory: Path, **kwargs: Any) -> Recorder:

@@ -6,12 +6,12 @@ import csv
 import io
 from typing import Dict
 
-from venus_prio.model import Band, Decision, Reason, Snapshot, TargetClass
+from tests.recording_tools import service_status
+from venus_prio.model import Reason, Snapshot
 from venus_prio.recorder import MAX_ROW_BYTES
 from venus_prio.recording import COLUMNS, HEADER, RecordRow, format_row, row_from
 from venus_prio.sim.scenarios import REQUIRED_COLUMNS
 from venus_prio.status import ServiceStatus
-from venus_prio.writes import WriteCounters
 
 SNAP = Snapshot(
     soc=21.34,
@@ -28,31 +28,7 @@ SNAP = Snapshot(
 
 
 def status(reason: Reason, *, connected: bool = True) -> ServiceStatus:
-    decision = Decision(
-        target_w=720.0,
-        target_class=TargetClass.POSITIVE,
-        reason=reason,
-        phase=None,
-        band=Band.PRIORITY,
-        d=1.3,
-        soc=21.34,
-        floor=20.0,
-        pv_f=800.0,
-        pv_share_w=720.0,
-        text="",
-    )
-    return ServiceStatus(
-        decision=decision,
-        last_write=None,
-        counters=WriteCounters(hour=0, day=1, total=2),
-        baseline_w=3000.0,
-        mode="auto",
-        enabled=True,
-        dry_run=False,
-        connected=connected,
-        actuator="override",
-        override_counters=WriteCounters(hour=5, day=40, total=41),
-    )
+    return service_status(reason=reason, connected=connected)
 
 
 def cells(row: RecordRow) -> Dict[str, str]:

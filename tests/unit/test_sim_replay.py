@@ -5,32 +5,25 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from datetime import date
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from tests.recording_tools import JUNE_1, service_status, utc_day
 from venus_prio.cli import main
 from venus_prio.config import default_config
 from venus_prio.errors import InputError
-from venus_prio.model import Band, Decision, Reason, Snapshot, TargetClass
+from venus_prio.model import Reason, Snapshot
 from venus_prio.recorder import Recorder
-from venus_prio.recording import HEADER, LocalDay
+from venus_prio.recording import HEADER
 from venus_prio.sim.replay import load_recording, recorded_path
 from venus_prio.sim.runner import run_scenario
 from venus_prio.sim.scenarios import builtin, load_profile_csv
-from venus_prio.status import ServiceStatus
-from venus_prio.writes import WriteCounters
 
-JUNE_1 = 1748736000.0  # 2025-06-01 00:00 UTC
 START_S = 10 * 3600
 HOURS = 4
-
-
-def utc_day(now: float) -> LocalDay:
-    return LocalDay(time.strftime("%Y-%m-%d", time.gmtime(now)), now % 86400.0)
 
 
 def minute_profile(tmp_path: Path) -> Path:
@@ -42,32 +35,6 @@ def minute_profile(tmp_path: Path) -> Path:
     path = tmp_path / "minutes.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path
-
-
-def status(floor: float, reason: Reason = Reason.STAND_ASIDE_DISABLED) -> ServiceStatus:
-    decision = Decision(
-        target_w=3000.0,
-        target_class=TargetClass.BASELINE,
-        reason=reason,
-        phase=None,
-        band=Band.NORMAL,
-        d=None,
-        soc=None,
-        floor=floor,
-        pv_f=0.0,
-        pv_share_w=0.0,
-        text="",
-    )
-    return ServiceStatus(
-        decision=decision,
-        last_write=None,
-        counters=WriteCounters(hour=0, day=0, total=0),
-        baseline_w=3000.0,
-        mode="dry-run",
-        enabled=True,
-        dry_run=True,
-        connected=True,
-    )
 
 
 def record_stock_day(tmp_path: Path) -> Path:
@@ -88,7 +55,13 @@ def record_stock_day(tmp_path: Path) -> Path:
             max_discharge_w=trace.limit[i],
         )
         assert rec.due(now)
-        rec.add(now, snapshot=snapshot, status=status(floor))
+        rec.add(
+            now,
+            snapshot=snapshot,
+            status=service_status(
+                reason=Reason.STAND_ASIDE_DISABLED, floor=floor, mode="dry-run", actuator="none"
+            ),
+        )
         if rec.flush_due(now):
             rec.flush(now)
     rec.flush(JUNE_1 + 86400 + 1)  # the next day: June 1 is closed
