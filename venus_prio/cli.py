@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+from datetime import date
 from pathlib import Path
 from typing import List, Optional
 
@@ -64,10 +65,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         config = dataclasses.replace(
             config, sim=dataclasses.replace(config.sim, override=args.override)
         )
+    profile = args.profile
+    if args.recorded is not None:
+        from venus_prio.sim.replay import recorded_path  # noqa: PLC0415
+
+        profile = recorded_path(config.resolved_state_dir(), args.recorded, today=date.today())
     return simulate_command(
         config,
         scenario=args.scenario,
-        profile=args.profile,
+        profile=profile,
         as_json=args.json,
         plot=args.plot,
     )
@@ -116,7 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="compare stock ESS, the original add-on and venus-prio (both actuators)"
     )
     p.add_argument("--scenario", default="all", help="cloudy-floor, sunny, winter or all")
-    p.add_argument("--profile", type=Path, help="CSV day profile: time_s,pv_dc_w,load_w[,pv_ac_w]")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--profile",
+        type=Path,
+        help="CSV day profile (time_s,pv_dc_w,load_w[,pv_ac_w]) or a recording (.csv, .csv.gz)",
+    )
+    source.add_argument(
+        "--recorded",
+        metavar="DATE",
+        help="replay a day venus-prio recorded: today, yesterday or YYYY-MM-DD "
+        "(from <state_dir>/recordings: give --config)",
+    )
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--plot", type=Path, help="write a PNG of the day for each policy")
     p.add_argument("--config", help="config.yaml (control, writes and sim sections are used)")

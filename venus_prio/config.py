@@ -231,6 +231,20 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class RecordConfig:
+    """Keys of ``record:``: the day recordings under ``<state_dir>/recordings/`` (recorder.py).
+
+    The battery's capacity, where the GX publishes none, is ``sim.battery_kwh``: the live
+    stock-ESS estimate and a replay are the simulator's plant, so they take every plant
+    parameter from ``sim:`` (one description of the system, not two).
+    """
+
+    enabled: bool = _flag(True)
+    interval_s: float = _number(10.0, minimum=1, maximum=3600)
+    keep_days: int = _whole(14, minimum=1, maximum=366)
+
+
+@dataclass(frozen=True)
 class Config:
     control: ControlConfig
     writes: WritesConfig = field(default_factory=WritesConfig)
@@ -238,6 +252,7 @@ class Config:
     venus: VenusConfig = field(default_factory=VenusConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     sim: SimConfig = field(default_factory=SimConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
     state_dir: Optional[str] = _text(None)  # None = /data/venus-prio on a GX, else XDG state
     log_level: str = _choice("INFO", LOG_LEVELS)
 
@@ -573,6 +588,7 @@ def parse_config(raw: Any, env: Optional[Mapping[str, str]] = None) -> Config:
         venus=_read_venus(top.section("venus"), env),
         homeassistant=_read_homeassistant(top.section("homeassistant"), env),
         sim=top.section("sim").read(SimConfig),
+        record=top.section("record").read(RecordConfig),
     )
 
 
@@ -619,6 +635,7 @@ __all__: List[str] = [
     "DbusConfig",
     "HomeAssistantConfig",
     "OverrideConfig",
+    "RecordConfig",
     "SimConfig",
     "TlsConfig",
     "TrimConfig",

@@ -118,6 +118,14 @@ class Snapshot:
     max_discharge_max: Optional[float] = None
     # The hub4 override: None when null (no override) or absent; -1 also means no override.
     override_w: Optional[float] = None
+    # Reported only, for the day recording and the stock-ESS shadow (issue 15); no transport
+    # reads them yet. AC loads, grid (+ import) and AC-coupled PV: each the sum of the phases
+    # (/Ac/Consumption, /Ac/Grid, /Ac/PvOnOutput + /Ac/PvOnGrid /L1..L3/Power); the battery's
+    # capacity in kWh where the GX publishes one.
+    ac_load_w: Optional[float] = None
+    grid_w: Optional[float] = None
+    pv_ac_w: Optional[float] = None
+    battery_kwh: Optional[float] = None
     # Whether the GX publishes the override path at all: None = not known yet (before the full
     # publish completed or the first D-Bus read), False = absent (older firmware, no ESS).
     override_present: Optional[bool] = None

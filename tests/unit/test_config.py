@@ -32,6 +32,11 @@ def test_shipped_config_is_valid_and_complete() -> None:
     assert config.writes.max_writes_per_hour == 30
     assert config.venus.transport == "auto"
     assert config.venus.broker.host == "127.0.0.1"
+    assert (config.record.enabled, config.record.interval_s, config.record.keep_days) == (
+        True,
+        10.0,
+        14,
+    )
     # Every key the parser knows appears in the shipped file (commented or not).
     text = (ROOT / "config.yaml").read_text()
     for key in ("baseline_w", "password_file", "ca_file", "state_dir", "address", "broker"):
@@ -99,6 +104,11 @@ def test_minimal_config_gets_the_spec_defaults() -> None:
         (with_("homeassistant", node_id="a b"), "homeassistant.node_id: must be a plain MQTT"),
         (with_("homeassistant", broker={"hots": "x"}), "homeassistant.broker.hots: unknown key"),
         (with_("sim", battery_kwh=-1), "sim.battery_kwh: must be > 0"),
+        (with_("record", interval_s=0.5), "record.interval_s: must be >= 1, got 0.5"),
+        (with_("record", interval_s=7200), "record.interval_s: must be <= 3600, got 7200"),
+        (with_("record", keep_days=0), "record.keep_days: must be between 1 and 366, got 0"),
+        (with_("record", enabled="no"), "record.enabled: must be true or false, got 'no'"),
+        (with_("record", keepdays=3), "record.keepdays: unknown key (did you mean keep_days?)"),
         ({**MINIMAL, "log_level": "LOUD"}, "log_level: must be one of DEBUG"),
         ([1, 2], "<top level>: must be a mapping"),
         (with_("control", pv_window_s=float("nan")), "control.pv_window_s: must be a finite"),
@@ -184,6 +194,7 @@ SECTIONS = {
     "venus.dbus": "DbusConfig",
     "homeassistant": "HomeAssistantConfig",
     "sim": "SimConfig",
+    "record": "RecordConfig",
 }
 
 
@@ -213,7 +224,7 @@ def test_every_declared_key_is_read_with_its_default_and_checked(
 
 def test_every_key_is_declared_once_or_read_by_hand() -> None:
     by_hand = {"max_inverter_power_w", "min_soc", "trim", "override", "broker", "portal_id"}
-    by_hand |= {"dbus", "control", "writes", "actuator", "venus", "homeassistant", "sim"}
+    by_hand |= {"dbus", "control", "writes", "actuator", "venus", "homeassistant", "sim", "record"}
     for name in SECTIONS.values():
         for key in dataclasses.fields(getattr(module, name)):
             assert module._READ in key.metadata or key.name in by_hand, f"{name}.{key.name}"

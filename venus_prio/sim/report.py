@@ -9,6 +9,12 @@ JSON output (``--json``) is one document on stdout::
     {"scenarios": {<scenario>: {<policy>: <metrics>}},
      "headlines": {<scenario>: <sentence>},
      "override_variant": <sim.override>, "wall_time_s": <float>}
+
+A recording (``venus_prio.recording``, replayed by ``sim/replay.py``) adds a **measured**
+column to its table, a second sentence saying how far the simulation of the policy in force was
+from the measured day (the model error), a measured SOC / battery / cap line in the plot, and
+to the JSON ``"measured": {<scenario>: <figures>}`` and ``"model_error_percent": {<scenario>:
+<float or null>}``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,13 @@ from venus_prio.sim.policies import (
     StockPolicy,
     VenusPrioOverridePolicy,
 )
+from venus_prio.sim.replay import (
+    Measured,
+    Recording,
+    load_recording,
+    model_error_percent,
+    replay_config,
+)
 from venus_prio.sim.runner import Trace, compare_with_traces, min_soc_for, start_soc_for
 from venus_prio.sim.scenarios import SCENARIOS, Profile, builtin, load_profile_csv
 
@@ -34,6 +47,7 @@ EXIT_OK = 0
 EXIT_NO_MATPLOTLIB = 2
 
 Results = Dict[str, Tuple[Dict[str, Metrics], Dict[str, Trace]]]
+MEASURED = "measured"
 
 # Table rows: (label, how to show one policy's metrics).
 _ROWS: List[Tuple[str, Callable[[Metrics], str]]] = [
@@ -106,17 +120,60 @@ def headline(name: str, metrics: Dict[str, Metrics]) -> str:
     )
 
 
-def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
-    """Return the comparison table of one scenario (rows = metrics, columns = policies)."""
-    rows: List[Tuple[str, ...]] = [("", *POLICY_NAMES)]
-    rows.append(("Venus MinSOC %", *(f"{min_soc_for(config, p):g}" for p in POLICY_NAMES)))
-    rows.extend((label, *(show(metrics[p]) for p in POLICY_NAMES)) for label, show in _ROWS)
-    reasons = sorted({r for m in metrics.values() for r in m.reason_seconds})
+def measured_headline(name: str, metrics: Dict[str, Metrics], measured: Measured) -> str:
+    """Return the sentence under a recording's headline: what was measured, the model error."""
+    gaps = (
+        f", {measured.gaps} gap(s) of {measured.gap_h:.1f} h not recorded" if measured.gaps else ""
+    )
+    recorded = f"{name}: {measured.recorded_h:.1f} h recorded{gaps}, {measured.policy} in force"
+    error = model_error_percent(metrics, measured)
+    if error is None or measured.throughput_kwh is None:
+        return f"{recorded}; no battery power recorded: no model error"
+    simulated = metrics[measured.policy].throughput_kwh
+    return (
+        f"{recorded}: the battery moved {measured.throughput_kwh:.2f} kWh, the simulation of "
+        f"{measured.policy} {simulated:.2f} kWh on the same sun and loads: model error "
+        f"{error:.1f} %"
+    )
+
+
+def _measured_cell(show: Callable[[Metrics], str], measured: Measured) -> str:
+    # The measured figures share the metrics' names; what a recording cannot show (losses,
+    # curtailment ...) is missing or None there and shown as "-".
+    try:
+        return show(measured)  # type: ignore[arg-type]
+    except (AttributeError, TypeError):
+        return "-"
+
+
+def format_table(
+    name: str, metrics: Dict[str, Metrics], config: Config, measured: Optional[Measured] = None
+) -> str:
+    """Return the comparison table of one scenario (rows = metrics, columns = policies), with
+    the measured column of a recording."""
+    extra = (MEASURED,) if measured is not None else ()
+    rows: List[Tuple[str, ...]] = [("", *POLICY_NAMES, *extra)]
+    floor = (
+        () if measured is None else (f"{measured.floor:g}" if measured.floor is not None else "-",)
+    )
+    rows.append(("Venus MinSOC %", *(f"{min_soc_for(config, p):g}" for p in POLICY_NAMES), *floor))
+    rows.extend(
+        (
+            label,
+            *(show(metrics[p]) for p in POLICY_NAMES),
+            *(() if measured is None else (_measured_cell(show, measured),)),
+        )
+        for label, show in _ROWS
+    )
+    seconds = [m.reason_seconds for m in metrics.values()]
+    seconds += [measured.reason_seconds] if measured is not None else []
+    reasons = sorted({r for s in seconds for r in s})
     for reason in reasons:
         rows.append(
             (
                 f"h in {reason}",
                 *(f"{metrics[p].reason_seconds.get(reason, 0.0) / 3600:.2f}" for p in POLICY_NAMES),
+                *(f"{s.get(reason, 0.0) / 3600:.2f}" for s in seconds[len(metrics) :]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -130,7 +187,12 @@ def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
     return "\n".join(lines)
 
 
-def to_json(results: Results, config: Config, wall_time_s: float) -> str:
+def to_json(
+    results: Results,
+    config: Config,
+    wall_time_s: float,
+    recordings: Optional[Dict[str, Recording]] = None,
+) -> str:
     """Return the JSON document of ``--json``."""
     doc: Dict[str, Any] = {
         "scenarios": {
@@ -141,10 +203,28 @@ def to_json(results: Results, config: Config, wall_time_s: float) -> str:
         "override_variant": config.sim.override,
         "wall_time_s": round(wall_time_s, 3),
     }
+    if recordings:
+        doc["measured"] = {name: r.measured.to_dict() for name, r in recordings.items()}
+        doc["model_error_percent"] = {
+            name: model_error_percent(results[name][0], r.measured)
+            for name, r in recordings.items()
+        }
     return json.dumps(doc, indent=2)
 
 
-def plot_results(results: Results, path: Path) -> bool:
+def _plot_measured(axes: Any, measured: Measured) -> None:
+    """Draw the recorded SOC, battery power and cap in force (black) on the plot's axes."""
+    soc_ax, _power_ax, limit_ax, batt_ax = axes
+    hours = [t / 3600 for t, *_ in measured.series]
+    nan = float("nan")  # an empty cell: a break in the line, not a value
+    for ax, index, draw in ((soc_ax, 1, "plot"), (batt_ax, 2, "plot"), (limit_ax, 3, "step")):
+        values = [nan if row[index] is None else row[index] for row in measured.series]
+        getattr(ax, draw)(hours, values, label=MEASURED, color="black", linewidth=0.8)
+
+
+def plot_results(
+    results: Results, path: Path, recordings: Optional[Dict[str, Recording]] = None
+) -> bool:
     """Draw SOC, PV/load, limit and battery power per scenario; return False without matplotlib."""
     try:
         import matplotlib  # noqa: PLC0415  (optional dependency, imported only for --plot)
@@ -179,6 +259,8 @@ def plot_results(results: Results, path: Path) -> bool:
                 linewidth=1,
             )
             batt_ax.plot(h, trace.battery_w, label=policy, linewidth=0.7)
+        if recordings and name in recordings:
+            _plot_measured((soc_ax, power_ax, limit_ax, batt_ax), recordings[name].measured)
         soc_ax.set_title(name)
         soc_ax.set_ylabel("SOC %")
         power_ax.set_ylabel("W")
@@ -205,18 +287,31 @@ def simulate_command(
     """Run the comparison for one scenario, ``all``, or a CSV profile; print; optionally plot."""
     started = time.perf_counter()
     results: Results = {}
-    for prof in _profiles(config, scenario, profile):
-        results[prof.name] = compare_with_traces(prof, config)
+    recordings: Dict[str, Recording] = {}
+    configs: Dict[str, Config] = {}
+    recording = load_recording(profile) if profile is not None else None
+    if recording is not None:
+        name = recording.profile.name
+        recordings[name] = recording
+        configs[name] = replay_config(config, recording)
+        results[name] = compare_with_traces(recording.profile, configs[name])
+    else:
+        for prof in _profiles(config, scenario, profile):
+            results[prof.name] = compare_with_traces(prof, config)
     wall = time.perf_counter() - started
-    if plot is not None and not plot_results(results, plot):
+    if plot is not None and not plot_results(results, plot, recordings):
         sys.stderr.write("venus-prio: --plot needs matplotlib: pip install 'venus-prio[plot]'\n")
         return EXIT_NO_MATPLOTLIB
     if as_json:
-        sys.stdout.write(to_json(results, config, wall) + "\n")
+        sys.stdout.write(to_json(results, config, wall, recordings) + "\n")
         return EXIT_OK
     for name, (metrics, _traces) in results.items():
         sys.stdout.write(headline(name, metrics) + "\n")
-        sys.stdout.write(format_table(name, metrics, config) + "\n\n")
+        measured = recordings[name].measured if name in recordings else None
+        if measured is not None:
+            sys.stdout.write(measured_headline(name, metrics, measured) + "\n")
+        table = format_table(name, metrics, configs.get(name, config), measured)
+        sys.stdout.write(table + "\n\n")
     sys.stdout.write(f"simulated {len(results)} scenario(s) x {len(POLICY_NAMES)} policies ")
     sys.stdout.write(f"in {wall:.2f} s wall time (dt = {config.sim.dt_s:g} s)\n")
     if plot is not None:

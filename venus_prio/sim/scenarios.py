@@ -1,7 +1,8 @@
 """Day profiles for the simulator: seeded built-in 24 h scenarios and CSV profiles.
 
 A ``Profile`` is a step function: each row's values hold from its ``time_s`` until the next row;
-the last row holds for as long as the interval before it (1 s when there is only one row). The
+the last row holds for as long as the interval before it (1 s when there is only one row), or
+until ``end`` where a recording sets it. The
 built-in scenarios have one row per second and are generated with ``random.Random`` from the
 seed only, so the same seed always gives the same profile.
 """
@@ -9,12 +10,17 @@ seed only, so the same seed always gives the same profile.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
 import random
+import statistics
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from venus_prio import recording
 from venus_prio.errors import InputError
 
 DAY_S = 86400
@@ -30,6 +36,9 @@ class Profile:
     pv_dc_w: Tuple[float, ...]
     load_w: Tuple[float, ...]
     pv_ac_w: Tuple[float, ...]
+    # A recording's: where it ends, and the stretches bridged with zero inputs (``HOLD_S``).
+    end: Optional[float] = None
+    gaps: Tuple[Tuple[float, float], ...] = ()
 
     @property
     def start_s(self) -> float:
@@ -39,6 +48,8 @@ class Profile:
     @property
     def end_s(self) -> float:
         """Return when the profile ends: the last row holds for the interval before it."""
+        if self.end is not None:
+            return self.end
         last = self.time_s[-1]
         tail = last - self.time_s[-2] if len(self.time_s) > 1 else 1.0
         return last + tail
@@ -179,9 +190,22 @@ def builtin(name: str, seed: int) -> Profile:
 
 
 # --- CSV profiles ----------------------------------------------------------------------------
+#
+# A day recording (``venus_prio.recording``) is a profile with more columns, where an empty cell
+# means "not measured" (the GX disconnected, stale or not publishing it). The profile is built
+# from the rows that have both ``pv_dc_w`` and ``load_w`` (an empty ``pv_ac_w`` is 0: no PV
+# inverter). Gaps, how the replay bridges them: a row holds until the next measured row when
+# that comes within ``HOLD_S`` (at least 1.5 times the file's usual row step); over a longer gap
+# (service down, GX away) it holds for one usual step, then PV and loads are 0 until the next
+# measured row, so nothing flows where nothing was measured (the measured column counts nothing
+# there either). Each such gap is in ``Profile.gaps`` and the report says how long they were.
 
 REQUIRED_COLUMNS = ("time_s", "pv_dc_w", "load_w")
 OPTIONAL_COLUMNS = ("pv_ac_w",)
+KNOWN_COLUMNS = recording.COLUMNS  # the profile columns first, then the recording's own
+HOLD_S = 60.0
+
+Rows = Sequence[Tuple[int, List[str]]]
 
 
 def _number(text: str, *, column: str, where: str, allow_negative: bool) -> float:
@@ -196,31 +220,43 @@ def _number(text: str, *, column: str, where: str, allow_negative: bool) -> floa
     return value
 
 
-def _parse_rows(path: Path, rows: Sequence[Tuple[int, List[str]]]) -> Profile:
+def measured_cell(
+    text: str, *, column: str, where: str, allow_negative: bool = False
+) -> Optional[float]:
+    """Return the cell's number, or None for an empty cell (not measured)."""
+    if not text.strip():
+        return None
+    return _number(text, column=column, where=where, allow_negative=allow_negative)
+
+
+def header_columns(path: Path, rows: Rows) -> Dict[str, int]:
+    """Return each column's index; raise InputError naming the file and line of a bad header."""
     if not rows:
         raise InputError(f"{path}: empty file, expected a header {','.join(REQUIRED_COLUMNS)}")
     header_line, header = rows[0]
     names = [h.strip() for h in header]
     for name in names:
-        if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
+        if name not in KNOWN_COLUMNS:
             raise InputError(
                 f"{path}:{header_line}: unknown column {name!r}; expected "
-                f"{','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}]"
+                f"{','.join(REQUIRED_COLUMNS)}[,{','.join(OPTIONAL_COLUMNS)}] "
+                "or a venus-prio recording's columns"
             )
     for name in REQUIRED_COLUMNS:
         if name not in names:
             raise InputError(f"{path}:{header_line}: missing column {name!r} in the header")
     if len(set(names)) != len(names):
         raise InputError(f"{path}:{header_line}: a column appears twice in the header")
-    col = {name: i for i, name in enumerate(names)}
+    return {name: i for i, name in enumerate(names)}
+
+
+def row_times(path: Path, rows: Rows, col: Dict[str, int]) -> List[float]:
+    """Return every data row's ``time_s``; raise InputError where a row is malformed."""
     times: List[float] = []
-    pv_dc: List[float] = []
-    load: List[float] = []
-    pv_ac: List[float] = []
     for line, row in rows[1:]:
         where = f"{path}:{line}"
-        if len(row) != len(names):
-            raise InputError(f"{where}: expected {len(names)} columns, got {len(row)}")
+        if len(row) != len(col):
+            raise InputError(f"{where}: expected {len(col)} columns, got {len(row)}")
         t = _number(row[col["time_s"]], column="time_s", where=where, allow_negative=True)
         if times and t <= times[-1]:
             raise InputError(
@@ -228,40 +264,97 @@ def _parse_rows(path: Path, rows: Sequence[Tuple[int, List[str]]]) -> Profile:
                 f"(step {t - times[-1]:g} s)"
             )
         times.append(t)
-        pv_dc.append(
-            _number(row[col["pv_dc_w"]], column="pv_dc_w", where=where, allow_negative=False)
-        )
-        load.append(_number(row[col["load_w"]], column="load_w", where=where, allow_negative=False))
-        if "pv_ac_w" in col:
-            pv_ac.append(
-                _number(row[col["pv_ac_w"]], column="pv_ac_w", where=where, allow_negative=False)
-            )
-        else:
-            pv_ac.append(0.0)
     if not times:
-        raise InputError(f"{path}:{header_line}: no data rows after the header")
+        raise InputError(f"{path}:{rows[0][0]}: no data rows after the header")
+    return times
+
+
+def usual_step(times: Sequence[float]) -> float:
+    """Return the file's usual row step: the median interval (1 s for a single row)."""
+    if len(times) < 2:
+        return 1.0
+    return float(statistics.median(b - a for a, b in zip(times, times[1:])))
+
+
+def hold_s(step: float) -> float:
+    """Return the longest stretch a measured row holds without a gap being bridged."""
+    return max(HOLD_S, 1.5 * step)
+
+
+def profile_from_rows(path: Path, rows: Rows) -> Profile:
+    col = header_columns(path, rows)
+    times = row_times(path, rows, col)
+    step = usual_step(times)
+    out_t: List[float] = []
+    pv_dc: List[float] = []
+    load: List[float] = []
+    pv_ac: List[float] = []
+    gaps: List[Tuple[float, float]] = []
+    ac = col.get("pv_ac_w")
+    for t, (line, row) in zip(times, rows[1:]):
+        where = f"{path}:{line}"
+        pv = measured_cell(row[col["pv_dc_w"]], column="pv_dc_w", where=where)
+        ld = measured_cell(row[col["load_w"]], column="load_w", where=where)
+        pa = None if ac is None else measured_cell(row[ac], column="pv_ac_w", where=where)
+        if pv is None or ld is None:
+            continue
+        if out_t and t - out_t[-1] > hold_s(step):
+            bridge = out_t[-1] + step
+            gaps.append((bridge, t))
+            out_t.append(bridge)
+            pv_dc.append(0.0)
+            load.append(0.0)
+            pv_ac.append(0.0)
+        out_t.append(t)
+        pv_dc.append(pv)
+        load.append(ld)
+        pv_ac.append(pa or 0.0)
+    if not out_t:
+        raise InputError(f"{path}: no row has both pv_dc_w and load_w measured")
     return Profile(
-        name=path.stem,
-        time_s=tuple(times),
+        name=Path(path.name[:-3] if path.name.endswith(".gz") else path.name).stem,
+        time_s=tuple(out_t),
         pv_dc_w=tuple(pv_dc),
         load_w=tuple(load),
         pv_ac_w=tuple(pv_ac),
+        end=out_t[-1] + step if gaps or len(out_t) < len(times) else None,
+        gaps=tuple(gaps),
     )
 
 
-def load_profile_csv(path: Path) -> Profile:
-    """Read a ``time_s,pv_dc_w,load_w[,pv_ac_w]`` CSV; raise InputError naming file and line."""
+def read_rows(path: Path) -> List[Tuple[int, List[str]]]:
+    """Return the non-blank rows of a ``.csv`` or ``.csv.gz`` with their line numbers; raise
+    InputError naming the file (and the line, for a truncated or corrupt ``.gz``)."""
     path = Path(path)
+    rows: List[Tuple[int, List[str]]] = []
+    line = 0
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            rows = [
-                (reader.line_num, row)
-                for row in reader
-                if row and any(cell.strip() for cell in row)
-            ]
+        with path.open("rb") as raw:
+            packed = raw.read(2) == b"\x1f\x8b"  # gzip's magic, whatever the file's name
+            raw.seek(0)
+            binary = gzip.GzipFile(fileobj=raw, mode="rb") if packed else raw
+            with io.TextIOWrapper(binary, encoding="utf-8", newline="") as handle:
+                reader = csv.reader(handle)
+                for row in reader:
+                    line = reader.line_num
+                    if row and any(cell.strip() for cell in row):
+                        rows.append((line, row))
     except OSError as exc:
+        if isinstance(exc, gzip.BadGzipFile) or not exc.strerror:
+            raise InputError(f"{path}:{line + 1}: corrupt gzip data: {exc}") from exc
         raise InputError(f"{path}: cannot read: {exc.strerror}") from exc
+    except (EOFError, zlib.error) as exc:
+        raise InputError(
+            f"{path}:{line + 1}: truncated or corrupt gzip data ({exc}); "
+            f"the {len(rows) - 1 if rows else 0} rows before it are readable"
+        ) from exc
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(f"{path}: not a readable CSV file: {exc}") from exc
-    return _parse_rows(path, rows)
+        raise InputError(f"{path}:{line + 1}: not a readable CSV file: {exc}") from exc
+    return rows
+
+
+def load_profile_csv(path: Path) -> Profile:
+    """Read a ``time_s,pv_dc_w,load_w[,pv_ac_w]`` CSV or a recording (``.csv``/``.csv.gz``);
+    raise InputError naming file and line."""
+    path = Path(path)
+    return profile_from_rows(path, read_rows(path))
