@@ -20,8 +20,8 @@ from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Decision, Snapshot
 from venus_prio.service import EXIT_FAILURE, EXIT_OK, Service
 from venus_prio.status import ServiceStatus
-from venus_prio.tasks import cancel_and_wait, with_source
-from venus_prio.venus.source import Readiness, Source, write_confirmed
+from venus_prio.tasks import cancel_and_wait
+from venus_prio.venus.source import Readiness, Source, with_source, write_confirmed
 from venus_prio.writes import baseline_to_write
 
 log = logging.getLogger(__name__)

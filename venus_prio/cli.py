@@ -104,7 +104,7 @@ def _cmd_ha_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_gx(args: argparse.Namespace) -> int:
-    from venus_prio.sim.fakegx import fake_gx_command  # noqa: PLC0415
+    from venus_prio.fakes.mqtt_gx import fake_gx_command  # noqa: PLC0415
 
     _setup_logging("INFO")
     return fake_gx_command(args)

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Sequence, TypeVar
-
-from venus_prio.errors import SourceUnavailable
-from venus_prio.venus.source import Source
+from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # Cancelling a task again when it survived a cancellation (see cancel_and_wait).
 CANCEL_RETRY_S = 0.5
@@ -50,23 +45,3 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved here; the caller looks at the result it needs
-
-
-async def with_source(source: Source, main: Awaitable[T]) -> T:
-    """Run ``main`` while the source keeps itself connected; a failing source fails ``main``."""
-    source_task: asyncio.Future[None] = asyncio.ensure_future(source.run())
-
-    async def main_then_stop() -> T:
-        try:
-            return await main
-        finally:
-            await cancel_and_wait([source_task])
-
-    main_task: asyncio.Future[T] = asyncio.ensure_future(main_then_stop())
-    await supervise([source_task, main_task])
-    if main_task.cancelled():
-        exc = None if source_task.cancelled() else source_task.exception()
-        if exc is not None:
-            raise exc
-        raise SourceUnavailable("the source stopped")
-    return main_task.result()

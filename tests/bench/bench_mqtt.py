@@ -63,8 +63,8 @@ from tests.integration.conftest import Broker, mosquitto_binary, started  # noqa
 from venus_prio.actuator import control_for  # noqa: E402
 from venus_prio.config import parse_config  # noqa: E402
 from venus_prio.controller import floor_to_step  # noqa: E402
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx  # noqa: E402
 from venus_prio.model import Actuator  # noqa: E402
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx  # noqa: E402
 from venus_prio.venus import flashmq, paths  # noqa: E402
 
 HOST = "127.0.0.1"

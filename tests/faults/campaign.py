@@ -109,11 +109,11 @@ from tests.integration.harness import (
     write_yaml,
 )
 from venus_prio.config import HomeAssistantConfig
+from venus_prio.fakes.mqtt_gx import OVERRIDE_SUFFIX
+from venus_prio.fakes.writelog import ReceivedWrite
 from venus_prio.homeassistant import state_prefix, state_topics
 from venus_prio.journal import journal_path, load_journal
-from venus_prio.sim.fakegx import OVERRIDE_SUFFIX
 from venus_prio.sim.plant import OverrideRegister
-from venus_prio.sim.writelog import ReceivedWrite
 from venus_prio.venus import paths
 
 if TYPE_CHECKING:  # pytest loads the fixtures module as a plugin: importing it first breaks that

@@ -41,7 +41,7 @@ from tests.integration.dbus_fixtures import (  # noqa: F401  (fixtures: found he
 )
 from tests.ports import reserve_port
 from tests.tools import require_tool
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.tasks import cancel_and_wait
 
 MOSQUITTO = "/usr/sbin/mosquitto"

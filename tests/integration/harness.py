@@ -47,13 +47,13 @@ from venus_prio.config import (
     VenusConfig,
     WritesConfig,
 )
+from venus_prio.fakes.dbus_gx import FakeVenus
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.fakes.writelog import ReceivedWrite, WriteLog, writes_to
 from venus_prio.journal import Journal, journal_path, load_journal
 from venus_prio.model import Reason
 from venus_prio.service import Service
-from venus_prio.sim.fakedbus import FakeVenus
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.sim.plant import GX_RESET_PERIOD_S
-from venus_prio.sim.writelog import ReceivedWrite, WriteLog, writes_to
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.dbus import DbusSource
 from venus_prio.venus.mqtt import MqttSource

@@ -32,8 +32,8 @@ from tests.ports import reserve_port
 from venus_prio import __version__
 from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
 from venus_prio.config import load_config
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration

@@ -41,8 +41,8 @@ import pytest
 import yaml
 
 from tests.integration.conftest import Broker, eventually, run_async
+from venus_prio.fakes.writelog import read_write_log
 from venus_prio.sim.metrics import MICRO_CYCLE_SOC, count_micro_cycles
-from venus_prio.sim.writelog import read_write_log
 from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import flashmq, paths
 

@@ -15,8 +15,8 @@ from tests.integration.conftest import eventually, run_async
 from tests.integration.dbus_fixtures import DbusDaemon
 from venus_prio.config import ControlConfig, DbusConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
-from venus_prio.sim.fakedbus import FakeVenus
-from venus_prio.sim.writelog import read_write_log
+from venus_prio.fakes.dbus_gx import FakeVenus
+from venus_prio.fakes.writelog import read_write_log
 from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
@@ -349,7 +349,7 @@ def test_fake_as_a_separate_process(dbus_daemon: str, backend: str, tmp_path: Pa
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "venus_prio.sim.fakedbus",
+            "venus_prio.fakes.dbus_gx",
             "--address",
             dbus_daemon,
             "--backend",

@@ -27,7 +27,7 @@ import pytest
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
 from tests.integration.harness import config_data, start_run, venus_config, write_yaml
 from venus_prio.config import ActuatorConfig, OverrideConfig
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, FakeGx, entry_payload
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx, entry_payload
 from venus_prio.venus import flashmq, paths
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_as
 from tests.integration.harness import after_a_gx_reset, mqtt_gx, plant, start_command
 from venus_prio.config import BrokerConfig, ControlConfig, SimConfig, VenusConfig
 from venus_prio.errors import PortalIdNotFound
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, drive_scenario
+from venus_prio.fakes.writelog import read_write_log
 from venus_prio.sim import scenarios
-from venus_prio.sim.fakegx import DEFAULT_PORTAL_ID, drive_scenario
 from venus_prio.sim.plant import Plant, PlantParams
-from venus_prio.sim.writelog import read_write_log
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MqttSource
 from venus_prio.venus.source import write_confirmed

@@ -34,10 +34,10 @@ from tests.integration import harness
 from tests.integration.conftest import eventually, run_async, running
 from tests.integration.harness import BASELINE, GxHarness, journal_at, reason_of
 from venus_prio.config import ActuatorConfig, OverrideConfig, default_config
+from venus_prio.fakes.mqtt_gx import plant_values
+from venus_prio.fakes.writelog import ReceivedWrite, writes_to
 from venus_prio.model import Actuator, Reason
-from venus_prio.sim.fakegx import plant_values
 from venus_prio.sim.plant import Plant, PlantParams
-from venus_prio.sim.writelog import ReceivedWrite, writes_to
 from venus_prio.venus import paths
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting

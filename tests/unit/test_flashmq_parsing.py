@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from venus_prio.config import BrokerConfig, SimConfig, TlsConfig, VenusConfig
 from venus_prio.errors import ConfigError
-from venus_prio.sim.fakegx import (
+from venus_prio.fakes.mqtt_gx import (
     _NO_VALUE,
     _Entry,
     apply_write,

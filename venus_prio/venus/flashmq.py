@@ -1,7 +1,7 @@
 """The pure half of the dbus-flashmq protocol: topics, payloads and the VRM broker name.
 
 Nothing here does I/O or reads a clock. ``venus_prio.venus.mqtt`` (the client) and
-``venus_prio.sim.fakegx`` (the fake GX) both build and parse their messages with these
+``venus_prio.fakes.mqtt_gx`` (the fake GX) both build and parse their messages with these
 functions, so the two sides cannot drift apart. See venus-mqtt.md for the behaviour modelled.
 """
 

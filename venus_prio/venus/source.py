@@ -6,7 +6,8 @@ service whenever any of that changes. The service never sees a raw payload: ``sn
 returns a validated ``Snapshot``.
 
 ``InputStore`` is the shared bookkeeping every transport uses to turn parsed values into a
-``Snapshot``; ``MemorySource`` is an in-process fake for tests of the service.
+``Snapshot``; ``MemorySource`` is an in-process fake for tests of the service; ``with_source``
+runs a one-shot command while a source keeps itself connected.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ import abc
 import asyncio
 import logging
 import math
-from typing import Any, Callable, Dict, List, Optional, Protocol, TypeVar, runtime_checkable
+from typing import (
+    Any,
+    Awaitable,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    TypeVar,
+    runtime_checkable,
+)
 
 from venus_prio.config import ControlConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.model import NO_OVERRIDE_W, Snapshot, same_value
+from venus_prio.tasks import cancel_and_wait, supervise
 from venus_prio.venus import paths
 from venus_prio.venus.paths import VenusItem
 
@@ -264,6 +276,26 @@ class Source(abc.ABC):
     async def read_override(self, timeout: float) -> Optional[float]:
         """Ask the GX for the override's current value (-1 when none is in force, also for a
         null); None when it did not answer in time or the GX has no such path."""
+
+
+async def with_source(source: Source, main: Awaitable[T]) -> T:
+    """Run ``main`` while the source keeps itself connected; a failing source fails ``main``."""
+    source_task: asyncio.Future[None] = asyncio.ensure_future(source.run())
+
+    async def main_then_stop() -> T:
+        try:
+            return await main
+        finally:
+            await cancel_and_wait([source_task])
+
+    main_task: asyncio.Future[T] = asyncio.ensure_future(main_then_stop())
+    await supervise([source_task, main_task])
+    if main_task.cancelled():
+        exc = None if source_task.cancelled() else source_task.exception()
+        if exc is not None:
+            raise exc
+        raise SourceUnavailable("the source stopped")
+    return main_task.result()
 
 
 def _loop_time() -> float:

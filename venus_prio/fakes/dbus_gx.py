@@ -20,7 +20,7 @@ expiry or a reset (signalled like any change), and leaving the bus is hub4contro
 override is gone. The ``absent`` variant keeps hub4 off the bus altogether. Every SetValue
 received is in ``write_log`` (``--write-log FILE`` as a process).
 
-Run it as a separate process with ``python -m venus_prio.sim.fakedbus --address ADDRESS``
+Run it as a separate process with ``python -m venus_prio.fakes.dbus_gx --address ADDRESS``
 (``--override VARIANT --override-expiry-s N --write-log FILE``); it prints ``READY`` when the names
 are owned and then takes commands on stdin, one per line, answering ``OK`` or ``ERROR ...``:
 ``set <system|settings|hub4> <path> <json value>`` (on hub4: another tool's override),
@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from venus_prio.config import OVERRIDE_VARIANTS
-from venus_prio.sim.fakegx import override_write
+from venus_prio.fakes.mqtt_gx import override_write
+from venus_prio.fakes.writelog import WriteLog
 from venus_prio.sim.plant import OverrideRegister
-from venus_prio.sim.writelog import WriteLog
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, Backend, close_bus, load_backend, open_bus, unwrap
 from venus_prio.venus.paths import VenusItem
@@ -601,7 +601,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Serve the fake Venus services until SIGTERM/SIGINT or ``quit``."""
-    parser = argparse.ArgumentParser(prog="python -m venus_prio.sim.fakedbus")
+    parser = argparse.ArgumentParser(prog="python -m venus_prio.fakes.dbus_gx")
     parser.add_argument("--address", required=True, help="D-Bus address, e.g. unix:path=/tmp/bus")
     parser.add_argument("--backend", choices=("dbus_fast", "dbus_next"), default=None)
     parser.add_argument(

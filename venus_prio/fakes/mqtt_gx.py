@@ -37,10 +37,10 @@ import aiomqtt
 
 from venus_prio.config import default_config, load_config
 from venus_prio.errors import SourceUnavailable
+from venus_prio.fakes.writelog import WriteLog
 from venus_prio.sim import scenarios
 from venus_prio.sim.plant import OverrideRegister, Plant, PlantParams, PlantStep
 from venus_prio.sim.scenarios import Profile
-from venus_prio.sim.writelog import WriteLog
 from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.mqtt import MessagePump
