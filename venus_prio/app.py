@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import time
-from typing import List, Optional, TextIO
+from typing import List, Optional, TextIO, Tuple
 
 from venus_prio.actuator import RELEASE_W
 from venus_prio.config import Config
@@ -21,10 +21,20 @@ from venus_prio.model import Decision, Snapshot
 from venus_prio.service import EXIT_FAILURE, EXIT_OK, Service
 from venus_prio.status import ServiceStatus
 from venus_prio.tasks import cancel_and_wait
-from venus_prio.venus.source import Readiness, Source, with_source, write_confirmed
+from venus_prio.venus.source import (
+    Readiness,
+    SettingsCheck,
+    Source,
+    with_source,
+    write_confirmed,
+)
 from venus_prio.writes import baseline_to_write
 
 log = logging.getLogger(__name__)
+
+# The probe's exit code when the broker refused a setting (as for a bad config: the user must
+# change it); the line printed names it.
+EXIT_BAD_SETTING = 2
 
 
 async def wait_ready(source: Source, timeout: float) -> bool:
@@ -43,8 +53,26 @@ async def wait_ready(source: Source, timeout: float) -> bool:
         await source.wait_changed(remaining)
 
 
-def build_source(config: Config) -> Source:
-    """Return the real source for the config (construct inside the running loop)."""
+async def ready_or_problem(source: Source, timeout: float) -> Tuple[bool, Optional[str]]:
+    """Wait like ``wait_ready``, but return at once when the source reports a setting that no
+    retry mends (``SettingsCheck``): (ready, None), (False, the problem) or (False, None)."""
+    if not isinstance(source, SettingsCheck):
+        return await wait_ready(source, timeout), None
+    ready = asyncio.ensure_future(wait_ready(source, timeout))
+    problem = asyncio.ensure_future(source.wait_settings_problem(timeout))
+    try:
+        await asyncio.wait([ready, problem], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await cancel_and_wait([ready, problem])
+    if problem.done() and not problem.cancelled() and problem.result() is not None:
+        return False, problem.result()
+    return ready.done() and not ready.cancelled() and ready.result(), None
+
+
+def build_source(config: Config, *, probing: bool = False) -> Source:
+    """Return the real source for the config (construct inside the running loop).
+
+    ``probing``: the caller reports a settings problem itself (MQTT: ``SettingsCheck``)."""
     # Imported here: only the transport in use is loaded (aiomqtt or a D-Bus library).
     if config.venus.transport == "dbus":
         from venus_prio.venus.dbus import DbusSource  # noqa: PLC0415
@@ -57,7 +85,7 @@ def build_source(config: Config) -> Source:
         return build_auto_source(venus=config.venus, control=config.control)
     from venus_prio.venus.mqtt import MqttSource  # noqa: PLC0415
 
-    return MqttSource(venus=config.venus, control=config.control)
+    return MqttSource(venus=config.venus, control=config.control, report_problems=not probing)
 
 
 def ready_timeout(config: Config) -> float:
@@ -152,7 +180,9 @@ async def _restore(config: Config) -> int:
     source = build_source(config)
 
     async def main() -> int:
-        if not await wait_ready(source, ready_timeout(config)):
+        # A refused setting is logged by the source; waiting longer would not mend it.
+        ready, _ = await ready_or_problem(source, ready_timeout(config))
+        if not ready:
             log.error("Cannot reach the GX: the baseline %g W was NOT restored", journal.baseline_w)
             return EXIT_FAILURE
         if journal.portal_id is not None and journal.portal_id != source.portal_id:
@@ -216,10 +246,15 @@ def probe(config: Config, out: Optional[TextIO] = None) -> int:
 
 
 async def _probe(config: Config, out: TextIO) -> int:
-    source = build_source(config)
+    source = build_source(config, probing=True)
 
     async def main() -> int:
-        if not await wait_ready(source, ready_timeout(config)):
+        ready, problem = await ready_or_problem(source, ready_timeout(config))
+        if problem is not None:
+            # A certificate, login or port the broker refused: no retry mends it, say so now.
+            out.write(f"Cannot connect to the GX broker: {problem}\n")
+            return EXIT_BAD_SETTING
+        if not ready:
             snap = source.snapshot()
             what = "the broker answered but the GX did not" if snap.connected else "no connection"
             out.write(f"Cannot reach the GX ({what})\n")

@@ -33,7 +33,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRET_MASK = "***"
 ENV_MQTT_PASSWORD = "VENUS_PRIO_MQTT_PASSWORD"
 ENV_HA_PASSWORD = "VENUS_PRIO_HA_PASSWORD"
-GX_STATE_DIR = Path("/data/venus-prio")
+# The owner's files on a GX (the config beside it): PackageManager's place for a package's options,
+# kept by package updates, uninstalls and firmware updates (venus_prio.gx_package).
+GX_STATE_DIR = Path("/data/setupOptions/VenusPrio")
 
 # Each key is declared once, in its dataclass, with its default and what the YAML may hold there;
 # ``_Section.keys_of`` reads every key declared so. The few keys whose reading depends on others
@@ -253,7 +255,7 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
-    state_dir: Optional[str] = _text(None)  # None = /data/venus-prio on a GX, else XDG state
+    state_dir: Optional[str] = _text(None)  # None = GX_STATE_DIR on a GX, else XDG state
     log_level: str = _choice("INFO", LOG_LEVELS)
 
     def resolved_state_dir(self) -> Path:

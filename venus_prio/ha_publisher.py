@@ -208,7 +208,7 @@ class HomeAssistantPublisher:
                     retry.connected()
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                wait = retry.failed(exc, was_connected=connected, note="; steering goes on")
+                wait = await retry.failed(exc, was_connected=connected, note="; steering goes on")
             except Exception:
                 # A bug here must not stop steering: log it (once in full) and start afresh.
                 if not self._failed_once:

@@ -1,10 +1,14 @@
-"""The GX add-on bundle: build, install into a fake root, run under daemontools, uninstall.
+"""The GX bundle as a PackageManager package: build, install, upgrade, uninstall in a fake root.
 
-The bundle is built for real (``pip download`` from the package registry), unpacked with tar
-like a user would, and installed with its own ``install.sh`` into a temporary root given by
-``VENUS_PRIO_ROOT``. The service then runs under Debian's daemontools (svscan, supervise,
-multilog, softlimit) with a Python that has none of the dependencies installed, so only the
-vendored copies can satisfy the imports, against the fake GX on a real Mosquitto broker.
+The bundle is built for real (``pip download`` from the package registry) once for the module,
+unpacked with tar, and put in place the way kwindrem's PackageManager does it: the package
+directory ``/data/VenusPrio`` replaced as a whole, then ``setup install|uninstall|check
+runFromPm`` with PackageManager's exit codes and its ``/etc/venus/installedVersion-VenusPrio``
+mark. The SSH route (``install.sh`` / ``uninstall.sh``) is driven too. Everything happens in a
+temporary root given by ``VENUS_PRIO_ROOT``; the service runs under Debian's daemontools
+(svscan, supervise, multilog, softlimit) with a Python that has none of the dependencies
+installed, so only the vendored copies can satisfy the imports, against the fake GX on a real
+Mosquitto broker.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -30,17 +35,35 @@ from tests import tools
 from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async
 from tests.ports import reserve_port
 from venus_prio import __version__
-from venus_prio.bundle import MEMORY_LIMIT_BYTES, RC_LOCAL_MARK, build_bundle, write_tarball
+from venus_prio.bundle import build_bundle, write_tarball
 from venus_prio.config import load_config
 from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
+from venus_prio.gx_package import (
+    MEMORY_LIMIT_BYTES,
+    PACKAGE_NAME,
+    RC_LOCAL_MARK,
+    archive_name,
+    package_version,
+)
 from venus_prio.journal import Journal, journal_path, load_journal, save_journal
 from venus_prio.venus import paths
 
 pytestmark = pytest.mark.integration
 
-SCRIPTS = ("install.sh", "uninstall.sh", "service/run", "service/log/run", "bin/venus-prio")
+SERVICE = f"services/{PACKAGE_NAME}"
+SCRIPTS = (
+    "setup",
+    "install.sh",
+    "uninstall.sh",
+    f"{SERVICE}/run",
+    f"{SERVICE}/log/run",
+    "bin/venus-prio",
+)
 DAEMONTOOLS = ("svscan", "supervise", "svc", "svok", "svstat", "multilog", "softlimit")
 BASELINE = 2500.0
+# PackageManager's exit codes (SetupHelper's EssentialResources).
+EXIT_SUCCESS = 0
+EXIT_ERROR = 255
 
 
 def require_tool(name: str, package: str) -> str:
@@ -60,10 +83,20 @@ def tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(tarball: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Unpack the bundle with tar, as on the GX; return its ``venus-prio/`` directory."""
+    """Unpack the bundle with tar, as on the GX; return its ``VenusPrio/`` directory."""
     where = tmp_path_factory.mktemp("unpacked")
     subprocess.run(["tar", "-xzf", str(tarball), "-C", str(where)], check=True)
-    return where / "venus-prio"
+    return where / PACKAGE_NAME
+
+
+@pytest.fixture(scope="module")
+def upgrade(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Return the same package as a later version (what PackageManager would download)."""
+    newer = tmp_path_factory.mktemp("newer") / PACKAGE_NAME
+    shutil.copytree(bundle, newer, symlinks=True)
+    (newer / "version").write_text("v99.0.0\n")
+    (newer / "venus_prio" / "new_module.py").write_text("# only in the new version\n")
+    return newer
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +147,35 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def pm_place(package: Path, root: Path) -> None:
+    """Put ``package`` in /data as PackageManager does: the old directory goes as a whole."""
+    target = pkg(root)
+    temp = target.with_name(f"{PACKAGE_NAME}-temp")
+    if target.exists():
+        target.rename(temp)
+    shutil.copytree(package, target, symlinks=True)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def pm_setup(
+    action: str, *, root: Path, bare: Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``setup <action> runFromPm`` as PackageManager does: directly, stderr kept apart."""
+    return subprocess.run(
+        [str(pkg(root) / "setup"), action, "runFromPm"],
+        env=gx_env(root, bare),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def pm_ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == EXIT_SUCCESS, (result.stdout, result.stderr)
+    return result.stdout
+
+
 def snapshot(root: Path) -> Dict[str, str]:
     """Return every path under ``root`` with its kind, mode and content digest."""
     tree: Dict[str, str] = {}
@@ -129,10 +191,6 @@ def snapshot(root: Path) -> Dict[str, str]:
     return tree
 
 
-def rc_lines(root: Path) -> List[str]:
-    return marked_lines(rc_local(root))
-
-
 def marked_lines(path: Path) -> List[str]:
     return [line for line in path.read_text().splitlines() if RC_LOCAL_MARK in line]
 
@@ -146,12 +204,29 @@ def rc_local(root: Path) -> Path:
     return root / "data" / "rc.local"
 
 
-def dest(root: Path) -> Path:
-    return root / "data" / "venus-prio"
+def pkg(root: Path) -> Path:
+    return root / "data" / PACKAGE_NAME
+
+
+def options(root: Path) -> Path:
+    return root / "data" / "setupOptions" / PACKAGE_NAME
+
+
+def installed_version(root: Path) -> Path:
+    return root / "etc" / "venus" / f"installedVersion-{PACKAGE_NAME}"
+
+
+def supervised(root: Path) -> Path:
+    """Return the service directory svscan watches (a copy, as SetupHelper makes it)."""
+    return root / "service" / PACKAGE_NAME
+
+
+def rootfs_service(root: Path) -> Path:
+    return root / "opt" / "victronenergy" / "service" / PACKAGE_NAME
 
 
 def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
-    """Put a config for a broker on ``port`` where install.sh will find (and keep) it."""
+    """Put a config for a broker on ``port`` where setup will find (and keep) it."""
     venus: Dict[str, object] = {
         "transport": "mqtt",
         "host": "127.0.0.1",
@@ -177,10 +252,11 @@ def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
         "actuator": {"override": {"pv_factor": 1.0}},
         "venus": venus,
         "homeassistant": {"enabled": False},
-        "state_dir": str(dest(root)),
+        # On a GX the default; here the fake root's.
+        "state_dir": str(options(root)),
         "log_level": "INFO",
     }
-    path = dest(root) / "config.yaml"
+    path = options(root) / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
@@ -189,46 +265,61 @@ def write_config(root: Path, *, port: int, fast_fail: bool = False) -> Path:
 # -- the tarball ---------------------------------------------------------------------------
 
 
-def test_tarball_holds_package_vendored_dependencies_and_service(tarball: Path) -> None:
-    assert tarball.name == f"venus-prio-{__version__}.tar.gz"
+def test_tarball_is_a_package_packagemanager_takes_from_a_usb_stick(tarball: Path) -> None:
+    # PackageManager: the name up to the first "-" is the package; "-<digit>" marks a version.
+    assert tarball.name == archive_name(__version__) == f"VenusPrio-{__version__}.tar.gz"
+    assert tarball.name.split("-", 1)[0] == PACKAGE_NAME
+    assert re.search(r"-[0-9]", tarball.name)
+    assert re.fullmatch(r"[A-Za-z0-9]+", PACKAGE_NAME)
+    reserved = "conf db etc home keys log lost+found setupOptions themes tmp var venus"
+    assert PACKAGE_NAME not in [*reserved.split(), "vrmfilescache"]
     with tarfile.open(tarball) as archive:
         members = {m.name: m for m in archive.getmembers()}
+        version = archive.extractfile(f"{PACKAGE_NAME}/version")
+        assert version is not None
+        assert version.read().decode() == f"{package_version(__version__)}\n"
     names = set(members)
-    assert all(name == "venus-prio" or name.startswith("venus-prio/") for name in names)
+    assert all(n == PACKAGE_NAME or n.startswith(f"{PACKAGE_NAME}/") for n in names)
     for required in (
-        "venus-prio/venus_prio/__main__.py",
-        "venus-prio/venus_prio/service.py",
-        "venus-prio/vendor/aiomqtt/__init__.py",
-        "venus-prio/vendor/paho/mqtt/client.py",
-        "venus-prio/vendor/dbus_next/aio/message_bus.py",
-        "venus-prio/vendor/yaml/__init__.py",
-        "venus-prio/vendor/typing_extensions.py",
-        "venus-prio/config.yaml",
+        "venus_prio/__main__.py",
+        "venus_prio/service.py",
+        "vendor/aiomqtt/__init__.py",
+        "vendor/paho/mqtt/client.py",
+        "vendor/dbus_next/aio/message_bus.py",
+        "vendor/yaml/__init__.py",
+        "vendor/typing_extensions.py",
+        "config.example.yaml",
+        "version",
     ):
-        assert required in names, required
+        assert f"{PACKAGE_NAME}/{required}" in names, required
+    # No gitHubInfo: there is no GitHub repository of that name to vouch for.
+    assert f"{PACKAGE_NAME}/gitHubInfo" not in names
     for script in SCRIPTS:
-        assert members[f"venus-prio/{script}"].mode == 0o755, script
+        assert members[f"{PACKAGE_NAME}/{script}"].mode == 0o755, script
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
     assert {(m.uid, m.gid) for m in members.values()} == {(0, 0)}
 
 
 def test_shipped_config_talks_to_the_local_broker(bundle: Path) -> None:
-    config = load_config(bundle / "config.yaml", env={})
+    config = load_config(bundle / "config.example.yaml", env={})
     assert config.venus.transport == "auto"
     assert config.venus.broker.host == "127.0.0.1"
-    assert config.state_dir is None  # /data/venus-prio on the GX
+    assert config.state_dir is None  # /data/setupOptions/VenusPrio on the GX
 
 
-def test_run_script_caps_memory_and_uses_only_the_vendored_path(bundle: Path) -> None:
-    run = (bundle / "service" / "run").read_text()
+def test_run_scripts_cap_memory_use_only_the_vendored_path_and_log_like_victron(
+    bundle: Path,
+) -> None:
+    run = (bundle / SERVICE / "run").read_text()
     assert "exec 2>&1" in run
-    command = '"$root/bin/venus-prio" run --config "$root/config.yaml"'
-    assert f"exec softlimit -d {MEMORY_LIMIT_BYTES} {command}" in run
+    assert f"exec softlimit -d {MEMORY_LIMIT_BYTES} " in run
+    assert '"$root/data/VenusPrio/bin/venus-prio" run' in run
+    assert '--config "$root/data/setupOptions/VenusPrio/config.yaml"' in run
     wrapper = (bundle / "bin" / "venus-prio").read_text()
     assert 'PYTHONPATH="$root/vendor:$root"' in wrapper
     assert 'exec python3 -m venus_prio "$@"' in wrapper
-    log_run = (bundle / "service" / "log" / "run").read_text()
-    assert 'exec multilog t s25000 n4 "$prefix/var/log/venus-prio"' in log_run
+    log_run = (bundle / SERVICE / "log" / "run").read_text()
+    assert 'exec multilog t s25000 n4 "$root/var/log/VenusPrio"' in log_run
 
 
 def test_vendored_dependencies_import_on_a_bare_python(bundle: Path, bare_python: Path) -> None:
@@ -249,7 +340,7 @@ def test_vendored_dependencies_import_on_a_bare_python(bundle: Path, bare_python
     assert "False" in out  # PyYAML's pure-Python implementation
     assert str(bundle / "vendor" / "aiomqtt") in out
     checked = subprocess.run(
-        [python, "-m", "venus_prio", "check-config", str(bundle / "config.yaml")],
+        [python, "-m", "venus_prio", "check-config", str(bundle / "config.example.yaml")],
         env=env,
         stdout=subprocess.PIPE,
         check=True,
@@ -271,140 +362,227 @@ def test_scripts_are_posix_and_shellcheck_clean(bundle: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
-# -- install / uninstall -------------------------------------------------------------------
+# -- setup as PackageManager calls it ------------------------------------------------------
 
 
-def test_install_twice_links_the_service_and_adds_one_boot_line(
+def test_setup_checks_installs_reinstalls_and_uninstalls_as_packagemanager_calls_it(
     bundle: Path, bare_python: Path, gx_root: Path
 ) -> None:
-    out = ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    assert f"venus-prio {__version__} installed" in out
-    target = dest(gx_root)
-    for item in ("venus_prio/cli.py", "vendor/yaml/__init__.py", "config.yaml", *SCRIPTS):
-        assert (target / item).is_file(), item
-    for script in SCRIPTS:
-        assert os.access(target / script, os.X_OK), script
-    link = gx_root / "service" / "venus-prio"
-    assert link.is_symlink() and link.resolve() == (target / "service").resolve()
-    rc = rc_local(gx_root)
-    assert rc.read_text().startswith("#!/bin/sh\n") and os.access(rc, os.X_OK)
-    assert len(rc_lines(gx_root)) == 1
-    assert marked_lines(profile(gx_root)) == [f'PATH="$PATH:{target}/bin"  {RC_LOCAL_MARK}']
+    before = snapshot(gx_root)
+    pm_place(bundle, gx_root)
+    assert pm_ok(pm_setup("check", root=gx_root, bare=bare_python)) == ""
+    assert not installed_version(gx_root).exists()
 
-    # The config is the user's from now on: a reinstall keeps it.
-    config = target / "config.yaml"
+    out = pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+    assert f"{package_version(__version__)} installed" in out
+    assert installed_version(gx_root).read_text() == (bundle / "version").read_text()
+    for where in (supervised(gx_root), rootfs_service(gx_root)):
+        for script in ("run", "log/run"):
+            assert (where / script).read_bytes() == (bundle / SERVICE / script).read_bytes()
+            assert os.access(where / script, os.X_OK)
+    services = gx_root / "etc/venus/installedModifications" / f"installedServices-{PACKAGE_NAME}"
+    assert services.read_text() == f"{PACKAGE_NAME}\n"
+    config = options(gx_root) / "config.yaml"
+    assert config.read_bytes() == (bundle / "config.example.yaml").read_bytes()
+    assert marked_lines(profile(gx_root)) == [f'PATH="$PATH:{pkg(gx_root)}/bin"  {RC_LOCAL_MARK}']
+    assert not rc_local(gx_root).exists()  # PackageManager reinstalls after firmware updates
+
+    # The config is the owner's: an install of the same version again keeps it.
     edited = config.read_text().replace("max_inverter_power_w: 3000", "max_inverter_power_w: 4200")
     assert edited != config.read_text()
     config.write_text(edited)
-    (target / "venus_prio" / "stale_module.py").write_text("# from an old version\n")
-    out = ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    assert "keeping your" in out
+    pm_place(bundle, gx_root)
+    pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
     assert config.read_text() == edited
-    assert not (target / "venus_prio" / "stale_module.py").exists()
-    assert len(rc_lines(gx_root)) == 1
     assert len(marked_lines(profile(gx_root))) == 1
+    assert "is installed already" in pm_ok(pm_setup("reinstall", root=gx_root, bare=bare_python))
+
+    out = pm_ok(pm_setup("uninstall", root=gx_root, bare=bare_python))
+    assert "your config and journal stay" in out
+    assert not installed_version(gx_root).exists()
+    assert not supervised(gx_root).exists() and not rootfs_service(gx_root).exists()
+    assert config.read_text() == edited
+    assert (options(gx_root) / "DO_NOT_AUTO_INSTALL").exists()  # PackageManager's flag
+    assert not profile(gx_root).exists()
+    # Installed again later, it takes the kept config up.
+    pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+    assert config.read_text() == edited
+    assert not (options(gx_root) / "DO_NOT_AUTO_INSTALL").exists()
+
+    # Uninstalled with --purge (from a shell) and the package removed: no trace.
+    result = subprocess.run(
+        [str(pkg(gx_root) / "setup"), "uninstall", "--purge"],
+        env=gx_env(gx_root, bare_python),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    shutil.rmtree(pkg(gx_root))  # PackageManager's "remove"
+    after = {k: v for k, v in snapshot(gx_root).items() if not k.startswith(("etc", "opt"))}
+    assert after == {**before, "data/setupOptions": "dir"}
 
 
-def test_the_venus_prio_command_runs_on_a_bare_python(
-    bundle: Path, bare_python: Path, gx_root: Path, tmp_path: Path
-) -> None:
-    home = profile(gx_root)
-    home.write_text("# mine\nalias ll='ls -l'\n")
-    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    command = dest(gx_root) / "bin" / "venus-prio"
-    links = tmp_path / "links"
-    links.mkdir()
-    (links / "venus-prio").symlink_to(command)
-    # A PYTHONPATH of the caller's must not reach the command: this yaml would break it.
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    (elsewhere / "yaml.py").write_text("raise ImportError('not the vendored yaml')\n")
-    env = gx_env(gx_root, bare_python)
-    env["PYTHONPATH"] = str(elsewhere)
-    config = dest(gx_root) / "config.yaml"
-    # As a login shell finds it (~/.profile), and through a link in another directory.
-    for how, shell in [
-        ("profile", '. "$1" && cd / && command -v venus-prio && venus-prio "$2" "$3"'),
-        ("link", 'cd / && "$4" "$2" "$3"'),
-    ]:
-        result = subprocess.run(
-            [
-                "sh",
-                "-c",
-                shell,
-                "sh",
-                str(home),
-                "check-config",
-                str(config),
-                str(links / "venus-prio"),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-        )
-        out = ok(result)
-        assert "transport: auto" in out, how
-        if how == "profile":
-            assert out.splitlines()[0] == str(command)
-    assert home.read_text().startswith("# mine\nalias ll='ls -l'\n")
-    ok(sh(dest(gx_root) / "uninstall.sh", "--purge", root=gx_root, bare=bare_python))
-    assert home.read_text() == "# mine\nalias ll='ls -l'\n"
-
-
-def test_boot_line_relinks_the_service(bundle: Path, bare_python: Path, gx_root: Path) -> None:
-    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    link = gx_root / "service" / "venus-prio"
-    link.unlink()  # /service is a RAM disk: empty after a reboot
-    subprocess.run([str(rc_local(gx_root))], check=True)
-    assert link.resolve() == (dest(gx_root) / "service").resolve()
-    subprocess.run([str(rc_local(gx_root))], check=True)  # idempotent
-    assert link.resolve() == (dest(gx_root) / "service").resolve()
-    assert sorted(p.name for p in (gx_root / "service").iterdir()) == ["venus-prio"]
-
-
-def test_install_keeps_the_users_rc_local_and_its_final_exit(
+def test_a_failed_install_leaves_nothing_running_and_says_which_key(
     bundle: Path, bare_python: Path, gx_root: Path
+) -> None:
+    config = options(gx_root) / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("control:\n  max_inverter_power_w: 3000\n  prio_band: -5\n")
+    kept = config.read_bytes()
+    pm_place(bundle, gx_root)
+    result = pm_setup("install", root=gx_root, bare=bare_python)
+    assert result.returncode == EXIT_ERROR, result
+    # PackageManager shows stderr as the reason.
+    assert "control.prio_band" in result.stderr and f"fix {config}" in result.stderr
+    assert not installed_version(gx_root).exists()
+    assert not supervised(gx_root).exists() and not rootfs_service(gx_root).exists()
+    assert config.read_bytes() == kept
+    # Fixed, it installs.
+    config.write_text("control:\n  max_inverter_power_w: 3000\n")
+    pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+    assert installed_version(gx_root).exists() and supervised(gx_root).is_dir()
+
+
+def test_uninstall_fails_clearly_when_the_users_value_cannot_be_handed_back(
+    bundle: Path, bare_python: Path, gx_root: Path
+) -> None:
+    nowhere = reserve_port()  # nothing listens there (and no parallel test run starts to)
+    try:
+        write_config(gx_root, port=nowhere.port, fast_fail=True)
+        pm_place(bundle, gx_root)
+        pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+        journal = journal_path(options(gx_root))
+        dirty = Journal(
+            portal_id=DEFAULT_PORTAL_ID, baseline_w=BASELINE, last_written_w=750.0, clean=False
+        )
+        save_journal(journal, dirty)
+        result = pm_setup("uninstall", root=gx_root, bare=bare_python)
+    finally:
+        nowhere.release()
+    assert result.returncode == EXIT_ERROR, result
+    assert "could not write your MaxDischargePower back" in result.stderr
+    assert "setup uninstall --force" in result.stderr
+    # Still installed (it starts again at boot); the journal keeps the user's value.
+    assert installed_version(gx_root).exists() and rootfs_service(gx_root).is_dir()
+    assert load_journal(journal) == dirty
+
+    forced = subprocess.run(
+        [str(pkg(gx_root) / "setup"), "uninstall", "--force", "--purge"],
+        env=gx_env(gx_root, bare_python),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forced.returncode == 0, forced
+    assert "set it in the GUI" in forced.stdout
+    assert not installed_version(gx_root).exists()
+    # The user's value must not be lost with the files: the journal stays even when purged.
+    assert load_journal(journal) == dirty
+
+
+def test_an_installation_in_the_previous_layout_is_moved_over(
+    bundle: Path, bare_python: Path, gx_root: Path
+) -> None:
+    # What the previous install.sh left: everything in /data/venus-prio, a link in /service,
+    # a boot line in rc.local and a PATH line in .profile.
+    old = gx_root / "data" / "venus-prio"
+    (old / "service" / "log").mkdir(parents=True)
+    (old / "venus_prio").mkdir()
+    (old / "service" / "run").write_text("#!/bin/sh\n")
+    config = "control:\n  max_inverter_power_w: 4321\n"
+    (old / "config.yaml").write_text(config)
+    journal = Journal(
+        portal_id=DEFAULT_PORTAL_ID, baseline_w=BASELINE, last_written_w=None, clean=True
+    )
+    save_journal(journal_path(old), journal)
+    (gx_root / "service" / "venus-prio").symlink_to(old / "service")
+    rc_local(gx_root).write_text(f"#!/bin/sh\nln -sfn x y  {RC_LOCAL_MARK}\n")
+    profile(gx_root).write_text(f'# mine\nPATH="$PATH:{old}/bin"  {RC_LOCAL_MARK}\n')
+
+    pm_place(bundle, gx_root)
+    out = pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+    assert "moving the installation" in out
+    assert (options(gx_root) / "config.yaml").read_text() == config
+    assert load_journal(journal_path(options(gx_root))) == journal
+    assert not old.exists() and not (gx_root / "service" / "venus-prio").is_symlink()
+    assert not rc_local(gx_root).exists()  # only our line was in it
+    assert profile(gx_root).read_text() == (
+        f'# mine\nPATH="$PATH:{pkg(gx_root)}/bin"  {RC_LOCAL_MARK}\n'
+    )
+
+
+# -- the SSH route: install.sh / uninstall.sh -----------------------------------------------
+
+
+def test_install_sh_installs_the_same_layout_and_reinstalls_after_a_firmware_update(
+    bundle: Path, bare_python: Path, gx_root: Path, tmp_path: Path
 ) -> None:
     rc = rc_local(gx_root)
     original = "#!/bin/bash\n# mine\necho hello >/dev/null\n\nexit 0\n"
     rc.write_text(original)
     rc.chmod(0o700)
     ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
+    assert (pkg(gx_root) / "version").read_text() == (bundle / "version").read_text()
+    assert installed_version(gx_root).exists() and supervised(gx_root).is_dir()
+    assert (options(gx_root) / "config.yaml").is_file()
     lines = rc.read_text().splitlines()
     assert lines[:4] == ["#!/bin/bash", "# mine", "echo hello >/dev/null", ""]
     assert RC_LOCAL_MARK in lines[4] and lines[5:] == ["exit 0"]
     assert stat.S_IMODE(rc.stat().st_mode) == 0o700
-    ok(sh(dest(gx_root) / "uninstall.sh", root=gx_root, bare=bare_python))
+    (pkg(gx_root) / "venus_prio" / "stale_module.py").write_text("# from an old version\n")
+    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))  # an update
+    assert not (pkg(gx_root) / "venus_prio" / "stale_module.py").exists()
+    assert len(marked_lines(rc)) == 1
+
+    # A firmware update replaces the root filesystem; /service is a RAM disk.
+    for wiped in (gx_root / "etc", gx_root / "opt", supervised(gx_root)):
+        shutil.rmtree(wiped)
+    subprocess.run([str(rc)], env=gx_env(gx_root, bare_python), check=True)
+    assert installed_version(gx_root).exists() and supervised(gx_root).is_dir()
+    boot = subprocess.run([str(rc)], env=gx_env(gx_root, bare_python), check=True)
+    assert boot.returncode == 0  # and again: nothing to do
+
+    # The command: on the PATH of a login shell, through a link elsewhere too; a PYTHONPATH
+    # of the caller's must not reach it (this yaml would break it).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "yaml.py").write_text("raise ImportError('not the vendored yaml')\n")
+    env = gx_env(gx_root, bare_python)
+    env["PYTHONPATH"] = str(elsewhere)
+    config = options(gx_root) / "config.yaml"
+    shell = '. "$1" && cd / && command -v venus-prio && venus-prio check-config "$2"'
+    result = subprocess.run(
+        ["sh", "-c", shell, "sh", str(profile(gx_root)), str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines()[0] == str(pkg(gx_root) / "bin" / "venus-prio")
+    assert "transport: auto" in result.stdout
+
+    out = ok(sh(pkg(gx_root) / "uninstall.sh", root=gx_root, bare=bare_python))
+    assert "your config and journal stay" in out
+    assert not pkg(gx_root).exists() and config.is_file()
     assert rc.read_text() == original
     assert stat.S_IMODE(rc.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("purge", [False, True])
-def test_uninstall_leaves_no_trace(
-    bundle: Path, bare_python: Path, gx_root: Path, purge: bool
+def test_boot_line_leaves_the_reinstall_to_packagemanager_when_there(
+    bundle: Path, bare_python: Path, gx_root: Path
 ) -> None:
-    before = snapshot(gx_root)
     ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    config = (dest(gx_root) / "config.yaml").read_bytes()
-    args = ["--purge"] if purge else []
-    ok(sh(dest(gx_root) / "uninstall.sh", *args, root=gx_root, bare=bare_python))
-    after = snapshot(gx_root)
-    if purge:
-        assert after == before
-    else:
-        kept = {k: v for k, v in after.items() if k not in before}
-        assert sorted(kept) == ["data/venus-prio", "data/venus-prio/config.yaml"]
-        assert (dest(gx_root) / "config.yaml").read_bytes() == config
-        # A later install takes the kept config up again.
-        ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-        assert (dest(gx_root) / "config.yaml").read_bytes() == config
+    (gx_root / "data" / "SetupHelper").mkdir()
+    installed_version(gx_root).unlink()  # a firmware update
+    subprocess.run([str(rc_local(gx_root))], env=gx_env(gx_root, bare_python), check=True)
+    assert not installed_version(gx_root).exists()
 
 
 BUSYBOX_APPLETS = (
-    "sh", "awk", "cat", "chmod", "cp", "dirname", "grep", "ln", "ls", "mkdir", "mv", "printf",
-    "rm", "sleep", "tr",
+    "sh", "awk", "basename", "cat", "chmod", "cp", "dirname", "grep", "ln", "ls", "mkdir", "mv",
+    "printf", "rm", "sleep", "tr",
 )  # fmt: skip
 
 
@@ -438,60 +616,13 @@ def test_scripts_work_with_busybox_tools_only(
 
     run(bundle / "install.sh")
     run(bundle / "install.sh")
-    assert rc.read_text().splitlines()[3:] == ["exit 0"] and len(rc_lines(gx_root)) == 1
+    assert rc.read_text().splitlines()[3:] == ["exit 0"] and len(marked_lines(rc)) == 1
     assert len(marked_lines(profile(gx_root))) == 1
-    assert run(dest(gx_root) / "bin" / "venus-prio", "--version") == f"venus-prio {__version__}\n"
-    link = gx_root / "service" / "venus-prio"
-    assert link.resolve() == (dest(gx_root) / "service").resolve()
-    run(dest(gx_root) / "uninstall.sh", "--purge")
-    assert snapshot(gx_root) == before
-
-
-def test_install_refuses_to_start_on_a_bad_config(
-    bundle: Path, bare_python: Path, gx_root: Path
-) -> None:
-    config = dest(gx_root) / "config.yaml"
-    config.parent.mkdir(parents=True)
-    config.write_text("control:\n  max_inverter_power_w: 3000\n  prio_band: -5\n")
-    result = sh(bundle / "install.sh", root=gx_root, bare=bare_python)
-    assert result.returncode == 1
-    assert "control.prio_band" in result.stdout and "fix " in result.stdout
-    assert not (gx_root / "service" / "venus-prio").exists()
-    assert not rc_local(gx_root).exists()
-    assert not profile(gx_root).exists()
-
-
-def test_uninstall_refuses_when_the_baseline_cannot_be_restored(
-    bundle: Path, bare_python: Path, gx_root: Path
-) -> None:
-    nowhere = reserve_port()  # nothing listens there (and no parallel test run starts to)
-    try:
-        uninstall_refuses(bundle, bare_python, gx_root, nowhere.port)
-    finally:
-        nowhere.release()
-
-
-def uninstall_refuses(bundle: Path, bare_python: Path, gx_root: Path, port: int) -> None:
-    write_config(gx_root, port=port, fast_fail=True)
-    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    journal = journal_path(dest(gx_root))
-    dirty = Journal(
-        portal_id=DEFAULT_PORTAL_ID, baseline_w=BASELINE, last_written_w=750.0, clean=False
-    )
-    save_journal(journal, dirty)
-    result = sh(dest(gx_root) / "uninstall.sh", root=gx_root, bare=bare_python)
-    assert result.returncode == 1, result.stdout
-    assert "could not write your MaxDischargePower back" in result.stdout
-    assert (dest(gx_root) / "venus_prio").is_dir() and len(rc_lines(gx_root)) == 1
-
-    out = ok(
-        sh(dest(gx_root) / "uninstall.sh", "--force", "--purge", root=gx_root, bare=bare_python)
-    )
-    assert "set it in the GUI" in out
-    # The user's value must not be lost with the files: the journal stays, nothing else.
-    assert sorted(p.name for p in dest(gx_root).iterdir()) == ["config.yaml", "journal.json"]
-    assert load_journal(journal) == dirty
-    assert not rc_local(gx_root).exists()
+    assert run(pkg(gx_root) / "bin" / "venus-prio", "--version") == f"venus-prio {__version__}\n"
+    assert installed_version(gx_root).exists() and supervised(gx_root).is_dir()
+    run(pkg(gx_root) / "uninstall.sh", "--purge")
+    after = {k: v for k, v in snapshot(gx_root).items() if not k.startswith(("etc", "opt"))}
+    assert after == {**before, "data/setupOptions": "dir"}
 
 
 # -- the installed service under daemontools -----------------------------------------------
@@ -522,16 +653,18 @@ class Svscan:
 
     def close(self) -> None:
         """Stop everything it started (the supervised service first), then svscan itself."""
-        link = self.root / "service" / "venus-prio"
-        if link.is_symlink():
-            link.unlink()  # or svscan starts a new supervise within 5 s
-        for service in (dest(self.root) / "service", dest(self.root) / "service" / "log"):
-            if subprocess.run(["svok", str(service)], check=False).returncode == 0:
-                subprocess.run(["svc", "-dx", str(service)], check=False)
+        service = supervised(self.root)
+        if service.is_dir():
+            parked = service.with_name(f".{PACKAGE_NAME}.closing")
+            service.rename(parked)  # or svscan starts a new supervise within 5 s
+            service = parked
+        for each in (service, service / "log"):
+            if subprocess.run(["svok", str(each)], check=False).returncode == 0:
+                subprocess.run(["svc", "-dx", str(each)], check=False)
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and any(
             subprocess.run(["svok", str(s)], check=False).returncode == 0
-            for s in (dest(self.root) / "service", dest(self.root) / "service" / "log")
+            for s in (service, service / "log")
         ):
             time.sleep(0.1)
         if self.process.poll() is None:
@@ -548,12 +681,13 @@ def steering_since(gx: FakeGx) -> Callable[[], bool]:
 
 
 def _log_text(root: Path) -> str:
-    current = root / "var" / "log" / "venus-prio" / "current"
+    current = root / "var" / "log" / PACKAGE_NAME / "current"
     return current.read_text(errors="replace") if current.exists() else ""
 
 
-def test_installed_service_runs_under_daemontools_and_uninstalls(
+def test_packagemanager_installs_upgrades_and_uninstalls_the_running_service(  # noqa: PLR0917
     bundle: Path,
+    upgrade: Path,
     bare_python: Path,
     gx_root: Path,
     mosquitto: Broker,
@@ -561,9 +695,10 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
 ) -> None:
     for tool in DAEMONTOOLS:
         require_tool(tool, "daemontools")
-    write_config(gx_root, port=mosquitto.port)
-    ok(sh(bundle / "install.sh", root=gx_root, bare=bare_python))
-    service = dest(gx_root) / "service"
+    config = write_config(gx_root, port=mosquitto.port)
+    pm_place(bundle, gx_root)
+    pm_ok(pm_setup("install", root=gx_root, bare=bare_python))
+    service = supervised(gx_root)
 
     async def scenario() -> None:
         async with fake_gx() as gx:
@@ -571,6 +706,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
             gx.items[paths.PV_DC.topic_suffix()].value = 1000.0
             gx.items[paths.MAX_DISCHARGE_POWER.topic_suffix()].value = BASELINE
             scanner = Svscan(gx_root, bare_python)
+            loop = asyncio.get_running_loop()
 
             async def restarted(before: Optional[int], *, starts: int, by: str) -> None:
                 """Wait until a new process replaced ``before`` and logged start ``starts``."""
@@ -586,7 +722,7 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
 
             try:
-                # svscan finds the link, supervise starts run (softlimit + the vendored path).
+                # svscan finds the copy in /service, supervise starts run (softlimit + vendor).
                 await eventually(lambda: gx.override_w == 1000.0, timeout=30.0, what="steering")
                 await eventually(
                     lambda: "Wrote the override 1000 W" in _log_text(gx_root),
@@ -594,6 +730,8 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
                 first = _log_text(gx_root).splitlines()[0]
                 assert re.match(r"@4000[0-9a-f]{20} ", first), first  # multilog's t stamp
+                journal = journal_path(options(gx_root))
+                assert f"journal {journal}" in _log_text(gx_root)
 
                 # supervise restarts a killed service; it takes up from the journal.
                 pid = scanner.pid(service)
@@ -601,9 +739,8 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 limits = Path(f"/proc/{pid}/limits").read_text()
                 assert re.search(rf"Max data size\s+{MEMORY_LIMIT_BYTES}\s", limits), limits
                 environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                vendor = f"PYTHONPATH={dest(gx_root)}/vendor:{dest(gx_root)}".encode()
+                vendor = f"PYTHONPATH={pkg(gx_root)}/vendor:{pkg(gx_root)}".encode()
                 assert vendor in environ
-                # The override it left stays in force (the GX expires it after a minute).
                 os.kill(pid, signal.SIGKILL)
                 await restarted(pid, starts=2, by="supervise")
                 await eventually(
@@ -615,37 +752,47 @@ def test_installed_service_runs_under_daemontools_and_uninstalls(
                 )
                 await eventually(steering_since(gx), what="steering after the restart")
 
-                # An upgrade while it runs: install.sh restarts it on the new files.
-                loop = asyncio.get_running_loop()
+                # The owner changes the config; then PackageManager downloads a new version:
+                # the package directory replaced as a whole, setup install run again.
+                edited = config.read_text().replace("pv_offset_w: 20", "pv_offset_w: 30")
+                assert edited != config.read_text()
+                config.write_text(edited)
+                kept_journal = load_journal(journal)
+                assert kept_journal is not None and kept_journal.baseline_w == BASELINE
                 running = scanner.pid(service)
-                upgrade = await loop.run_in_executor(
-                    None, lambda: sh(bundle / "install.sh", root=gx_root, bare=bare_python)
-                )
-                assert upgrade.returncode == 0, upgrade.stdout
-                assert "installed and restarted" in upgrade.stdout
+
+                def pm_upgrade() -> subprocess.CompletedProcess[str]:
+                    pm_place(upgrade, gx_root)
+                    return pm_setup("install", root=gx_root, bare=bare_python)
+
+                result = await loop.run_in_executor(None, pm_upgrade)
+                assert result.returncode == 0, (result.stdout, result.stderr)
+                assert "service restarted on the new version" in result.stdout
+                assert installed_version(gx_root).read_text() == "v99.0.0\n"
+                assert (pkg(gx_root) / "venus_prio" / "new_module.py").is_file()
                 await restarted(running, starts=3, by="the upgrade")
                 await eventually(steering_since(gx), what="steering after the upgrade")
+                assert config.read_text() == edited
+                upgraded = load_journal(journal)
+                assert upgraded is not None and upgraded.baseline_w == BASELINE
 
-                # uninstall.sh stops it (SIGTERM releases the override) and restores.
+                # Uninstall: stopped by daemontools (SIGTERM releases the override), restored.
                 result = await loop.run_in_executor(
-                    None,
-                    lambda: sh(dest(gx_root) / "uninstall.sh", root=gx_root, bare=bare_python),
+                    None, lambda: pm_setup("uninstall", root=gx_root, bare=bare_python)
                 )
-                assert result.returncode == 0, result.stdout
+                assert result.returncode == 0, (result.stdout, result.stderr)
                 assert gx.override_w == -1.0
                 assert gx.write_log.values(paths.OVERRIDE_MAX_DISCHARGE)[-1] == -1
                 # The user's setting was never written: the override did all the steering.
                 assert gx.write_log.values(paths.MAX_DISCHARGE_POWER) == []
                 assert gx.setting == BASELINE
-                assert sorted(p.name for p in dest(gx_root).iterdir()) == ["config.yaml"]
-                assert not (gx_root / "service" / "venus-prio").exists()
-                assert not rc_local(gx_root).exists()
-                for path in (service, service / "log"):
-                    assert subprocess.run(["svok", str(path)], check=False).returncode != 0
+                assert not service.exists() and not installed_version(gx_root).exists()
+                assert config.read_text() == edited and journal.is_file()
+                assert not [p for p in (gx_root / "service").iterdir()]
             finally:
                 # Shown by pytest when the test fails: what the service said, what the GX got.
                 print(f"writes: {[w.value for w in gx.writes]}\nlog:\n{_log_text(gx_root)}")
-                await asyncio.get_running_loop().run_in_executor(None, scanner.close)
+                await loop.run_in_executor(None, scanner.close)
 
     run_async(scenario(), timeout=180.0)
 
@@ -656,16 +803,16 @@ def test_tarball_bytes_depend_on_content_only(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     tarballs = []
     for attempt in ("a", "b"):
-        tree = tmp_path / attempt / "venus-prio"
-        (tree / "service").mkdir(parents=True)
-        (tree / "service" / "run").write_text("#!/bin/sh\n")
-        (tree / "service" / "run").chmod(0o700 if attempt == "a" else 0o775)
-        (tree / "config.yaml").write_text("control: {}\n")
-        os.utime(tree / "config.yaml", (1, 1) if attempt == "a" else (2_000_000_000,) * 2)
+        tree = tmp_path / attempt / PACKAGE_NAME
+        (tree / "setup").parent.mkdir(parents=True)
+        (tree / "setup").write_text("#!/bin/sh\n")
+        (tree / "setup").chmod(0o700 if attempt == "a" else 0o775)
+        (tree / "config.example.yaml").write_text("control: {}\n")
+        os.utime(tree / "config.example.yaml", (1, 1) if attempt == "a" else (2_000_000_000,) * 2)
         out = tmp_path / f"{attempt}.tar.gz"
         write_tarball(tree, out)
         tarballs.append(out.read_bytes())
     assert tarballs[0] == tarballs[1]
     with tarfile.open(tmp_path / "a.tar.gz") as archive:
-        run = archive.getmember("venus-prio/service/run")
-    assert (run.mode, run.mtime, run.uname) == (0o755, 1_700_000_000, "root")
+        setup = archive.getmember(f"{PACKAGE_NAME}/setup")
+    assert (setup.mode, setup.mtime, setup.uname) == (0o755, 1_700_000_000, "root")

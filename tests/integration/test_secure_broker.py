@@ -17,9 +17,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, List, Optional
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
 
 import aiomqtt
 import pytest
@@ -44,6 +47,7 @@ from tests.integration.harness import (
     mqtt_gx,
     serving,
     start_command,
+    subprocess_env,
     venus_config,
     wait_exit,
     write_yaml,
@@ -294,3 +298,92 @@ def test_check_config_and_its_probe_never_show_the_password(side: Side, tmp_path
     assert codes == [0, 0], text
     assert "password: '***'" in text  # the effective config shows that one is set
     assert side.password not in text
+
+
+def test_a_plain_client_on_the_tls_port_is_told_so_once(
+    tmp_path: Path, certificates: Certificates, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    """The broker just drops it (no CONNACK): the port is asked whether it speaks TLS."""
+    with started(
+        secure_broker(tmp_path / "gx-broker", certificates.gx, {GX_USER: GX_PASSWORD})
+    ) as broker:
+        side = Side("venus", broker, broker, certificates.gx, certificates.other_gx.ca_file,
+                    None, GX_PASSWORD)  # fmt: skip
+        config = side.config(tmp_path, TlsConfig(enabled=False))
+
+        async def scenario() -> None:
+            async with running_service(side, config) as through:
+                # aiomqtt gives up on a CONNECT without an answer after 10 s.
+                await eventually(
+                    lambda: bool(errors_naming(debug_logs, "venus.tls.enabled")),
+                    timeout=20.0,
+                    what="an error naming venus.tls.enabled",
+                )
+                await asyncio.sleep(CAP_S + 1)  # a retry that would log it again
+                assert not through()
+
+        run_async(scenario())
+    errors = errors_naming(debug_logs, "venus.tls.enabled")
+    assert len(errors) == 1, errors
+    assert f"{broker.host}:{side.port} speaks TLS" in errors[0]
+
+
+# -- the probe answers at once -----------------------------------------------------------------
+
+# What ``--probe`` must answer within (issue 16); the retry cap is the default 30 s, so an answer
+# in time cannot come from waiting out a retry.
+PROBE_ANSWER_S = 10.0
+
+
+@pytest.mark.parametrize(
+    ("wrong", "setting"),
+    [
+        ("ca_file", "venus.tls.ca_file"),
+        ("server_name", "venus.tls.server_name"),
+        ("password", "venus.password"),
+        ("tls on the plain port", "venus.tls:"),
+        ("plain on the TLS port", "venus.tls.enabled"),
+    ],
+)
+def test_the_probe_names_a_refused_setting_at_once(
+    wrong: str, setting: str, tmp_path: Path, certificates: Certificates
+) -> None:
+    """One line naming the setting, exit 2, well before a retry (30 s) could have helped."""
+    with started(
+        secure_broker(tmp_path / "gx-broker", certificates.gx, {GX_USER: GX_PASSWORD})
+    ) as broker:
+        assert broker.tls_port is not None
+        tls: Dict[str, Any] = {"enabled": True, "ca_file": str(certificates.gx.ca_file)}
+        port, password = broker.tls_port, GX_PASSWORD
+        if wrong == "ca_file":
+            tls["ca_file"] = str(certificates.other_gx.ca_file)
+        elif wrong == "server_name":
+            tls["server_name"] = "gx.example.org"
+        elif wrong == "password":
+            password = "not-" + GX_PASSWORD
+        elif wrong == "tls on the plain port":
+            port = broker.port
+        else:
+            tls = {"enabled": False}
+        data = config_data(venus_config("mqtt", broker=broker), tmp_path / "state")
+        data["venus"].update(port=port, password=password, tls=tls, reconnect_max_s=30)
+        config_file = write_yaml(tmp_path / "config.yaml", data)
+        started_at = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "venus_prio", "check-config", "--probe", str(config_file)],
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        elapsed = time.monotonic() - started_at
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    assert lines[0].startswith("Cannot connect to the GX broker: " + setting), lines[0]
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert GX_PASSWORD not in result.stdout + result.stderr
+    # The same cause is not logged a second time beside the answer.
+    assert setting not in result.stderr, result.stderr
+    assert elapsed < PROBE_ANSWER_S, elapsed

@@ -39,7 +39,7 @@ from venus_prio.tasks import supervise
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import PayloadError
 from venus_prio.venus.paths import VenusItem
-from venus_prio.venus.source import GxSource, override_shown, wait_future
+from venus_prio.venus.source import GxSource, override_shown, wait_event, wait_future
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,70 @@ def login_problem(exc: aiomqtt.MqttError, endpoint: Endpoint) -> Optional[str]:
     return None
 
 
+# How long the check "does this port speak TLS?" may take.
+TLS_SNIFF_TIMEOUT_S = 2.0
+
+
+async def speaks_tls(host: str, port: int, timeout: float) -> Optional[bool]:
+    """Return whether ``host:port`` completes a TLS handshake (certificate not checked): True,
+    False when it takes the connection but not the handshake, None when it cannot be told
+    (no connection, no answer in time)."""
+    loop = asyncio.get_running_loop()
+    # A blocking socket in a thread: StreamWriter.start_tls is Python 3.11+ and the GX has 3.8.
+    return await loop.run_in_executor(None, _speaks_tls, host, port, timeout)
+
+
+def _speaks_tls(host: str, port: int, timeout: float) -> Optional[bool]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(sock, do_handshake_on_connect=False) as wrapped:
+            wrapped.do_handshake()
+    except socket.timeout:
+        return None
+    except OSError:  # ssl.SSLError, a reset or an EOF: something that is not TLS answered
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+async def settings_problem(exc: aiomqtt.MqttError, endpoint: Endpoint) -> Optional[str]:
+    """Return what is wrong with the settings when ``exc`` says so, naming the setting; else None.
+
+    ``login_problem``, and what it cannot tell from the error (``port_problem``): a broker just
+    drops a client that speaks plain MQTT to its TLS port, or TLS to its plain one, as it drops
+    every client on its way down. A refused connection (nothing listens) is not checked.
+    """
+    problem = login_problem(exc, endpoint)
+    if problem is not None or isinstance(exc.__context__, ConnectionRefusedError):
+        return problem
+    return await port_problem(endpoint)
+
+
+async def port_problem(endpoint: Endpoint) -> Optional[str]:
+    """Return the problem when the port speaks TLS and ``endpoint`` does not, or the reverse."""
+    tls = await speaks_tls(endpoint.host, endpoint.port, TLS_SNIFF_TIMEOUT_S)
+    where = f"{endpoint.host}:{endpoint.port}"
+    key = endpoint.key
+    if tls is True and not endpoint.tls.enabled:
+        return (
+            f"{key}.tls.enabled: {where} speaks TLS, not plain MQTT; set {key}.tls.enabled: "
+            f"true (with {key}.tls.ca_file), or {key}.port to the plain port (1883 on a GX)"
+        )
+    if tls is False and endpoint.tls.enabled:
+        return (
+            f"{key}.tls: {where} does not speak TLS; set {key}.port to the broker's TLS port "
+            f"(8883 on a GX), or {key}.tls.enabled: false for this plain port"
+        )
+    return None
+
+
 def _code(rc: object) -> Optional[int]:
     value = getattr(rc, "value", rc)  # paho's ReasonCode, or a plain int
     return value if isinstance(value, int) else None
@@ -239,7 +303,8 @@ class Reconnect:
     """When to try a broker again and what to log, for every venus-prio MQTT client.
 
     A network failure is logged once (WARNING) and retried with doubling backoff up to
-    ``cap_s``. A refused certificate or login (``login_problem``) is logged once as an ERROR
+    ``cap_s``. A refused certificate or login, or a plain client on a TLS port
+    (``settings_problem``) is logged once as an ERROR
     naming the setting and retried every ``cap_s``: it only heals when someone changes a
     setting, and a login storm against the GX helps no one. Each new problem is logged again.
     """
@@ -251,14 +316,19 @@ class Reconnect:
         *,
         who: str = "",
         logger: logging.Logger = log,
+        report_problems: bool = True,
     ) -> None:
         self._log = logger  # the client's own logger: its messages stay under its name
         self._endpoint = endpoint
         self._cap_s = cap_s
         self._who = who
+        # False: a settings problem is only kept in ``problem`` (the probe reports it itself).
+        self._report_problems = report_problems
         self._backoff = FIRST_BACKOFF_S
         self._logged: Optional[str] = None
         self._ever_connected = False
+        # The settings problem of the last failure; None after a network failure or a connect.
+        self.problem: Optional[str] = None
 
     @property
     def where(self) -> str:
@@ -270,14 +340,16 @@ class Reconnect:
             self._log.info("%sconnected to the MQTT broker %s", self._who, self.where)
         self._ever_connected = True
         self._logged = None
+        self.problem = None
         self._backoff = FIRST_BACKOFF_S
 
-    def failed(self, exc: aiomqtt.MqttError, *, was_connected: bool, note: str = "") -> float:
+    async def failed(self, exc: aiomqtt.MqttError, *, was_connected: bool, note: str = "") -> float:
         """Log the failure once and return how long to wait before the next attempt."""
-        problem = login_problem(exc, self._endpoint)
+        problem = None if was_connected else await settings_problem(exc, self._endpoint)
+        self.problem = problem
         if problem is not None:
             wait = self._cap_s
-            if problem != self._logged:
+            if problem != self._logged and self._report_problems:
                 self._log.error(
                     "%scannot connect to the MQTT broker %s: %s; trying again every %gs%s",
                     self._who,
@@ -388,9 +460,16 @@ class MqttSource(GxSource):
 
     name = "mqtt"
 
-    def __init__(self, *, venus: VenusConfig, control: ControlConfig) -> None:
+    def __init__(
+        self, *, venus: VenusConfig, control: ControlConfig, report_problems: bool = True
+    ) -> None:
         super().__init__(venus, control)
         self._endpoint = resolve_endpoint(venus)
+        self._retry = Reconnect(
+            self._endpoint, venus.reconnect_max_s, report_problems=report_problems
+        )
+        # Set while the last attempt failed on a setting (``settings_problem``).
+        self._problem_seen = asyncio.Event()
         self.portal_id = venus.portal_id
         self._client: Optional[aiomqtt.Client] = None
         # The GX answered one of our full keepalives with our echo: its firmware has the echo,
@@ -410,7 +489,7 @@ class MqttSource(GxSource):
         Raises ``PortalIdNotFound`` when the portal id must be discovered and the broker
         does not show one in time.
         """
-        retry = Reconnect(self._endpoint, self._venus.reconnect_max_s)
+        retry = self._retry
         while True:
             connected = False
             wait = FIRST_BACKOFF_S
@@ -418,11 +497,16 @@ class MqttSource(GxSource):
                 async with self._make_client() as client:
                     connected = True
                     retry.connected()
+                    self._problem_seen.clear()
                     self._client = client
                     self.store.set_connected(True)
                     await self._run_session(client)
             except aiomqtt.MqttError as exc:
-                wait = retry.failed(exc, was_connected=connected)
+                wait = await retry.failed(exc, was_connected=connected)
+                if retry.problem is None:
+                    self._problem_seen.clear()
+                else:
+                    self._problem_seen.set()
             finally:
                 self._client = None
                 self._session = None
@@ -432,6 +516,19 @@ class MqttSource(GxSource):
                 self.store.set_connected(False)
                 self._fail_waiters()
             await asyncio.sleep(wait)
+
+    async def wait_settings_problem(self, timeout: float) -> Optional[str]:
+        """Return the setting that made the last attempt fail, once there is one; None when
+        there is none after ``timeout``."""
+        if not self.store.connected:
+            # A broker drops a plain client on its TLS port without a word: the client only
+            # gives up when its CONNECT times out (10 s). Ask the port at once instead.
+            problem = await port_problem(self._endpoint)
+            if problem is not None:
+                return problem
+        if not await wait_event(self._problem_seen, timeout):
+            return None
+        return self._retry.problem
 
     async def write_max_discharge(self, value_w: float) -> None:
         """Publish a write of MaxDischargePower (QoS 0, not retained; no ack exists)."""

@@ -231,6 +231,13 @@ class Readiness(Protocol):
     async def wait_ready(self, timeout: float) -> bool: ...
 
 
+@runtime_checkable
+class SettingsCheck(Protocol):
+    """A source that tells a connection failure no retry mends: a setting is wrong (MQTT)."""
+
+    async def wait_settings_problem(self, timeout: float) -> Optional[str]: ...
+
+
 class Source(abc.ABC):
     """A connection to the GX that yields snapshots and writes MaxDischargePower."""
 
