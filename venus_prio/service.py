@@ -26,7 +26,9 @@ dirty (before the first steering write) or clean (after a confirmed hand-back), 
 (before the first override write) or not (after a confirmed release), the mode.
 
 Writes have no ack (venus-mqtt.md point 8): a write is "in flight" until the GX echoes it; until
-then the old value on the GX is not mistaken for somebody else's change.
+then the old value on the GX is not mistaken for somebody else's change, nor for proof that
+nothing of ours stands there: the restore, and the override's release, write even when the GX
+already shows the value they want (``actuator.py`` point 4: ours until seen gone).
 """
 
 from __future__ import annotations
@@ -302,9 +304,13 @@ class Service:
             if not learnt:
                 return False
             self._observe_gx(shown, self._clock())
-            return same_value(shown, self._baseline)
+            # Still in flight: the GX shows a value from before our last write, which may land
+            # after this look (then it, not the user's value, would stay after the stop).
+            return self._in_flight is None and same_value(shown, self._baseline)
 
-        wrote = await write_confirmed(self._source, value, stands=users_change)
+        wrote = await write_confirmed(
+            self._source, value, stands=users_change, in_flight=lambda: self._in_flight is not None
+        )
         if self._baseline is not None and not same_value(self._baseline, baseline):
             value = self._baseline  # adopted on the way: the GX holds the user's new value
         if wrote is None:
@@ -471,9 +477,11 @@ class Service:
         """Run the actuator verification on ``snap``; log a change of actuator once."""
         reason = None if self._decision is None else self._decision.reason
         self._act = actuator.observe(self._act, snap, reason=reason, config=self._config, now=now)
-        if self._override_held and self._act.held_w is None and not self._act.inherited:
-            # Expired, reset by the GX or taken by someone else: nothing of ours stands there.
-            self._override_held = False
+        if self._override_held is not self._act.may_hold:
+            # Seen gone after our last write arrived (expired, reset) or taken by someone else:
+            # nothing of ours stands there. Or a value of ours showing while we held none (a
+            # write of ours that landed late): the stop must release it.
+            self._override_held = self._act.may_hold
             self._save_journal()
         choice = actuator.choose(self._act, snap, cfg=self._config.actuator.override, now=now)
         if choice.actuator is not self._choice.actuator:
@@ -524,6 +532,8 @@ class Service:
             cfg=cfg,
             max_w=self._config.control.max_inverter_power_w,
             now=now,
+            # Not over another tool's episode: we never write while theirs owns the override.
+            in_doubt=self._act.in_doubt and not dry_run and not self._act.override_in_use,
         )
         if write is None:
             return
@@ -557,7 +567,10 @@ class Service:
         if self._source.snapshot().override_present is False:
             log.info("The GX shows no hub4 override any more: nothing to release")
         else:
-            wrote = await write_confirmed(self._source, actuator.RELEASE_W, override=True)
+            # A write of ours may still be on its way: a -1 shown now proves nothing.
+            wrote = await write_confirmed(
+                self._source, actuator.RELEASE_W, override=True, in_flight=lambda: True
+            )
             if wrote is None:
                 log.error(
                     "RELEASE NOT CONFIRMED: the hub4 override may still hold venus-prio's %s W "
