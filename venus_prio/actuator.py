@@ -33,11 +33,23 @@ and does the I/O.
    is then True (the controller stands aside with ``STAND_ASIDE_OVERRIDE_IN_USE``), we hold
    nothing there, so nothing is ever written to it; it clears after ``foreign_clear_s`` of -1/null.
 
-4. Never two caps in force: ``hand_back_first`` names the actuator still holding a venus-prio
+4. Ours until seen gone (every ``actuator.kind``): a write has no acknowledgement, so one of ours
+   may land after a -1/null the GX showed (a reset or expiry overtaking our refresh on the
+   wire; fault campaign seed 1 round 4: our 140 W landed after the reset, stayed beside the
+   setting and outlived the stop). A value we wrote is ours until -1/null is seen *after the GX
+   showed our last write arrive* (it changed to that value; a refresh of the value shown never
+   shows), or until our own release is confirmed by read-back. -1/null seen before that makes
+   ``in_doubt`` True: we hold nothing to steer with, but ``may_hold`` stays True, so falling
+   back and stopping both release it (write -1 unconditionally, confirm by read-back) and
+   ``plan_override`` releases it when the target is the baseline. A value of ours showing while
+   another tool's override episode is on (ours landed after theirs) is in doubt too; their next
+   value replacing it settles it.
+
+5. Never two caps in force: ``hand_back_first`` names the actuator still holding a venus-prio
    value that must be handed back (override: -1 confirmed; setting: the baseline confirmed)
    before the chosen one may steer.
 
-5. Steering through the override (``plan_override``): targets are rounded down to
+6. Steering through the override (``plan_override``): targets are rounded down to
    ``override.step_w``; a write goes out when the value moves by ``override.deadband_w`` or more
    (up or down alike: no rate limit, no budget, since RAM wears nothing), when it moves between
    the classes hold / positive / released, and at least every ``override.refresh_s`` so it never
@@ -76,6 +88,11 @@ class ActuatorState:
     # (time, value) of our writes within max(verify_s, OWN_ECHO_S): an echo may show any of them.
     recent: Tuple[Tuple[float, float], ...] = ()
     shown: bool = False  # the GX has shown held_w since we took it
+    # Our last write not yet seen arriving (a change to its value): it may still be on the wire.
+    arrival_due: bool = False
+    # -1/null seen while arrival_due, or our value seen over another tool's: a value of ours may
+    # stand on the override although held_w is None (4. in the module docstring).
+    in_doubt: bool = False
     # Verification (auto).
     retry_at: Optional[float] = None  # the GX reset our value: the setting until then
     ineffective: bool = False  # the override had no effect: the setting until restart
@@ -88,6 +105,12 @@ class ActuatorState:
     def override_in_use(self) -> bool:
         """Return True while someone else holds the override: stand aside, never write it."""
         return self.foreign_w is not None
+
+    @property
+    def may_hold(self) -> bool:
+        """Return True while a value of venus-prio's may stand on the override: release it
+        (confirmed) before another actuator steers and when stopping."""
+        return self.held_w is not None or self.inherited or self.in_doubt
 
     def ours(self, value: float) -> bool:
         """Return whether ``value`` on the override is venus-prio's own."""
@@ -116,8 +139,17 @@ def wrote(
     """Return the state after venus-prio wrote ``value_w`` to the override (``RELEASE_W``)."""
     recent = (*_recent(state.recent, cfg, now), (now, value_w))
     if value_w < 0:
+        # Recorded once the release is confirmed by read-back: nothing of ours is left.
         return dataclasses.replace(
-            state, held_w=None, taken_at=None, last_write_t=now, recent=recent, shown=False
+            state,
+            held_w=None,
+            inherited=False,
+            taken_at=None,
+            last_write_t=now,
+            recent=recent,
+            shown=False,
+            arrival_due=False,
+            in_doubt=False,
         )
     taking = state.held_w is None
     return dataclasses.replace(
@@ -128,6 +160,8 @@ def wrote(
         last_write_t=now,
         recent=recent,
         shown=state.shown and not taking and same_value(value_w, state.held_w),
+        arrival_due=True,  # a refresh of the value shown never shows arriving: due until gone
+        in_doubt=False,  # superseded: whatever lands last is this write
     )
 
 
@@ -194,7 +228,11 @@ def _released(
     state: ActuatorState, snap: Snapshot, cfg: OverrideConfig, now: float
 ) -> ActuatorState:
     """-1/null (or absent) on the override: ours gone (reset, expired), someone else's clearing."""
+    if snap.override_present is False and state.in_doubt:
+        state = dataclasses.replace(state, in_doubt=False)  # hub4 left: its RAM went with it
     if state.foreign_w is not None:
+        # -1/null after what we saw last: a stray value of ours seen over theirs is gone too.
+        state = dataclasses.replace(state, in_doubt=False) if state.in_doubt else state
         since = now if state.clear_since is None else state.clear_since
         if now - since >= cfg.foreign_clear_s:
             return dataclasses.replace(state, foreign_w=None, clear_since=None)
@@ -204,21 +242,44 @@ def _released(
     if state.shown:
         if state.last_write_t is None or now - state.last_write_t > cfg.verify_s:
             # Not refreshed in time (disconnected, stalled): it expired, as designed.
-            return dataclasses.replace(state, held_w=None, taken_at=None, shown=False)
+            return _gone(state, snap)
     elif state.taken_at is not None and now - state.taken_at <= cfg.verify_s:
         return state  # our write's echo is still on its way
     somebody_else = (snap.dynamic_ess_mode or 0) > 0 or snap.hub4_mode == HUB4_MODE_EXTERNAL_CONTROL
-    gone = dataclasses.replace(state, held_w=None, taken_at=None, shown=False, excess_since=None)
+    gone = dataclasses.replace(_gone(state, snap), excess_since=None)
     if somebody_else or state.kind != "auto":
         return gone
     return dataclasses.replace(gone, retry_at=now + cfg.retry_after_s)
 
 
+def _gone(state: ActuatorState, snap: Snapshot) -> ActuatorState:
+    """Our value seen gone; in doubt if our last write was not seen arriving: it may land
+    after this -1 (4. in the module docstring). Not when hub4 left: its RAM went with it."""
+    return dataclasses.replace(
+        state,
+        held_w=None,
+        taken_at=None,
+        shown=False,
+        arrival_due=False,
+        in_doubt=state.arrival_due and snap.override_present is not False,
+    )
+
+
 def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
     """A value on the override: ours (echo) or someone else's."""
-    if state.foreign_w is None and state.ours(shown):
+    if state.ours(shown):
+        if state.foreign_w is not None:
+            # Ours landed after another tool's value: theirs still owns the override (stand
+            # aside, write nothing), but ours stands there until their next value replaces it.
+            return state if state.in_doubt else dataclasses.replace(state, in_doubt=True)
         if same_value(shown, state.held_w):
-            return state if state.shown else dataclasses.replace(state, shown=True)
+            if state.shown:
+                return state
+            # A change to our value: our last write arrived (a refresh never shows arriving).
+            return dataclasses.replace(state, shown=True, arrival_due=False)
+        if state.held_w is None and not state.in_doubt:
+            # A write of ours landing late, after we saw our value gone: ours until released.
+            return dataclasses.replace(state, in_doubt=True)
         return state  # an older write of ours, its echo lagging behind
     # Someone else's: we hold nothing there any more and never write it.
     return dataclasses.replace(
@@ -227,6 +288,8 @@ def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
         taken_at=None,
         shown=False,
         excess_since=None,
+        arrival_due=False,
+        in_doubt=False,
         foreign_w=shown,
         clear_since=None,
     )
@@ -362,16 +425,18 @@ def plan_override(
     cfg: OverrideConfig,
     max_w: float,
     now: float,
+    in_doubt: bool = False,
 ) -> Optional[OverrideWrite]:
     """Return the override write this target warrants now, or None (see the module docstring).
 
     ``current_w`` is the value venus-prio holds on the override (None or negative: none),
-    ``last_write_t`` when it last wrote it.
+    ``last_write_t`` when it last wrote it; ``in_doubt``: a value of ours may stand there
+    although we hold none (``ActuatorState.in_doubt``): the baseline releases it.
     """
     value = override_value(target_w, target_class, cfg=cfg, max_w=max_w)
     held = current_w is not None and current_w >= 0
     if value < 0:
-        return OverrideWrite(RELEASE_W, "release the override") if held else None
+        return OverrideWrite(RELEASE_W, "release the override") if held or in_doubt else None
     if not held:
         return OverrideWrite(value, "take the override")
     assert current_w is not None

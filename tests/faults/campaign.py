@@ -298,11 +298,17 @@ class OverrideMirror(Mirror):
         self._seen_mqtt_override, self._seen_dbus_override = len(from_mqtt), len(from_dbus)
         if self.hub4_gone():
             return copied
-        for value in new_mqtt:
-            self.dbus.fake.set_value(OVERRIDE, value)  # no yield
+        # One GX has one register: copy what the written door holds now, not the write itself.
+        # A copy made after that door's 5 s reset would otherwise start afresh on the other
+        # door and stand there alone (seed 1 round 4 of the short form: venus-prio's 140 W,
+        # reset on the MQTT door, stood on the D-Bus door after the final stop).
+        if new_mqtt:
+            shown = self.mqtt.gx.override_w
+            self.dbus.fake.set_value(OVERRIDE, -1.0 if shown is None else shown)  # no yield
             copied = True
-        for value in new_dbus:
-            await self.mqtt.gx.set_value(OVERRIDE, override_value(value))
+        if new_dbus:
+            shown = self.dbus.fake.override_w
+            await self.mqtt.gx.set_value(OVERRIDE, -1.0 if shown is None else shown)
             copied = True
         return copied
 

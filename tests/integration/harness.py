@@ -47,7 +47,7 @@ from venus_prio.config import (
     VenusConfig,
     WritesConfig,
 )
-from venus_prio.fakes.dbus_gx import FakeVenus
+from venus_prio.fakes.dbus_gx import FakeHub4, FakeVenus
 from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.fakes.writelog import ReceivedWrite, WriteLog, writes_to
 from venus_prio.journal import Journal, journal_path, load_journal
@@ -262,6 +262,19 @@ class GxHarness(abc.ABC):
         """Return the override cap the inverter obeys now (-1 none; ``ignored``: always -1)."""
         return self.device.override_in_force()
 
+    @abc.abstractmethod
+    def hold_override_writes(self) -> None:
+        """Keep the override writes the GX receives on their way: not applied until
+        ``land_override_writes`` (a reset or another writer can overtake them)."""
+
+    @abc.abstractmethod
+    def held_override_writes(self) -> List[Optional[float]]:
+        """Return the override writes held on their way, in order (None: null)."""
+
+    @abc.abstractmethod
+    async def land_override_writes(self) -> None:
+        """Apply the held override writes in order; hold no more."""
+
     def received(self) -> List[ReceivedWrite]:
         """Return every write the GX received (any path, accepted or dropped), in order."""
         return self.device.write_log.entries
@@ -385,6 +398,15 @@ class MqttGx(GxHarness):
         for payload in (b'{"value": "abc"}', b"not json", b'{"value": [1, 2]}'):
             await self.gx.publish_raw(item.topic_suffix(), payload)
 
+    def hold_override_writes(self) -> None:
+        self.gx.hold_override_writes = True
+
+    def held_override_writes(self) -> List[Optional[float]]:
+        return list(self.gx.held_override_writes)
+
+    async def land_override_writes(self) -> None:
+        await self.gx.land_held_override_writes()
+
     def venus(self) -> VenusConfig:
         return venus_config("mqtt", broker=self.broker)
 
@@ -434,6 +456,20 @@ class DbusGx(GxHarness):
     async def send_garbage(self, item: VenusItem) -> None:
         for garbage in ("abc", [1, 2], float("nan")):
             self.fake.set_value(item, garbage)
+
+    def _hub4(self) -> FakeHub4:
+        hub4 = self.fake.service(paths.HUB4)
+        assert isinstance(hub4, FakeHub4)
+        return hub4
+
+    def hold_override_writes(self) -> None:
+        self._hub4().hold_writes = True
+
+    def held_override_writes(self) -> List[Optional[float]]:
+        return list(self._hub4().held_writes)
+
+    async def land_override_writes(self) -> None:
+        self._hub4().land_held_writes()
 
     def venus(self) -> VenusConfig:
         return venus_config("dbus", dbus_address=self.address, dbus_backend=self.label)

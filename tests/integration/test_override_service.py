@@ -140,20 +140,22 @@ class Expected:
     takes_override: bool  # venus-prio writes the override at all
     # After the first override write, the setting's first write comes within this (fallback).
     fallback_s: Optional[float]
-    releases_first: bool  # a -1 of ours before the fallback's first setting write
+    # A -1 of ours before the fallback's first setting write; None: exactly when a refresh
+    # went out after the take (it never shows arriving: the reset may have overtaken it).
+    releases_first: Optional[bool]
 
 
 VARIANTS = [
     Expected("honoured", Actuator.OVERRIDE, "", True, None, False),
     Expected("absent", Actuator.SETTING, "has no hub4 override", False, None, False),
-    # The GX sets it back to -1 itself: nothing of ours to release.
+    # The GX sets it back to -1 itself: released first unless it did so before any refresh.
     Expected(
         "reset_every_5s",
         Actuator.SETTING,
         "resets the hub4 override",
         True,
         TIMINGS.verify_s,
-        False,
+        None,
     ),
     # Ours still stands there, shown but without effect: released (-1 confirmed) first.
     Expected("ignored", Actuator.SETTING, "had no effect", True, TIMINGS.effect_window_s, True),
@@ -220,9 +222,63 @@ def test_actuator_per_plant_variant(open_gx: GxFactory, tmp_path: Path, expected
             assert fake.override_w in (None, -1.0)
             if expected.fallback_s is not None:
                 assert settings[0].at - ours[0].at <= expected.fallback_s + SLACK_S
-                assert (ours[-1].value == -1) is expected.releases_first
+                releases = expected.releases_first
+                if releases is None:
+                    releases = len([w for w in ours if w.value >= 0]) > 1
+                assert (ours[-1].value == -1) is releases
 
     run_async(scenario(), timeout=90.0)
+
+
+# -- a write of ours on its way when the GX resets the override (issue 18) ---------------------
+
+
+def test_a_refresh_landing_after_the_gx_reset_the_override_is_released(
+    open_gx: GxFactory, tmp_path: Path
+) -> None:
+    """Our refresh is on its way when the GX resets the override (before v3.60 it does so every
+    5 s): the GX shows -1, then our refresh lands. Seeing -1 before our last write arrived
+    proves nothing: the fall back to the setting must release the override (-1 sent after the
+    refresh, confirmed by read-back), or our value stands beside the setting and outlives the
+    stop (fault campaign seed 1 round 4: "the override shows 140.0 after the final stop").
+
+    The fake holds our writes (received, answered on D-Bus, not applied) until the test lands
+    them, so the reset overtakes the refresh every time."""
+
+    async def scenario() -> None:
+        async with open_gx() as fake:
+            config = fake.config(tmp_path, actuator=ACTUATOR)
+            async with harness.steering(config, fake.make_source(config)) as service:
+                await eventually(
+                    lambda: (
+                        fake.override_w == OVERRIDE_AT_PV
+                        and service.status.override_w == OVERRIDE_AT_PV
+                    ),
+                    what="steering on the override",
+                )
+                fake.hold_override_writes()
+                await eventually(
+                    lambda: fake.held_override_writes() == [OVERRIDE_AT_PV],
+                    timeout=TIMINGS.refresh_s + SLACK_S,
+                    what="a refresh on its way",
+                )
+                reset_at = now()
+                await fake.set_value(OVERRIDE, -1.0)  # the GX's reset overtakes it
+                await eventually(
+                    lambda: service.status.actuator == Actuator.SETTING.value,
+                    what="the fall back to the setting",
+                )
+                await fake.land_override_writes()  # our refresh arrives after the reset
+                await eventually(lambda: fake.setting == SETTING_AT_PV, what="the setting steers")
+                # Never two caps: the release went out after the refresh, so it landed last.
+                assert fake.override_w == -1.0
+                assert [w.value for w in override_writes(fake, since=reset_at)] == [-1.0]
+                assert [w.value for w in override_writes(fake)][-2:] == [OVERRIDE_AT_PV, -1.0]
+                assert not journal_at(tmp_path).override_held
+            assert fake.override_w == -1.0  # nothing of ours after the stop
+            assert fake.setting == BASELINE
+
+    run_async(scenario(), timeout=60.0)
 
 
 # -- someone else's override ------------------------------------------------------------------

@@ -131,6 +131,58 @@ def test_verification_table(
     assert (state.override_in_use, state.held_w) == in_use_and_held
 
 
+# Ours until seen gone (issue 18): -1 seen before our last write was seen arriving proves nothing.
+TAKEN = [(0.0, "write 500", OURS_500), (1.0, "see", OURS_500)]
+
+
+@pytest.mark.parametrize(
+    ("steps", "in_doubt"),
+    [
+        # Our take arrived (a change to 500), then -1: the GX let it go; nothing of ours left.
+        ([*TAKEN, (5.0, "see", RELEASED)], False),
+        # A refresh never shows arriving: the -1 may have overtaken it on the wire.
+        ([*TAKEN, (4.0, "write 500", OURS_500), (5.0, "see", RELEASED)], True),
+        # A lower value sent, the -1 seen before it: it may land after.
+        ([*TAKEN, (20.0, "write 400", OURS_500), (21.0, "see", RELEASED)], True),
+        # ... seen arriving first: settled.
+        ([*TAKEN, (20.0, "write 400", {"override_w": 400.0}), (21.0, "see", RELEASED)], False),
+        # Expired while we could not refresh, the last refresh unseen: in doubt too.
+        ([*TAKEN, (4.0, "write 500", OURS_500), (70.0, "see", RELEASED)], True),
+        # Gone, then a write of ours lands late: ours stands there again.
+        ([*TAKEN, (5.0, "see", RELEASED), (6.0, "see", OURS_500)], True),
+        # Another tool's value over ours, then ours landing after theirs: in doubt ...
+        ([*TAKEN, (3.0, "see", {"override_w": 1.0}), (4.0, "see", OURS_500)], True),
+        # ... until their next value (or -1) replaces it.
+        ([*TAKEN, (3.0, "see", {"override_w": 1.0}), (4.0, "see", OURS_500),
+          (5.0, "see", {"override_w": 1.0})], False),
+        ([*TAKEN, (3.0, "see", {"override_w": 1.0}), (4.0, "see", OURS_500),
+          (5.0, "see", RELEASED)], False),
+        # Our release, confirmed by read-back, settles it.
+        ([*TAKEN, (4.0, "write 500", OURS_500), (5.0, "see", RELEASED),
+          (6.0, "write -1", RELEASED)], False),
+        # hub4 left the GX: its RAM, and our value, went with it.
+        ([*TAKEN, (4.0, "write 500", OURS_500), (5.0, "see", RELEASED),
+          (6.0, "see", {"override_present": False, "override_w": None})], False),
+    ],
+)  # fmt: skip
+def test_ours_until_seen_gone(steps: List[Step], in_doubt: bool) -> None:
+    state, _ = play(steps)
+    assert state.in_doubt is in_doubt
+    assert state.may_hold is (in_doubt or state.held_w is not None)
+
+
+def test_in_doubt_the_baseline_releases_and_a_target_takes_it_again() -> None:
+    plan = functools.partial(
+        actuator.plan_override, current_w=None, last_write_t=None, cfg=OVR, max_w=3000.0, now=9.0
+    )
+    baseline = functools.partial(plan, target_w=2500.0, target_class=TargetClass.BASELINE)
+    assert baseline() is None
+    release = baseline(in_doubt=True)
+    assert release is not None and release.value_w == actuator.RELEASE_W
+    take = plan(target_w=300.0, target_class=TargetClass.POSITIVE, in_doubt=True)
+    assert take is not None and take.value_w == 300.0
+
+
 def test_a_reset_is_retried_once_retry_after_s_has_passed() -> None:
     reset = [(0.0, "write 500", OURS_500), (5.0, "see", RELEASED)]
     _, choice = play([*reset, (5.0 + OVR.retry_after_s - 1, "see", RELEASED)])

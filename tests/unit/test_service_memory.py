@@ -751,3 +751,19 @@ def test_restore_never_writes_over_a_users_change_it_has_not_seen_yet(tmp_path: 
 
     run(scenario)
     assert (journal_of(tmp_path).clean, journal_of(tmp_path).baseline_w) == (True, 1871.0)
+
+
+def test_restore_writes_the_baseline_while_a_write_of_ours_is_on_its_way(tmp_path: Path) -> None:
+    # Issue 18's shape on the setting: our 750 W is on its way, so the GX still shows the
+    # user's 2500 W when the restore looks. That proves nothing: 750 W lands after the look.
+    async def scenario() -> None:
+        _clock, source, service = started(tmp_path, LaggingSource(setting_w=BASELINE))
+        await service.evaluate()
+        assert source.pending == [750.0] and source.setting_w == BASELINE
+        assert await service.restore_baseline()
+        source.deliver()  # ours, then the restore's, in the order they were sent
+        assert source.setting_w == BASELINE
+        assert source.writes == [750.0, BASELINE]
+
+    run(scenario)
+    assert journal_of(tmp_path).clean

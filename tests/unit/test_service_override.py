@@ -146,6 +146,26 @@ def test_a_gx_that_resets_the_override_makes_it_fall_back_to_the_setting(
     assert len(fallbacks) == 1 and fallbacks[0].levelno == logging.WARNING
 
 
+def test_a_reset_seen_before_our_refresh_arrived_is_released_before_the_setting_steers(
+    tmp_path: Path,
+) -> None:
+    # Issue 18: a refresh never shows arriving (the value does not change), so a -1 seen after
+    # it may have overtaken it on the wire, and the refresh may land after the -1. Falling back,
+    # the service releases the override (-1 confirmed) before the setting steers.
+    async def scenario() -> None:
+        clock, source, service = start(tmp_path)
+        await service.evaluate()
+        await tick(clock, source, service, 5)  # our 1000 W shown, then refreshed at 5 s
+        assert source.override_writes == [1000.0, 1000.0]
+        source.set_override(-1.0)  # the GX's reset
+        await tick(clock, source, service)
+        assert service.status.actuator == "setting"
+        assert source.log[-2:] == [("override", -1.0), ("setting", 750.0)]
+        assert not journal_of(tmp_path).override_held
+
+    run(scenario)
+
+
 def test_an_override_without_effect_is_released_before_the_setting_steers(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock, source, service = start(tmp_path, pv=300.0)

@@ -175,6 +175,15 @@ def test_override_register(
     assert register.present is (variant != "absent")
 
 
+@pytest.mark.parametrize(("written", "change"), [(0.0, 2.5), (3.0, 7.5), (2.5, 7.5)])
+def test_the_next_reset_follows_the_gx_timer_phase(written: float, change: float) -> None:
+    # The fakes wake at next_change to publish the -1: it must be the tick that shown() uses.
+    register = OverrideRegister(variant="reset_every_5s", expiry_s=60.0, reset_phase_s=2.5)
+    register.write(500.0, written)
+    assert register.next_change(written) == change
+    assert register.shown(change - 1e-6) == 500.0 and register.shown(change) == -1.0
+
+
 def test_override_register_rejects_an_unknown_variant() -> None:
     with pytest.raises(ValueError, match="sometimes"):
         OverrideRegister(variant="sometimes")

@@ -336,7 +336,10 @@ OVERRIDE_PATH = paths.OVERRIDE_MAX_DISCHARGE.path
 
 
 class FakeHub4(FakeService):
-    """hub4control's ``/Overrides/MaxDischargePower``: a volatile value that expires by itself."""
+    """hub4control's ``/Overrides/MaxDischargePower``: a volatile value that expires by itself.
+
+    ``hold_writes`` keeps our writes on their way (answered, not applied) until
+    ``land_held_writes``, so a reset can overtake one."""
 
     def __init__(
         self, *, backend: Backend, register: OverrideRegister, write_log: WriteLog
@@ -348,6 +351,9 @@ class FakeHub4(FakeService):
             write_log=write_log,
         )
         self.register = register
+        # Override writes on their way: answered at once, applied by ``land_held_writes``.
+        self.hold_writes = False
+        self.held_writes: List[Optional[float]] = []
         self._rearm = asyncio.Event()
         self._timer: Optional[asyncio.Future[None]] = None
 
@@ -379,9 +385,7 @@ class FakeHub4(FakeService):
         taken, number = override_write(value)
         if not taken:
             raise ValueError(f"hub4 takes a number or null as the override, not {value!r}")
-        self.register.write(number, _now())
-        self._rearm.set()
-        return self._refresh()
+        return self._apply(number)
 
     def _refresh(self) -> bool:
         """Show the register's value now; signal it when it changed (expiry, reset, a write)."""
@@ -396,12 +400,24 @@ class FakeHub4(FakeService):
             return super()._set_from_bus(path, value)
         taken, number = override_write(value)
         code = SETVALUE_OK if taken else SETVALUE_ERROR
-        if taken:
-            self.register.write(number, _now())
-            self._rearm.set()
-            self._refresh()
+        if taken and self.hold_writes:
+            self.held_writes.append(number)
+        elif taken:
+            self._apply(number)
         self._log_write(path, value, code)
         return code
+
+    def land_held_writes(self) -> None:
+        """Apply the held override writes in the order they came, and hold no more."""
+        self.hold_writes = False
+        held, self.held_writes = self.held_writes, []
+        for number in held:
+            self._apply(number)
+
+    def _apply(self, number: Optional[float]) -> bool:
+        self.register.write(number, _now())
+        self._rearm.set()
+        return self._refresh()
 
     async def _expire(self) -> None:
         """Signal the fall back to -1 when the register's expiry or reset comes."""

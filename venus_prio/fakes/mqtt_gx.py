@@ -17,7 +17,8 @@ published, writes dropped, reads unanswered). Every ``W/`` received, accepted or
 ``write_log`` (and in ``--write-log FILE`` when run as ``venus-prio fake-gx``).
 
 The knobs ``heartbeat_enabled``, ``answer_reads`` and ``paused`` let tests break the GX in
-the ways a real one breaks.
+the ways a real one breaks; ``hold_override_writes`` keeps override writes on their way (received,
+not applied) until ``land_held_override_writes``, so a reset can overtake one.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ class FakeGx:
         self.heartbeat_enabled = True
         self.answer_reads = True
         self.paused = False
+        self.hold_override_writes = False
+        self.held_override_writes: List[Optional[float]] = []  # received, not applied yet
         self._alive_until = -math.inf
         self._full_times: Deque[float] = collections.deque()
         self._client: Optional[aiomqtt.Client] = None
@@ -446,6 +449,19 @@ class FakeGx:
         self._log_write(OVERRIDE_SUFFIX, payload, accepted=accepted)
         if not accepted:
             return
+        if self.hold_override_writes:
+            self.held_override_writes.append(value)
+            return
+        await self._apply_override_write(value)
+
+    async def land_held_override_writes(self) -> None:
+        """Apply the held override writes in the order they came, and hold no more."""
+        self.hold_override_writes = False
+        held, self.held_override_writes = self.held_override_writes, []
+        for value in held:
+            await self._apply_override_write(value)
+
+    async def _apply_override_write(self, value: Optional[float]) -> None:
         self.override.write(value, _now())
         self.writes.append(
             AcceptedWrite(suffix=OVERRIDE_SUFFIX, value=-1.0 if value is None else value, at=_now())

@@ -282,8 +282,9 @@ class OverrideRegister:
         written = self._written_at
         change = written + self.expiry_s
         if self.variant == "reset_every_5s":
-            reset = (math.floor(written / GX_RESET_PERIOD_S) + 1) * GX_RESET_PERIOD_S
-            change = min(change, reset)
+            phase = self.reset_phase_s  # as in ``shown``: the next tick of the GX's timer
+            reset = (math.floor((written - phase) / GX_RESET_PERIOD_S) + 1) * GX_RESET_PERIOD_S
+            change = min(change, reset + phase)
         return change
 
     def in_force(self, now: float) -> float:

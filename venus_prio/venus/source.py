@@ -407,6 +407,7 @@ async def write_confirmed(
     *,
     override: bool = False,
     stands: Optional[Callable[[float], bool]] = None,
+    in_flight: Callable[[], bool] = lambda: False,
     attempts: int = 3,
     timeout: float = 2.0,
     retry_s: float = 0.5,
@@ -415,9 +416,12 @@ async def write_confirmed(
 
     ``override``: the hub4 override instead of the setting. ``stands``: asked about each value
     read before a write; True means that value must stay (the user's), so nothing is written.
-    Return True when a write was needed and confirmed, False when the GX already showed the
-    value or one that stands (no write spent), None when it could not be confirmed after
-    ``attempts``.
+    ``in_flight``: asked (after ``stands``) before the first write: True when a write of ours
+    may not have landed yet, so the value shown proves nothing (the GX may show ``value_w`` now
+    and our older value a moment later): write anyway, and let the read-back after our own
+    write confirm (writes through one connection land in order). Return True when a write was
+    needed and confirmed, False when the GX already showed the value or one that stands (no
+    write spent), None when it could not be confirmed after ``attempts``.
     """
     read = source.read_override if override else source.read_max_discharge
     write = source.write_override if override else source.write_max_discharge
@@ -428,9 +432,9 @@ async def write_confirmed(
             await asyncio.sleep(delay)
             delay *= 2
         shown = await read(timeout)
-        if same_value(shown, value_w) or (
-            shown is not None and stands is not None and stands(shown)
-        ):
+        if shown is not None and stands is not None and stands(shown):
+            return wrote
+        if same_value(shown, value_w) and (attempt or not in_flight()):
             return wrote
         try:
             await write(value_w)
