@@ -118,13 +118,16 @@ class Snapshot:
     max_discharge_max: Optional[float] = None
     # The hub4 override: None when null (no override) or absent; -1 also means no override.
     override_w: Optional[float] = None
-    # Reported only, for the day recording and the stock-ESS shadow (issue 15); no transport
-    # reads them yet. AC loads, grid (+ import) and AC-coupled PV: each the sum of the phases
-    # (/Ac/Consumption, /Ac/Grid, /Ac/PvOnOutput + /Ac/PvOnGrid /L1..L3/Power); the battery's
-    # capacity in kWh where the GX publishes one.
+    # Reported only, for the day recording and the stock-ESS shadow (issue 15); the controller
+    # never reads them. AC loads (clipped at 0), grid (+ import) and AC-coupled PV: each the sum
+    # of the phases (/Ac/Consumption, /Ac/Grid, /Ac/PvOnOutput + /Ac/PvOnGrid /L1..L3/Power;
+    # ``paths.PHASE_SUMS``), None when no phase is known.
     ac_load_w: Optional[float] = None
     grid_w: Optional[float] = None
     pv_ac_w: Optional[float] = None
+    # The battery's capacity in kWh. No transport fills it: com.victronenergy.system publishes
+    # no capacity, only the battery's own per-instance service does (/InstalledCapacity, in Ah,
+    # and not on every BMS), so the capacity comes from the config (``sim.battery_kwh``).
     battery_kwh: Optional[float] = None
     # Whether the GX publishes the override path at all: None = not known yet (before the full
     # publish completed or the first D-Bus read), False = absent (older firmware, no ESS).

@@ -29,6 +29,7 @@ from typing import (
     Dict,
     Iterator,
     Optional,
+    Tuple,
     TypeVar,
 )
 
@@ -43,6 +44,7 @@ from tests.ports import reserve_port
 from tests.tools import require_tool
 from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, FakeGx
 from venus_prio.tasks import cancel_and_wait
+from venus_prio.venus.source import Source
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -373,6 +375,16 @@ def run_async(coro: Awaitable[T], timeout: float = 60.0) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+def ac_values_are(source: Source, expected: Tuple[Optional[float], ...]) -> Callable[[], bool]:
+    """Return a check (to poll) that the snapshot shows ``expected`` AC loads, grid, AC PV."""
+
+    def check() -> bool:
+        snap = source.snapshot()
+        return (snap.ac_load_w, snap.grid_w, snap.pv_ac_w) == expected
+
+    return check
 
 
 async def eventually(

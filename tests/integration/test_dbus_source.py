@@ -11,12 +11,14 @@ from typing import Any, AsyncContextManager, AsyncIterator, Callable, List, Tupl
 
 import pytest
 
-from tests.integration.conftest import eventually, run_async
+from tests.integration.conftest import ac_values_are, eventually, run_async
 from tests.integration.dbus_fixtures import DbusDaemon
-from venus_prio.config import ControlConfig, DbusConfig, VenusConfig
+from venus_prio.config import ControlConfig, DbusConfig, SimConfig, VenusConfig
 from venus_prio.errors import SourceUnavailable
 from venus_prio.fakes.dbus_gx import FakeVenus
+from venus_prio.fakes.mqtt_gx import plant_values
 from venus_prio.fakes.writelog import read_write_log
+from venus_prio.sim.plant import Plant, PlantParams
 from venus_prio.tasks import cancel_and_wait
 from venus_prio.venus import paths
 from venus_prio.venus.dbus import BUS_ITEM, DbusSource, close_bus, load_backend, open_bus
@@ -115,6 +117,8 @@ def test_initial_values_are_read(on_bus: OnBus) -> None:
             assert snap.dynamic_ess_mode == 0
             assert snap.max_discharge_w == 1800.0
             assert (snap.max_discharge_min, snap.max_discharge_max) == (-1.0, 1_000_000.0)
+            # Single-phase, no PV inverter: L2, L3 and every AC PV phase are invalid.
+            assert (snap.ac_load_w, snap.grid_w, snap.pv_ac_w) == (750.0, 150.0, None)
             assert source.portal_id == "abc123"
 
     run_async(scenario())
@@ -249,6 +253,36 @@ def test_service_absent_at_start(dbus_daemon: str, backend: str) -> None:
                 await fake.acquire(paths.SETTINGS)
                 await eventually(lambda: source.snapshot().alive_at is not None, what="alive")
                 assert source.snapshot().hub4_mode == 1
+
+    run_async(scenario())
+
+
+def test_ac_loads_grid_and_ac_pv_follow_the_plant(dbus_daemon: str, backend: str) -> None:
+    the_plant = Plant(PlantParams.from_sim_config(SimConfig(), min_soc=10.0), start_soc=50.0)
+    pv_on_output, pv_on_grid = paths.PV_AC.items[0], paths.PV_AC.items[3:]
+
+    async def scenario() -> None:
+        # A PV inverter on the output, and a systemcalc without the PvOnGrid paths at all.
+        async with FakeVenus(
+            address=dbus_daemon, backend=backend, system={pv_on_output.path: 900.0}
+        ) as fake:
+            for item in pv_on_grid:
+                fake.service(paths.SYSTEM).remove(item.path)
+            async with running(make_source(dbus_daemon, backend)) as source:
+                assert await source.wait_ready(WAIT_S)
+                # Read whole (GetItems): L1 plus null L2, L3; the absent paths count as 0.
+                await eventually(ac_values_are(source, (750.0, 150.0, 900.0)), what="read")
+                for load_w, pv_ac_w in ((1800.0, 650.0), (420.0, 0.0)):
+                    step = the_plant.step(
+                        1.0, pv_dc_w=300.0, load_w=load_w, pv_ac_w=pv_ac_w, max_discharge_w=-1.0
+                    )
+                    for item, value in plant_values(step, ac_pv=True).items():
+                        fake.set_value(item, value)
+                    shown = (load_w, float(round(step.grid_w)), pv_ac_w)
+                    await eventually(ac_values_are(source, shown), what=f"signalled {shown}")
+                # The system service leaves: its items are absent, not the last values.
+                await fake.release(paths.SYSTEM)
+                await eventually(ac_values_are(source, (None,) * 3), what="AC values absent")
 
     run_async(scenario())
 

@@ -14,11 +14,18 @@ from typing import AsyncIterator, Callable, List, Optional, Tuple
 import aiomqtt
 import pytest
 
-from tests.integration.conftest import Broker, FakeGxFactory, eventually, run_async, running
+from tests.integration.conftest import (
+    Broker,
+    FakeGxFactory,
+    ac_values_are,
+    eventually,
+    run_async,
+    running,
+)
 from tests.integration.harness import after_a_gx_reset, mqtt_gx, plant, start_command
 from venus_prio.config import BrokerConfig, ControlConfig, SimConfig, VenusConfig
 from venus_prio.errors import PortalIdNotFound
-from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, drive_scenario
+from venus_prio.fakes.mqtt_gx import DEFAULT_PORTAL_ID, drive_scenario, plant_values
 from venus_prio.fakes.writelog import read_write_log
 from venus_prio.sim import scenarios
 from venus_prio.sim.plant import Plant, PlantParams
@@ -83,6 +90,8 @@ def assert_fake_defaults(source: MqttSource) -> None:
     assert snap.dynamic_ess_mode == 0
     assert snap.max_discharge_w == -1.0
     assert (snap.max_discharge_min, snap.max_discharge_max) == (-1.0, 1_000_000.0)
+    # Single-phase, no PV inverter: L2, L3 and every AC PV phase are null.
+    assert (snap.ac_load_w, snap.grid_w, snap.pv_ac_w) == (500.0, 40.0, None)
 
 
 class Observer:
@@ -442,6 +451,31 @@ def test_fake_gx_scenario_drives_the_plant(mosquitto: Broker, fake_gx: FakeGxFac
                 assert soc is not None
                 assert 0.0 <= soc <= 100.0
                 assert source.snapshot().battery_power_w is not None
+
+    run_async(scenario())
+
+
+def test_ac_loads_grid_and_ac_pv_follow_the_plant(
+    mosquitto: Broker, fake_gx: FakeGxFactory
+) -> None:
+    the_plant = Plant(PlantParams.from_sim_config(SimConfig(), min_soc=10.0), start_soc=50.0)
+
+    async def scenario() -> None:
+        async with fake_gx() as gx, ready_source(venus_config(mosquitto)) as source:
+            for load_w, pv_ac_w in ((1800.0, 650.0), (420.0, 0.0)):
+                step = the_plant.step(
+                    1.0, pv_dc_w=300.0, load_w=load_w, pv_ac_w=pv_ac_w, max_discharge_w=-1.0
+                )
+                for item, value in plant_values(step, ac_pv=True).items():
+                    await gx.set_value(item, value)
+                # The sums over L1 (from the plant) and L2, L3 (null) on the single-phase GX.
+                shown = (load_w, float(round(step.grid_w)), pv_ac_w)
+                await eventually(
+                    ac_values_are(source, shown), what=f"the plant's AC values {shown}"
+                )
+            # The system service leaves: absent (0-byte payloads), not the last values.
+            await gx.remove_service(paths.SYSTEM)
+            await eventually(ac_values_are(source, (None,) * 3), what="AC values absent")
 
     run_async(scenario())
 

@@ -152,6 +152,38 @@ def test_subscriptions_are_narrow() -> None:
     )
 
 
+def test_every_phase_of_the_ac_quantities_is_followed() -> None:
+    topics = flashmq.input_topics(PID)
+    for quantity in ("Consumption", "Grid", "PvOnOutput", "PvOnGrid"):
+        for phase in ("L1", "L2", "L3"):
+            item = topics[f"N/{PID}/system/0/Ac/{quantity}/{phase}/Power"]
+            assert item.service == paths.SYSTEM
+            assert not item.wakes  # they only report: no evaluation per message
+    # Each phase item fills exactly one sum, and the store keys are unique.
+    phase_items = [item for phase_sum in paths.PHASE_SUMS for item in phase_sum.items]
+    assert len(phase_items) == 12
+    assert len({item.field for item in paths.INPUTS}) == len(paths.INPUTS)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"value": -1543.7}', ItemUpdate(value=-1543.7)),  # exporting
+        (b'{"value": 0}', ItemUpdate(value=0.0)),
+        (b'{"value": null}', ItemUpdate(value=None)),  # a phase this system does not have
+        (b"", ItemUpdate(value=None, absent=True)),  # system left the bus
+    ],
+)
+def test_grid_phase_payloads(payload: bytes, expected: ItemUpdate) -> None:
+    assert flashmq.parse_item_payload(paths.GRID.items[1], payload) == expected
+
+
+@pytest.mark.parametrize("payload", [b'{"value": "1500"}', b'{"value": NaN}', b"{}"])
+def test_garbage_phase_payloads_raise_payload_error(payload: bytes) -> None:
+    with pytest.raises(PayloadError):
+        flashmq.parse_item_payload(paths.AC_LOAD.items[0], payload)
+
+
 @pytest.mark.parametrize(
     ("payload", "expected"),
     [
@@ -338,8 +370,15 @@ def test_fake_gx_publishes_plant_values_rounded() -> None:
     plant = Plant(PlantParams.from_sim_config(SimConfig(), min_soc=10.0), start_soc=50.0)
     step = plant.step(1.0, pv_dc_w=800.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
     step = dataclasses.replace(step, soc=14.96, battery_w=-123.4, curtailed_w=150.4)
+    step = dataclasses.replace(step, load_w=1234.4, grid_w=-56.6, pv_ac_w=700.4)
     assert plant_values(step) == {
         paths.SOC: 15.0,
         paths.PV_DC: 650.0,  # what the MPPTs deliver, not what the sun offered
         paths.BATTERY_POWER: -123.0,
+        # A single-phase system: L1 only; no PV inverter, so no AC PV item changes.
+        paths.AC_LOAD.items[0]: 1234.0,
+        paths.GRID.items[0]: -57.0,
     }
+    with_ac_pv = plant_values(step, ac_pv=True)  # a PV inverter on the output
+    assert with_ac_pv[paths.PV_AC.items[0]] == 700.0
+    assert set(with_ac_pv) - set(plant_values(step)) == {paths.PV_AC.items[0]}

@@ -94,7 +94,12 @@ DEFAULT_SYSTEM: Dict[str, Any] = {
     paths.DC_SYSTEM.path: 40.0,
     paths.BATTERY_POWER.path: 120.0,
     paths.AC_INPUT_SOURCE.path: 1,
-    "/Ac/Grid/L1/Power": 150.0,  # an item we do not read: must not disturb the source
+    "/Ac/ConsumptionOnOutput/L1/Power": 750.0,  # not read: must not disturb the source
+    # A single-phase system without a PV inverter: systemcalc exports every phase of its summed
+    # AC quantities and invalidates what the system does not have (``mqtt_gx.default_items``).
+    **{item.path: None for phase_sum in paths.PHASE_SUMS for item in phase_sum.items},
+    paths.AC_LOAD.items[0].path: 750.0,
+    paths.GRID.items[0].path: 150.0,
 }
 
 DEFAULT_SETTINGS: Dict[str, Setting] = {

@@ -86,8 +86,13 @@ class KeepaliveSeen:
 
 
 def default_items() -> Dict[str, _Entry]:
-    """Return the static values a fresh fake GX serves (an ESS near its floor at noon)."""
-    return {
+    """Return the static values a fresh fake GX serves (an ESS near its floor at noon).
+
+    Like a single-phase GX without a PV inverter: systemcalc publishes every phase of its summed
+    AC quantities and invalidates (null) what the system does not have, here L2 and L3 and all
+    AC PV (dbus-systemcalc-py sets each of them, every update, to None when it has no value).
+    """
+    items = {
         paths.SERIAL.topic_suffix(): _Entry(DEFAULT_PORTAL_ID),
         paths.SOC.topic_suffix(): _Entry(55.0),
         paths.ACTIVE_SOC_LIMIT.topic_suffix(): _Entry(10.0),
@@ -95,13 +100,19 @@ def default_items() -> Dict[str, _Entry]:
         paths.DC_SYSTEM.topic_suffix(): _Entry(None),  # no DC system measurement: null
         paths.BATTERY_POWER.topic_suffix(): _Entry(0.0),
         paths.AC_INPUT_SOURCE.topic_suffix(): _Entry(1),
-        "system/0/Ac/Consumption/L1/Power": _Entry(300.0),  # not subscribed by venus-prio
         paths.MIN_SOC_SETTING.topic_suffix(): _Entry(10.0, 0.0, 100.0),
         paths.BATTERY_LIFE_STATE.topic_suffix(): _Entry(1, 0.0, 12.0),
         paths.HUB4_MODE.topic_suffix(): _Entry(1, 1.0, 3.0),
         paths.DYNAMIC_ESS_MODE.topic_suffix(): _Entry(0, 0.0, 4.0),
         paths.MAX_DISCHARGE_POWER.topic_suffix(): _Entry(-1.0, -1.0, 1_000_000.0),
+        "system/0/Ac/ConsumptionOnOutput/L1/Power": _Entry(500.0),  # not subscribed to
     }
+    for phase_sum in paths.PHASE_SUMS:
+        for item in phase_sum.items:
+            items[item.topic_suffix()] = _Entry(None)
+    items[paths.AC_LOAD.items[0].topic_suffix()].value = 500.0
+    items[paths.GRID.items[0].topic_suffix()].value = 40.0
+    return items
 
 
 def entry_payload(entry: _Entry) -> bytes:
@@ -500,13 +511,23 @@ def _suffix(item_or_suffix: Union[VenusItem, str]) -> str:
     return item_or_suffix
 
 
-def plant_values(step: PlantStep) -> Dict[VenusItem, float]:
-    """Return what systemcalc would publish after a plant step (rounded like the GUI shows)."""
-    return {
+def plant_values(step: PlantStep, *, ac_pv: bool = False) -> Dict[VenusItem, float]:
+    """Return what systemcalc would publish after a plant step (rounded like the GUI shows).
+
+    A single-phase system: the AC loads and the grid on L1, and with ``ac_pv`` (a PV inverter,
+    on the output) the AC PV on output L1. Without one that item stays invalid (null) and the
+    other phases are never touched: they stay as the fake started them (``default_items``).
+    """
+    values = {
         paths.SOC: round(step.soc, 1),
         paths.PV_DC: float(round(step.pv_dc_w - step.curtailed_w)),
         paths.BATTERY_POWER: float(round(step.battery_w)),
+        paths.AC_LOAD.items[0]: float(round(step.load_w)),
+        paths.GRID.items[0]: float(round(step.grid_w)),
     }
+    if ac_pv:
+        values[paths.PV_AC.items[0]] = float(round(step.pv_ac_w))
+    return values
 
 
 async def drive_scenario(
@@ -526,6 +547,7 @@ async def drive_scenario(
     """
     t = profile.start_s
     carry = 0.0
+    ac_pv = any(profile.pv_ac_w)  # a PV inverter only where the day has AC PV at all
     while True:
         carry += speed * tick_s
         last: Optional[PlantStep] = None
@@ -544,7 +566,7 @@ async def drive_scenario(
             if t >= profile.end_s:
                 t = profile.start_s
         if last is not None:
-            for item, value in plant_values(last).items():
+            for item, value in plant_values(last, ac_pv=ac_pv).items():
                 await gx.set_value(item, value)
         await asyncio.sleep(tick_s)
 

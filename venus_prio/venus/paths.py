@@ -2,7 +2,8 @@
 
 Each item names its D-Bus service type (``system`` -> ``com.victronenergy.system``, topic
 ``N/<id>/system/0/...``), its path, the ``Snapshot`` field it fills and how its value is read.
-See venus-ess.md for what each one means.
+Quantities systemcalc publishes per phase only are a ``PhaseSum`` of their phase items; the
+source adds them up. See venus-ess.md for what each one means.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class VenusItem:
 
     service: str
     path: str
-    field: str  # the Snapshot attribute it fills
+    field: str  # the Snapshot attribute it fills (a phase: its key in the source's store)
     integer: bool = False  # an enum-like value (codes), compared as int
     # Whether a change re-evaluates the controller at once. Values it only reports (or reads
     # for the optional trim) wait for the next tick: the battery power changes every second.
@@ -58,6 +59,39 @@ MAX_DISCHARGE_POWER = VenusItem(SETTINGS, "/Settings/CGwacs/MaxDischargePower", 
 # The volatile cap in hub4control's RAM (control.md section 8): -1/null = no override.
 OVERRIDE_MAX_DISCHARGE = VenusItem(HUB4, "/Overrides/MaxDischargePower", "override_w")
 
+
+@dataclass(frozen=True)
+class PhaseSum:
+    """A Snapshot field that is the sum of per-phase items (systemcalc has no total path).
+
+    Summed like Victron's own code (dbus-systemcalc-py's dynamicess delegate): a phase that is
+    invalid or absent counts as 0, but when every phase is, the sum is unknown (None), never an
+    invented 0. ``non_negative`` clips the sum at 0 as Victron does for the consumption.
+    """
+
+    field: str  # the Snapshot attribute it fills
+    items: Tuple[VenusItem, ...]
+    non_negative: bool = False
+
+
+def _phases(quantity: str, name: str) -> Tuple[VenusItem, ...]:
+    """Return ``/Ac/<quantity>/L1..L3/Power`` of system, reported only (they never wake)."""
+    return tuple(
+        VenusItem(SYSTEM, f"/Ac/{quantity}/L{n}/Power", f"{name}_l{n}_w", wakes=False)
+        for n in (1, 2, 3)
+    )
+
+
+# AC loads, grid (+ import) and AC-coupled PV (on the output and on the input), for the day
+# recording and the stock-ESS shadow. They change every second or so on a busy GX: reporting
+# them must cost no evaluation (tests/bench/bench_mqtt.py measures the CPU per message).
+AC_LOAD = PhaseSum("ac_load_w", _phases("Consumption", "ac_load"), non_negative=True)
+GRID = PhaseSum("grid_w", _phases("Grid", "grid"))
+PV_AC = PhaseSum(
+    "pv_ac_w", _phases("PvOnOutput", "pv_on_output") + _phases("PvOnGrid", "pv_on_grid")
+)
+PHASE_SUMS: Tuple[PhaseSum, ...] = (AC_LOAD, GRID, PV_AC)
+
 # Everything a Snapshot is built from, in one list (the transports subscribe to exactly these).
 INPUTS: Tuple[VenusItem, ...] = (
     SOC,
@@ -71,4 +105,5 @@ INPUTS: Tuple[VenusItem, ...] = (
     HUB4_MODE,
     DYNAMIC_ESS_MODE,
     MAX_DISCHARGE_POWER,
+    *(item for phase_sum in PHASE_SUMS for item in phase_sum.items),
 )

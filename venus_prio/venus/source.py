@@ -21,6 +21,7 @@ from typing import (
     Awaitable,
     Callable,
     Dict,
+    Iterable,
     List,
     Optional,
     Protocol,
@@ -33,7 +34,7 @@ from venus_prio.errors import SourceUnavailable
 from venus_prio.model import NO_OVERRIDE_W, Snapshot, same_value
 from venus_prio.tasks import cancel_and_wait, supervise
 from venus_prio.venus import paths
-from venus_prio.venus.paths import VenusItem
+from venus_prio.venus.paths import PhaseSum, VenusItem
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -114,18 +115,39 @@ def _expire(waiter: asyncio.Future[bool]) -> None:
         waiter.set_result(False)
 
 
+def phase_total(
+    values: Iterable[Optional[float]], *, non_negative: bool = False
+) -> Optional[float]:
+    """Return the sum of per-phase values as Victron sums them (``paths.PhaseSum``): an unknown
+    phase counts as 0, all unknown is None; ``non_negative`` clips the sum at 0."""
+    total: Optional[float] = None
+    for value in values:
+        if value is not None:
+            total = value if total is None else total + value
+    if non_negative and total is not None and total < 0.0:
+        return 0.0
+    return total
+
+
 class InputStore:
     """Latest parsed value of every input item, plus liveness and connection state.
 
     A value is ``None`` when the source marked it invalid (null) or when the item is absent
     (never published, or its service disappeared). Values are validated here: numbers must be
     finite, codes must be integral; anything else is rejected and reported to the caller.
+    The per-phase items are also kept summed (``paths.PHASE_SUMS``, ``phase_total``).
     """
 
     def __init__(self) -> None:
         self._values: Dict[str, Optional[float]] = {
             item.field: None for item in (*paths.INPUTS, paths.OVERRIDE_MAX_DISCHARGE)
         }
+        # The phase sums, kept up to date as a phase changes: the snapshot is built several
+        # times a second, a phase changes about once a second.
+        self._sum_of: Dict[str, PhaseSum] = {
+            item.field: phase_sum for phase_sum in paths.PHASE_SUMS for item in phase_sum.items
+        }
+        self._sums: Dict[str, Optional[float]] = {s.field: None for s in paths.PHASE_SUMS}
         self.setting_min: Optional[float] = None
         self.setting_max: Optional[float] = None
         self.alive_at: Optional[float] = None
@@ -154,6 +176,15 @@ class InputStore:
             self._values[item.field] = value
             if item.wakes:
                 self.changed.set()
+            phase_sum = self._sum_of.get(item.field)
+            if phase_sum is not None:
+                self._add_up(phase_sum)
+
+    def _add_up(self, phase_sum: PhaseSum) -> None:
+        values = self._values
+        self._sums[phase_sum.field] = phase_total(
+            (values[item.field] for item in phase_sum.items), non_negative=phase_sum.non_negative
+        )
 
     def set_bounds(self, setting_min: Optional[float], setting_max: Optional[float]) -> None:
         self.setting_min, self.setting_max = setting_min, setting_max
@@ -169,6 +200,8 @@ class InputStore:
             if self._values[key] is not None:
                 self._values[key] = None
                 self.changed.set()
+        for phase_sum in paths.PHASE_SUMS:
+            self._add_up(phase_sum)
         self.setting_min = self.setting_max = None
         self.set_override_present(None)
 
@@ -213,6 +246,10 @@ class InputStore:
             max_discharge_min=self.setting_min,
             max_discharge_max=self.setting_max,
             override_w=self._values[paths.OVERRIDE_MAX_DISCHARGE.field],
+            ac_load_w=self._sums[paths.AC_LOAD.field],
+            grid_w=self._sums[paths.GRID.field],
+            pv_ac_w=self._sums[paths.PV_AC.field],
+            # battery_kwh stays None: see Snapshot.battery_kwh.
             override_present=self.override_present,
             alive_at=self.alive_at,
             connected=self.connected,
