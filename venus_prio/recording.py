@@ -39,7 +39,7 @@ import math
 from dataclasses import astuple, dataclass
 from typing import Optional, Tuple, Union
 
-from venus_prio.model import Reason, Snapshot
+from venus_prio.model import Decision, Reason, Snapshot
 from venus_prio.status import ServiceStatus
 
 COLUMNS: Tuple[str, ...] = (
@@ -128,6 +128,19 @@ def format_row(row: RecordRow) -> str:
     return ",".join(_cell(v, d) for v, d in zip(astuple(row), _ROW_DECIMALS)) + "\n"
 
 
+def is_current(snapshot: Snapshot, decision: Optional[Decision], *, connected: bool) -> bool:
+    """Return True when the snapshot's measurements are of now: connected and not stale.
+
+    Otherwise the snapshot still holds the last values seen, which nothing may count as new:
+    the recording leaves their cells empty, the day's ledger (``benefit.py``) counts no time.
+    """
+    return (
+        snapshot.connected
+        and connected
+        and (decision is None or decision.reason not in _NOT_CURRENT)
+    )
+
+
 def row_from(*, snapshot: Snapshot, status: ServiceStatus, time_s: float) -> RecordRow:
     """Return the row of one evaluation: the GX's values, the decision and the cap in force.
 
@@ -136,11 +149,7 @@ def row_from(*, snapshot: Snapshot, status: ServiceStatus, time_s: float) -> Rec
     values, and a recording never shows an old value as a new one.
     """
     decision = status.decision
-    current = (
-        snapshot.connected
-        and status.connected
-        and (decision is None or decision.reason not in _NOT_CURRENT)
-    )
+    current = is_current(snapshot, decision, connected=status.connected)
     # The state the controller acts on, not a measurement: the floor and the target stay
     # recorded while the GX is away (the reason says why the target is what it is).
     state = RecordRow(

@@ -37,12 +37,15 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from venus_prio import actuator
+from venus_prio.benefit import DayLedger
 from venus_prio.caps import OverrideCap, SettingCap
 from venus_prio.config import Config
 from venus_prio.controller import ControllerState, decide
 from venus_prio.errors import SourceUnavailable
 from venus_prio.journal import MODES, Journal, journal_path, load_journal, save_journal
 from venus_prio.model import Actuator, Decision, Reason, Snapshot
+from venus_prio.recorder import LocalDayFn, Recorder, system_local_day
+from venus_prio.recording import is_current
 from venus_prio.status import ServiceStatus, WriteRecord
 from venus_prio.tasks import cancel_and_wait, supervise
 from venus_prio.venus.source import Readiness, Source
@@ -55,6 +58,8 @@ EXIT_FAILURE = 1
 
 # At start-up the source needs a moment to connect: only then is "unreachable" worth a warning.
 STARTUP_GRACE_S = 5.0
+# How often the recording task asks whether a flush is due (the recorder's FLUSH_S decides).
+RECORD_POLL_S = 5.0
 
 _LOUD_REASONS = frozenset(
     {Reason.STAND_ASIDE_STALE, Reason.STAND_ASIDE_DISCONNECTED, Reason.STAND_ASIDE_MISSING_INPUT}
@@ -70,6 +75,8 @@ class Service:
         config: Config,
         source: Source,
         clock: Optional[Callable[[], float]] = None,
+        wall_clock: Callable[[], float] = time.time,
+        local_day: LocalDayFn = system_local_day,
         dry_run: bool = False,
         persist: bool = True,
     ) -> None:
@@ -81,7 +88,21 @@ class Service:
         self._controls = {kind: actuator.control_for(config, kind) for kind in Actuator}
         self._clock: Callable[[], float] = clock or asyncio.get_running_loop().time
         self._dry_run_flag = dry_run
-        self._persist = persist  # False: never touch the journal (probe)
+        self._persist = persist  # False: never touch the journal nor record (probe)
+        # The day's recording and ledger are in local time, on the wall clock (``clock`` is the
+        # loop's monotonic one); tests give both, the fake GX's faster day among them.
+        self._wall_clock = wall_clock
+        self._ledger = DayLedger(config, local_day=local_day)
+        self._recorder: Optional[Recorder] = None
+        if persist and config.record.enabled:
+            self._recorder = Recorder(
+                directory=config.resolved_state_dir() / "recordings",
+                interval_s=config.record.interval_s,
+                keep_days=config.record.keep_days,
+                local_day=local_day,
+            )
+        self._flushing: Optional[asyncio.Future[None]] = None
+        self._accounting = True  # False after an error in the measuring (``_account``)
         self._journal_path = journal_path(config.resolved_state_dir())
         self._journal = load_journal(self._journal_path)
         # One journal per state dir: the mode the user chose in Home Assistant survives restarts.
@@ -140,6 +161,7 @@ class Service:
             actuator_why=self._choice.why,
             override_counters=counters(self._override.wstate, now),
             override_w=self._override.act.held_w,
+            benefit=self._ledger.benefit,
         )
 
     def watch(self) -> asyncio.Event:
@@ -223,9 +245,16 @@ class Service:
     async def run(self) -> int:
         """Steer until ``request_stop`` or a fatal error; restore the baseline; return the code."""
         source_task = asyncio.ensure_future(self._source.run())
-        steer_task = asyncio.ensure_future(self._steer_then_stop([source_task]))
-        tasks = [source_task, steer_task]
-        await supervise(tasks)
+        background = [source_task]
+        if self._recorder is not None:
+            background.append(asyncio.ensure_future(self._keep_recording(self._recorder)))
+        steer_task = asyncio.ensure_future(self._steer_then_stop(background))
+        tasks = [*background, steer_task]
+        try:
+            await supervise(tasks)
+        finally:
+            if self._recorder is not None:
+                await self._flush_recording(self._recorder)  # a stop loses no row
         if steer_task.cancelled():
             # The source gave up for good: nothing can be written any more.
             log.error("The connection to the GX failed for good: cannot restore the baseline")
@@ -239,7 +268,10 @@ class Service:
         """Run one step: snapshot, decision, write; return the decision (None: no baseline yet)."""
         try:
             async with self._lock:
-                return await self._evaluate()
+                decision = await self._evaluate()
+                if self._accounting:
+                    self._account(decision)
+                return decision
         finally:
             self._notify()
 
@@ -316,6 +348,43 @@ class Service:
         elif active is Actuator.SETTING:
             await self._setting.steer(decision, snap, baseline, now)
         return decision
+
+    def _account(self, decision: Optional[Decision]) -> None:
+        """Count the step in today's ledger and, when a row is due, in the day's recording.
+
+        Runs after every step, also while the GX is away: the ledger then counts no time and
+        the row shows the gap (empty measurements, the reason why).
+        """
+        try:
+            now = self._wall_clock()
+            snap = self._source.snapshot()
+            current = is_current(snap, decision, connected=bool(self._connected))
+            floor = None if decision is None else decision.floor
+            self._ledger.observe(now, snap, current=current, floor=floor)
+            recorder = self._recorder
+            if recorder is not None and recorder.due(now):
+                recorder.add(now, snapshot=snap, status=self.status)
+        except Exception:
+            # Measuring must never stop steering: a bug here ends the measuring only.
+            log.exception("Recording and today's figures stopped after an error; steering goes on")
+            self._accounting = False
+
+    async def _keep_recording(self, recorder: Recorder) -> None:
+        """Flush the recording about once a minute, until cancelled."""
+        while self._accounting:
+            await asyncio.sleep(RECORD_POLL_S)
+            if recorder.flush_due(self._wall_clock()):
+                await self._flush_recording(recorder)
+
+    async def _flush_recording(self, recorder: Recorder) -> None:
+        """Write the buffered rows in a worker thread: the file I/O (a day's gzip at midnight)
+        must not hold up steering. One flush at a time, even across a cancellation."""
+        if self._flushing is not None and not self._flushing.done():
+            await asyncio.wait({self._flushing})  # a cancelled waiter left it running
+        loop = asyncio.get_running_loop()
+        self._flushing = loop.run_in_executor(None, recorder.flush, self._wall_clock())
+        # Shielded: cancelling the task must not leave the thread running unseen.
+        await asyncio.shield(self._flushing)
 
     async def _observe_setting(self, snap: Snapshot, now: float) -> Snapshot:
         """Learn the baseline, settle an overdue echo, spot changes; return the snapshot (a
