@@ -26,6 +26,7 @@ from venus_prio.sim.policies import (
     START_SETTING_W,
     OriginalPolicy,
     Policy,
+    Reading,
     StockPolicy,
     VenusPrioOverridePolicy,
     VenusPrioPolicy,
@@ -113,6 +114,7 @@ def run_scenario(
     battery_w = 0.0
     curtailed_w = 0.0
     row = 0
+    decide_step = policy.decide_step  # what ``policy.step`` calls, without its keywords
     for k in range(steps):
         t = start + k * dt
         while row < last_row and times[row + 1] <= t:
@@ -121,13 +123,8 @@ def run_scenario(
         load_w = loads[row]
         measured_pv = pv_w - curtailed_w if pv_w > curtailed_w else 0.0
         soc_before = plant.soc
-        setting, wrote, reason, override_write = policy.step(
-            now=t,
-            soc=soc_before,
-            pv_dc_w=measured_pv,
-            battery_w=battery_w,
-            setting_w=setting,
-            override_w=register.shown(t),
+        setting, wrote, reason, override_write = decide_step(
+            Reading(t, soc_before, measured_pv, battery_w, setting, register.shown(t))
         )
         if override_write is not None:
             register.write(override_write, t)
