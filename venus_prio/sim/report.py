@@ -8,6 +8,9 @@ JSON output (``--json``) is one document on stdout::
 
     {"scenarios": {<scenario>: {<policy>: <metrics>}},
      "headlines": {<scenario>: <sentence>},
+     "physical_limits": {<scenario>: {"surplus_kwh", "throughput_kwh", "start_soc",
+                                      "policies": {<policy>: {"end_soc", "limit_kwh",
+                                                              "above_limit_kwh"}}}},
      "override_variant": <sim.override>, "wall_time_s": <float>}
 """
 
@@ -20,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from venus_prio.config import Config
+from venus_prio.sim.limit import DayLimit, day_limit
 from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.plant import PlantParams
 from venus_prio.sim.policies import (
     POLICY_NAMES,
     OriginalPolicy,
@@ -119,18 +124,79 @@ def format_table(name: str, metrics: Dict[str, Metrics], config: Config) -> str:
                 *(f"{metrics[p].reason_seconds.get(reason, 0.0) / 3600:.2f}" for p in POLICY_NAMES),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
+    title = (
         f"== {name}: reserve {config.sim.reserve_soc:g} %, start SOC {start_soc_for(config):g} %, "
         f"battery {config.sim.battery_kwh:g} kWh, GX override {config.sim.override} =="
+    )
+    return "\n".join([title, *_aligned(rows)])
+
+
+def _aligned(rows: List[Tuple[str, ...]]) -> List[str]:
+    """Return the rows as lines: labels left-aligned, values right-aligned in their columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
+        for row in rows
     ]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
 
 
-def to_json(results: Results, config: Config, wall_time_s: float) -> str:
+def limit_of(profile: Profile, metrics: Dict[str, Metrics], config: Config) -> DayLimit:
+    """Return the day's physical limit (``limit.py``) and each policy's, at its end SOC."""
+    return day_limit(
+        profile,
+        # Venus's MinSOC plays no part in the limit.
+        PlantParams.from_sim_config(config.sim, min_soc=config.sim.reserve_soc),
+        start_soc=start_soc_for(config),
+        end_socs={name: m.end_soc for name, m in metrics.items()},
+    )
+
+
+def format_limit(limit: DayLimit, metrics: Dict[str, Metrics]) -> str:
+    """Return the physical-limit lines printed under a scenario's table."""
+    day = limit.day
+    rows: List[Tuple[str, ...]] = [
+        ("", *limit.policies),
+        ("limit at its end SOC kWh", *(f"{p.throughput_kwh:.2f}" for p in limit.policies.values())),
+        (
+            "throughput above the limit kWh",
+            *(
+                f"{metrics[name].throughput_kwh - p.throughput_kwh:.2f}"
+                for name, p in limit.policies.items()
+            ),
+        ),
+    ]
+    title = (
+        f"physical limit: {day.throughput_kwh:.2f} kWh battery throughput on this day "
+        f"({day.surplus_kwh:.2f} kWh PV the loads cannot take, stored before export, "
+        f"and cycled out to end at the start SOC {day.start_soc:g} %)"
+    )
+    return "\n".join([title, *_aligned(rows)])
+
+
+def limit_json(limit: DayLimit, metrics: Dict[str, Metrics]) -> Dict[str, Any]:
+    """Return the physical limit of one scenario for ``--json``."""
+    day = limit.day
+    return {
+        "surplus_kwh": day.surplus_kwh,
+        "throughput_kwh": day.throughput_kwh,
+        "start_soc": day.start_soc,
+        "policies": {
+            name: {
+                "end_soc": p.end_soc,
+                "limit_kwh": p.throughput_kwh,
+                "above_limit_kwh": metrics[name].throughput_kwh - p.throughput_kwh,
+            }
+            for name, p in limit.policies.items()
+        },
+    }
+
+
+def to_json(
+    results: Results,
+    config: Config,
+    wall_time_s: float,
+    limits: Optional[Dict[str, DayLimit]] = None,
+) -> str:
     """Return the JSON document of ``--json``."""
     doc: Dict[str, Any] = {
         "scenarios": {
@@ -141,6 +207,10 @@ def to_json(results: Results, config: Config, wall_time_s: float) -> str:
         "override_variant": config.sim.override,
         "wall_time_s": round(wall_time_s, 3),
     }
+    if limits is not None:
+        doc["physical_limits"] = {
+            name: limit_json(limits[name], metrics) for name, (metrics, _t) in results.items()
+        }
     return json.dumps(doc, indent=2)
 
 
@@ -205,18 +275,21 @@ def simulate_command(
     """Run the comparison for one scenario, ``all``, or a CSV profile; print; optionally plot."""
     started = time.perf_counter()
     results: Results = {}
+    limits: Dict[str, DayLimit] = {}
     for prof in _profiles(config, scenario, profile):
         results[prof.name] = compare_with_traces(prof, config)
+        limits[prof.name] = limit_of(prof, results[prof.name][0], config)
     wall = time.perf_counter() - started
     if plot is not None and not plot_results(results, plot):
         sys.stderr.write("venus-prio: --plot needs matplotlib: pip install 'venus-prio[plot]'\n")
         return EXIT_NO_MATPLOTLIB
     if as_json:
-        sys.stdout.write(to_json(results, config, wall) + "\n")
+        sys.stdout.write(to_json(results, config, wall, limits) + "\n")
         return EXIT_OK
     for name, (metrics, _traces) in results.items():
         sys.stdout.write(headline(name, metrics) + "\n")
-        sys.stdout.write(format_table(name, metrics, config) + "\n\n")
+        sys.stdout.write(format_table(name, metrics, config) + "\n")
+        sys.stdout.write(format_limit(limits[name], metrics) + "\n\n")
     sys.stdout.write(f"simulated {len(results)} scenario(s) x {len(POLICY_NAMES)} policies ")
     sys.stdout.write(f"in {wall:.2f} s wall time (dt = {config.sim.dt_s:g} s)\n")
     if plot is not None:
