@@ -113,13 +113,16 @@ def filtered_pv(history: Tuple[Tuple[float, float], ...], now: float, window_s: 
         return latest
     area = 0.0
     # Each sample holds until the next one starts, the latest until now. (The simulator calls
-    # this every step: plain pairs and comparisons instead of indexing and max() per sample.)
-    ends = [t for t, _value in history]
-    ends.append(now)
-    for (t, value), seg_end in zip(history, ends[1:]):
+    # this every step: a running pair and comparisons instead of indexing and max().)
+    t, value = history[0]
+    for seg_end, next_value in history[1:]:
         seg_start = t if t > start else start
         if seg_end > seg_start:
             area += value * (seg_end - seg_start)
+        t, value = seg_end, next_value
+    seg_start = t if t > start else start
+    if now > seg_start:
+        area += value * (now - seg_start)
     return min(area / span, latest)
 
 
