@@ -19,6 +19,12 @@ CPU of one update is bounded (``max_hold_s / dt_s`` steps), and a gap counts as 
 estimate as it can in what the service measures. A clock that goes back (NTP setting a GX's
 clock after boot) is a gap of length 0: nothing is run, the grid starts again at ``now``.
 
+An input the GX does not give (invalid, disconnected): do not call ``update``; the held values
+run out after ``max_hold_s`` as over any gap. Inputs are measured, so the DC PV is what the MPPTs
+delivered: while the real battery is full and they curtail, the shadow sees less PV than the sun
+offered (a profile's ``pv_dc_w`` is the PV available), and the estimate is low by what stock's
+battery would then have taken.
+
 Pure: no clock, no I/O; ``now`` is any time in seconds supplied by the caller. The caller resets
 the shadow at local midnight (``reset``) from the measured SOC.
 """
