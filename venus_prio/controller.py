@@ -28,6 +28,7 @@ Pure: no clock, no I/O. ``now`` is any monotonic time in seconds supplied by the
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -55,6 +56,8 @@ class ControllerState:
 
 def _valid(value: Optional[float]) -> Optional[float]:
     """Return the value if it is a finite number, else None (NaN and inf are invalid)."""
+    if type(value) is float:  # the usual case, checked first: it runs six times per decision
+        return value if math.isfinite(value) else None
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -109,11 +112,17 @@ def filtered_pv(history: Tuple[Tuple[float, float], ...], now: float, window_s: 
     if span <= 0:
         return latest
     area = 0.0
-    for i, (t, value) in enumerate(history):
-        seg_start = max(t, start)
-        seg_end = history[i + 1][0] if i + 1 < len(history) else now
+    # Each sample holds until the next one starts, the latest until now. (The simulator calls
+    # this every step: a running pair and comparisons instead of indexing and max().)
+    t, value = history[0]
+    for seg_end, next_value in history[1:]:
+        seg_start = t if t > start else start
         if seg_end > seg_start:
             area += value * (seg_end - seg_start)
+        t, value = seg_end, next_value
+    seg_start = t if t > start else start
+    if now > seg_start:
+        area += value * (now - seg_start)
     return min(area / span, latest)
 
 
@@ -144,21 +153,29 @@ class Outside:
     override_in_use: bool = False  # someone else holds the hub4 override (actuator.py decides)
 
 
+# The four possible ``Outside`` values, built once (frozen: safe to share between decisions).
+_OUTSIDE = {
+    (enabled, in_use): Outside(enabled=enabled, override_in_use=in_use)
+    for enabled in (True, False)
+    for in_use in (True, False)
+}
+
 # Stand-aside rules in order of precedence: (reason, test, human text). A text may name the
 # missing input as {soc} or {floor}: the snapshot says how its source calls them.
 _StandAsideTest = Callable[[Snapshot, ControlConfig, float, Outside], bool]
 
 
-def _gx_reports(read: Callable[[Snapshot], Optional[int]], state: int) -> _StandAsideTest:
-    """Return a rule that holds while the GX reports ``state`` in what ``read`` takes."""
+def _gx_reports(field: str, state: int) -> _StandAsideTest:
+    """Return a rule that holds while the GX reports ``state`` in the snapshot's ``field``."""
+    read = operator.attrgetter(field)  # C-level: the rules run at every decision
     return lambda s, c, now, o: read(s) == state
 
 
 # GX states in which ESS, not venus-prio, must decide the discharge (codes in venus-ess.md).
-_GRID_LOST = _gx_reports(lambda s: s.ac_input_source, AC_SOURCE_NOT_CONNECTED)
-_ON_GENERATOR = _gx_reports(lambda s: s.ac_input_source, AC_SOURCE_GENERATOR)
-_EXTERNAL_CONTROL = _gx_reports(lambda s: s.hub4_mode, HUB4_MODE_EXTERNAL_CONTROL)
-_KEEP_CHARGED = _gx_reports(lambda s: s.battery_life_state, BATTERY_LIFE_KEEP_CHARGED)
+_GRID_LOST = _gx_reports("ac_input_source", AC_SOURCE_NOT_CONNECTED)
+_ON_GENERATOR = _gx_reports("ac_input_source", AC_SOURCE_GENERATOR)
+_EXTERNAL_CONTROL = _gx_reports("hub4_mode", HUB4_MODE_EXTERNAL_CONTROL)
+_KEEP_CHARGED = _gx_reports("battery_life_state", BATTERY_LIFE_KEEP_CHARGED)
 
 _STAND_ASIDE_RULES: Tuple[Tuple[Reason, _StandAsideTest, str], ...] = (
     (Reason.STAND_ASIDE_DISABLED, lambda s, c, now, o: not o.enabled, "disabled by the user"),
@@ -224,7 +241,7 @@ def decide(
     ``enabled``: the user's switch (config and mode); ``override_in_use``: someone else holds the
     hub4 override (stand aside, control.md section 8).
     """
-    outside = Outside(enabled=enabled, override_in_use=override_in_use)
+    outside = _OUTSIDE[bool(enabled), bool(override_in_use)]
     dt = 0.0 if state.last_t is None else max(0.0, now - state.last_t)
     pv_history = update_pv_history(state.pv_history, now, net_pv_w(snap, cfg), cfg.pv_window_s)
     pv_f = filtered_pv(pv_history, now, cfg.pv_window_s)

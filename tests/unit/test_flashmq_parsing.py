@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import ssl
@@ -369,8 +368,8 @@ def test_fake_gx_publishes_plant_values_rounded() -> None:
     # A step of the default plant with 800 W DC PV, its published values then set by hand.
     plant = Plant(PlantParams.from_sim_config(SimConfig(), min_soc=10.0), start_soc=50.0)
     step = plant.step(1.0, pv_dc_w=800.0, load_w=300.0, pv_ac_w=0.0, max_discharge_w=-1.0)
-    step = dataclasses.replace(step, soc=14.96, battery_w=-123.4, curtailed_w=150.4)
-    step = dataclasses.replace(step, load_w=1234.4, grid_w=-56.6, pv_ac_w=700.4)
+    step = step._replace(soc=14.96, battery_w=-123.4, curtailed_w=150.4)
+    step = step._replace(load_w=1234.4, grid_w=-56.6, pv_ac_w=700.4)
     assert plant_values(step) == {
         paths.SOC: 15.0,
         paths.PV_DC: 650.0,  # what the MPPTs deliver, not what the sun offered

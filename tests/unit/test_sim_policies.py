@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional, Tuple, Type, Union
 
 import pytest
 
 from venus_prio.config import ActuatorConfig, Config, ControlConfig, OverrideConfig, WritesConfig
+from venus_prio.model import Snapshot
 from venus_prio.sim.policies import (
     ORIGINAL_BELOW,
     ORIGINAL_HALF,
@@ -19,6 +21,7 @@ from venus_prio.sim.policies import (
     VenusPrioPolicy,
     original_limit,
     original_share,
+    with_readings,
 )
 
 
@@ -216,3 +219,19 @@ def test_override_policy_writes(
     writes: List[Tuple[int, Optional[float]]],
 ) -> None:
     assert override_writes(soc, pvs) == writes
+
+
+def test_with_readings_is_replace() -> None:
+    """The simulator's fast copy of a snapshot equals ``dataclasses.replace`` and shares nothing."""
+    gx = Snapshot(active_soc_limit=10.0, min_soc_setting=10.0, max_discharge_max=1e6)
+    fast = with_readings(
+        gx, soc=11.5, pv_dc_w=640.0, battery_power_w=-35.0, max_discharge_w=-1.0, alive_at=12.0
+    )
+    assert fast == dataclasses.replace(
+        gx, soc=11.5, pv_dc_w=640.0, battery_power_w=-35.0, max_discharge_w=-1.0, alive_at=12.0
+    )
+    assert gx.soc is None  # the template is untouched
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.soc = 1.0  # type: ignore[misc]
+    # The copy is valid only while Snapshot has nothing to run after __init__.
+    assert not hasattr(Snapshot, "__post_init__")

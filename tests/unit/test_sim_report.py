@@ -53,6 +53,16 @@ def test_simulate_cloudy_floor_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert f"(the original add-on: {writes['original'][0]:,})" in doc["headlines"]["cloudy-floor"]
     assert doc["override_variant"] == "honoured"
     assert doc["wall_time_s"] > 0
+    limit = doc["physical_limits"]["cloudy-floor"]
+    assert limit["start_soc"] == 16.0
+    assert 0 < limit["surplus_kwh"] < limit["throughput_kwh"]
+    for policy in POLICIES:
+        mine = limit["policies"][policy]
+        assert mine["end_soc"] == metrics[policy]["end_soc"]
+        assert mine["above_limit_kwh"] == pytest.approx(
+            metrics[policy]["throughput_kwh"] - mine["limit_kwh"]
+        )
+        assert mine["above_limit_kwh"] > 0
 
 
 def test_simulate_csv_profile_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,6 +81,13 @@ def test_simulate_csv_profile_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     # Columns: stock, original, venus_prio[override], venus_prio[setting].
     assert [n > 0 for n in row("flash writes (setting)")] == [False, True, False, True]
     assert [n > 0 for n in row("override writes (RAM)")] == [False, False, True, False]
+    # The physical limit under the table: the day's line, then one figure per policy.
+    assert next(line for line in lines if line.startswith("physical limit: ")).endswith(
+        "to end at the start SOC 16 %)"
+    )
+    label = "throughput above the limit kWh"
+    above = next(line for line in lines if line.startswith(label))
+    assert [float(v) >= 0 for v in above[len(label) :].split()] == [True] * 4
     assert "wall time" in out
 
 

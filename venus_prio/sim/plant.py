@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from venus_prio.config import OVERRIDE_VARIANTS, SimConfig
 
@@ -70,9 +70,12 @@ class PlantParams:
         return cls(**from_sim, min_soc=min_soc)
 
 
-@dataclass(frozen=True)
-class PlantStep:
-    """What happened during one step; powers in W, averaged over the step."""
+class PlantStep(NamedTuple):
+    """What happened during one step; powers in W, averaged over the step.
+
+    A NamedTuple (immutable as a frozen dataclass) because the simulator builds one per step and
+    policy: a frozen dataclass's ``__init__`` cost a tenth of a simulated day.
+    """
 
     soc: float  # at the end of the step
     battery_w: float  # DC at the battery terminals, + = charging

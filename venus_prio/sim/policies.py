@@ -19,7 +19,6 @@ time-per-reason metric.
 from __future__ import annotations
 
 import collections
-from dataclasses import replace
 from typing import Deque, NamedTuple, Optional, Tuple
 
 from venus_prio import actuator
@@ -168,6 +167,32 @@ class OriginalPolicy(Policy):
         return PolicyStep(r.setting_w, False, reason)
 
 
+def with_readings(
+    gx: Snapshot,
+    *,
+    soc: float,
+    pv_dc_w: float,
+    battery_power_w: float,
+    max_discharge_w: float,
+    alive_at: float,
+) -> Snapshot:
+    """Return ``dataclasses.replace(gx, ...)`` with this step's readings, five times faster.
+
+    ``replace`` walks ``fields()`` and runs the frozen ``__init__`` (a ``setattr`` per field):
+    once per step and policy it was a fifth of a simulated day. ``Snapshot`` has no
+    ``__post_init__``, so a copy of its fields with the readings is the very same value.
+    """
+    snap: Snapshot = object.__new__(Snapshot)
+    values = gx.__dict__.copy()
+    values["soc"] = soc
+    values["pv_dc_w"] = pv_dc_w
+    values["battery_power_w"] = battery_power_w
+    values["max_discharge_w"] = max_discharge_w
+    values["alive_at"] = alive_at
+    object.__setattr__(snap, "__dict__", values)
+    return snap
+
+
 class _ControllerPolicy(Policy):
     """The real controller, fed a snapshot built from the plant; subclasses place its target."""
 
@@ -190,7 +215,7 @@ class _ControllerPolicy(Policy):
 
     def decide_step(self, r: Reading) -> PolicyStep:
         """Decide; place the target with the actuator unless ``writes.dry_run`` (then: nothing)."""
-        snap = replace(
+        snap = with_readings(
             self.gx,
             soc=r.soc,
             pv_dc_w=r.pv_dc_w,

@@ -7,6 +7,8 @@ values, never by hand, so the README cannot drift from the defaults it describes
 - ``sim:tables``: what ``venus-prio simulate --scenario all --plot .github/simulation.png``
   prints (headline and table per scenario, without the wall-time line) and the picture;
 - ``sim:profile``: the same for ``--profile tests/data/december.csv``;
+- ``sim:limits``: the physical limit (``limit.py``) of the built-in days, December and the two
+  measured days in ``tests/data/real-days/``, against each policy's throughput;
 - ``sim:seeds``: cloudy-floor for seeds 1 to 8, one line each;
 - ``sim:override``: the override's defaults against the alternatives that were measured
   (``OVERRIDE_CANDIDATES``), summed over cloudy-floor seeds 1 to 8, winter and December.
@@ -18,18 +20,31 @@ import dataclasses
 import re
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from venus_prio.config import Config, load_config
 from venus_prio.sim import goals
+from venus_prio.sim.limit import DayLimit
 from venus_prio.sim.metrics import Metrics
 from venus_prio.sim.policies import POLICY_NAMES, VenusPrioOverridePolicy, VenusPrioPolicy
-from venus_prio.sim.report import Results, format_table, headline, plot_results
+from venus_prio.sim.report import (
+    Results,
+    format_limit,
+    format_table,
+    headline,
+    limit_of,
+    plot_results,
+)
 from venus_prio.sim.runner import compare, compare_with_traces, run_scenario
 from venus_prio.sim.scenarios import SCENARIOS, Profile, builtin, load_profile_csv
 
 PLOT = Path(".github/simulation.png")
 PROFILE = Path("tests/data/december.csv")
+# Two measured days (1-min PV and household load; sources in tests/data/real-days/README.md).
+REAL_DAYS = (
+    Path("tests/data/real-days/real-midc-bms-2022-01-20.csv"),
+    Path("tests/data/real-days/real-midc-nwtc-2018-10-14.csv"),
+)
 SEEDS = range(1, 9)
 OURS = VenusPrioOverridePolicy.name
 # (label, actuator.override keys, control.trim keys) on top of config.yaml's values.
@@ -61,12 +76,35 @@ def _with(config: Config, override: Dict[str, Any], trim: Dict[str, Any]) -> Con
     )
 
 
-def tables(results: Results, config: Config) -> str:
-    """Return headline and table per scenario, as ``simulate`` prints them."""
+def tables(results: Results, config: Config, limits: Mapping[str, DayLimit]) -> str:
+    """Return headline, table and physical limit per scenario, as ``simulate`` prints them."""
     return "\n\n".join(
-        f"{headline(name, metrics)}\n{format_table(name, metrics, config)}"
+        f"{headline(name, metrics)}\n{format_table(name, metrics, config)}\n"
+        f"{format_limit(limits[name], metrics)}"
         for name, (metrics, _traces) in results.items()
     )
+
+
+def limits_table(days: Sequence[Tuple[str, Dict[str, Metrics], DayLimit]]) -> str:
+    """Return a Markdown table: each day's physical limit and each policy's throughput above it."""
+    rows = [
+        "| day | PV the loads cannot take kWh | physical limit kWh | "
+        + " | ".join(f"{p} kWh (above its limit)" for p in POLICY_NAMES)
+        + " |",
+        "|---|---|---|" + "---|" * len(POLICY_NAMES),
+    ]
+    for name, metrics, limit in days:
+        cells = (
+            f"{metrics[p].throughput_kwh:.2f} "
+            f"(+{metrics[p].throughput_kwh - limit.policies[p].throughput_kwh:.2f})"
+            for p in POLICY_NAMES
+        )
+        rows.append(
+            f"| {name} | {limit.day.surplus_kwh:.2f} | {limit.day.throughput_kwh:.2f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(rows)
 
 
 def seed_line(seed: int, m: Dict[str, Metrics]) -> str:
@@ -143,6 +181,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     december = load_profile_csv(readme.parent / PROFILE)
     profile_results: Results = {december.name: compare_with_traces(december, config)}
+    limits = {
+        name: limit_of(builtin(name, config.sim.seed), results[name][0], config)
+        for name in SCENARIOS
+    }
+    limits[december.name] = limit_of(december, profile_results[december.name][0], config)
+    real_days = [load_profile_csv(readme.parent / path) for path in REAL_DAYS]
+    limit_days = [
+        *((name, results[name][0], limits[name]) for name in SCENARIOS),
+        (december.name, profile_results[december.name][0], limits[december.name]),
+        *(
+            (day.name, m, limit_of(day, m, config))
+            for day, m in ((d, compare(d, config)) for d in real_days)
+        ),
+    ]
     seed_metrics = [
         results["cloudy-floor"][0]
         if seed == config.sim.seed
@@ -155,8 +207,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("december", december, profile_results[december.name][0]),
     ]
     text = readme.read_text(encoding="utf-8")
-    text = replace_block(text, "tables", tables(results, config))
-    text = replace_block(text, "profile", tables(profile_results, config))
+    text = replace_block(text, "tables", tables(results, config, limits))
+    text = replace_block(text, "profile", tables(profile_results, config, limits))
+    text = replace_block(text, "limits", limits_table(limit_days))
     text = replace_block(
         text, "seeds", "\n".join(seed_line(s, m) for s, m in zip(SEEDS, seed_metrics))
     )

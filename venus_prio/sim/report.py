@@ -8,6 +8,9 @@ JSON output (``--json``) is one document on stdout::
 
     {"scenarios": {<scenario>: {<policy>: <metrics>}},
      "headlines": {<scenario>: <sentence>},
+     "physical_limits": {<scenario>: {"surplus_kwh", "throughput_kwh", "start_soc",
+                                      "policies": {<policy>: {"end_soc", "limit_kwh",
+                                                              "above_limit_kwh"}}}},
      "override_variant": <sim.override>, "wall_time_s": <float>}
 
 A recording (``venus_prio.recording``, replayed by ``sim/replay.py``) adds a **measured**
@@ -26,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from venus_prio.config import Config
+from venus_prio.sim.limit import DayLimit, day_limit
 from venus_prio.sim.metrics import Metrics
+from venus_prio.sim.plant import PlantParams
 from venus_prio.sim.policies import (
     POLICY_NAMES,
     OriginalPolicy,
@@ -176,15 +181,71 @@ def format_table(
                 *(f"{s.get(reason, 0.0) / 3600:.2f}" for s in seconds[len(metrics) :]),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
+    title = (
         f"== {name}: reserve {config.sim.reserve_soc:g} %, start SOC {start_soc_for(config):g} %, "
         f"battery {config.sim.battery_kwh:g} kWh, GX override {config.sim.override} =="
+    )
+    return "\n".join([title, *_aligned(rows)])
+
+
+def _aligned(rows: List[Tuple[str, ...]]) -> List[str]:
+    """Return the rows as lines: labels left-aligned, values right-aligned in their columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])])
+        for row in rows
     ]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-        lines.append("  ".join(cells))
-    return "\n".join(lines)
+
+
+def limit_of(profile: Profile, metrics: Dict[str, Metrics], config: Config) -> DayLimit:
+    """Return the day's physical limit (``limit.py``) and each policy's, at its end SOC."""
+    return day_limit(
+        profile,
+        # Venus's MinSOC plays no part in the limit.
+        PlantParams.from_sim_config(config.sim, min_soc=config.sim.reserve_soc),
+        start_soc=start_soc_for(config),
+        end_socs={name: m.end_soc for name, m in metrics.items()},
+    )
+
+
+def format_limit(limit: DayLimit, metrics: Dict[str, Metrics]) -> str:
+    """Return the physical-limit lines printed under a scenario's table."""
+    day = limit.day
+    rows: List[Tuple[str, ...]] = [
+        ("", *limit.policies),
+        ("limit at its end SOC kWh", *(f"{p.throughput_kwh:.2f}" for p in limit.policies.values())),
+        (
+            "throughput above the limit kWh",
+            *(
+                f"{metrics[name].throughput_kwh - p.throughput_kwh:.2f}"
+                for name, p in limit.policies.items()
+            ),
+        ),
+    ]
+    title = (
+        f"physical limit: {day.throughput_kwh:.2f} kWh battery throughput on this day "
+        f"({day.surplus_kwh:.2f} kWh PV the loads cannot take, stored before export, "
+        f"and cycled out to end at the start SOC {day.start_soc:g} %)"
+    )
+    return "\n".join([title, *_aligned(rows)])
+
+
+def limit_json(limit: DayLimit, metrics: Dict[str, Metrics]) -> Dict[str, Any]:
+    """Return the physical limit of one scenario for ``--json``."""
+    day = limit.day
+    return {
+        "surplus_kwh": day.surplus_kwh,
+        "throughput_kwh": day.throughput_kwh,
+        "start_soc": day.start_soc,
+        "policies": {
+            name: {
+                "end_soc": p.end_soc,
+                "limit_kwh": p.throughput_kwh,
+                "above_limit_kwh": metrics[name].throughput_kwh - p.throughput_kwh,
+            }
+            for name, p in limit.policies.items()
+        },
+    }
 
 
 def to_json(
@@ -192,6 +253,7 @@ def to_json(
     config: Config,
     wall_time_s: float,
     recordings: Optional[Dict[str, Recording]] = None,
+    limits: Optional[Dict[str, DayLimit]] = None,
 ) -> str:
     """Return the JSON document of ``--json``."""
     doc: Dict[str, Any] = {
@@ -208,6 +270,10 @@ def to_json(
         doc["model_error_percent"] = {
             name: model_error_percent(results[name][0], r.measured)
             for name, r in recordings.items()
+        }
+    if limits is not None:
+        doc["physical_limits"] = {
+            name: limit_json(limits[name], metrics) for name, (metrics, _t) in results.items()
         }
     return json.dumps(doc, indent=2)
 
@@ -289,21 +355,24 @@ def simulate_command(
     results: Results = {}
     recordings: Dict[str, Recording] = {}
     configs: Dict[str, Config] = {}
+    limits: Dict[str, DayLimit] = {}
     recording = load_recording(profile) if profile is not None else None
     if recording is not None:
         name = recording.profile.name
         recordings[name] = recording
         configs[name] = replay_config(config, recording)
         results[name] = compare_with_traces(recording.profile, configs[name])
+        limits[name] = limit_of(recording.profile, results[name][0], configs[name])
     else:
         for prof in _profiles(config, scenario, profile):
             results[prof.name] = compare_with_traces(prof, config)
+            limits[prof.name] = limit_of(prof, results[prof.name][0], config)
     wall = time.perf_counter() - started
     if plot is not None and not plot_results(results, plot, recordings):
         sys.stderr.write("venus-prio: --plot needs matplotlib: pip install 'venus-prio[plot]'\n")
         return EXIT_NO_MATPLOTLIB
     if as_json:
-        sys.stdout.write(to_json(results, config, wall, recordings) + "\n")
+        sys.stdout.write(to_json(results, config, wall, recordings, limits) + "\n")
         return EXIT_OK
     for name, (metrics, _traces) in results.items():
         sys.stdout.write(headline(name, metrics) + "\n")
@@ -311,7 +380,8 @@ def simulate_command(
         if measured is not None:
             sys.stdout.write(measured_headline(name, metrics, measured) + "\n")
         table = format_table(name, metrics, configs.get(name, config), measured)
-        sys.stdout.write(table + "\n\n")
+        sys.stdout.write(table + "\n")
+        sys.stdout.write(format_limit(limits[name], metrics) + "\n\n")
     sys.stdout.write(f"simulated {len(results)} scenario(s) x {len(POLICY_NAMES)} policies ")
     sys.stdout.write(f"in {wall:.2f} s wall time (dt = {config.sim.dt_s:g} s)\n")
     if plot is not None:
