@@ -31,12 +31,25 @@ fi
 logs=$(mktemp -d "${TMPDIR:-/tmp}/venus-prio-test.XXXXXX")
 pids=()
 # Each suite in a process group of its own (job control), so an interrupted run stops it with
-# its brokers, buses and fakes: SIGINT lets pytest tear its fixtures down.
+# its brokers, buses and fakes: SIGINT lets pytest tear its fixtures down; a suite that ignores
+# SIGINT (a run started in the background inherits that) gets SIGTERM after a grace period.
 set -m
-stop_suites() {
-  for pid in "${pids[@]}"; do kill -INT -- "-$pid" 2>/dev/null || true; done
+signal_suites() {
+  local sig=$1 pid
+  alive=no
+  for pid in "${pids[@]}"; do kill "-$sig" -- "-$pid" 2>/dev/null && alive=yes; done
 }
-trap stop_suites EXIT
+stop_suites() {
+  [ ${#pids[@]} -gt 0 ] || return 0
+  signal_suites INT
+  for _ in $(seq 20); do
+    signal_suites 0
+    [ "$alive" = no ] && return 0
+    sleep 0.5
+  done
+  signal_suites TERM
+}
+trap 'stop_suites; rm -rf "$logs"' EXIT
 trap 'exit 130' INT TERM
 for version in "${ran[@]}"; do
   echo "== tests (Python $version) started, $workers workers: log $logs/$version.log"
@@ -51,7 +64,6 @@ for i in "${!ran[@]}"; do
   cat "$logs/${ran[$i]}.log"
 done
 pids=()
-rm -rf "$logs"
 
 echo "== Python versions tested: ${ran[*]:-none}"
 if [ ${#missing[@]} -gt 0 ]; then
