@@ -1,7 +1,7 @@
 VENV := .venv
 PYTHON ?= python3
 
-.PHONY: demo test clean gx-bundle readme
+.PHONY: demo check test clean gx-bundle readme
 
 # Run the simulator comparison on the built-in scenarios (stock ESS vs the original add-on vs venus-prio).
 demo: $(VENV)/.installed
@@ -14,7 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install -q -e .
 	touch $@
 
-# Every check and test, under Python 3.8 and 3.12.
+# The fast tier for the inner loop (under a minute): lint, types and the unit tests.
+check:
+	bash .ci/check.sh
+
+# Every check and test, under Python 3.8 and 3.12 side by side.
 test:
 	bash .ci/test.sh
 

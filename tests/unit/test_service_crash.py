@@ -64,8 +64,9 @@ class World:
         self.gx = KillableGx(kill_at=kill_at, after=after)
         gx_state(self.gx, self.clock)
         config = make_config(tmp_path, kind=kind)
-        # A quick ramp keeps the replays short; the ramp itself is not what is tested here.
-        control = dataclasses.replace(config.control, ramp_w_per_min=3000.0)
+        # A quick ramp keeps the replays short (each write of the ramp is one more replay); the
+        # ramp itself is not what is tested here.
+        control = dataclasses.replace(config.control, ramp_w_per_min=30000.0)
         self.config = dataclasses.replace(config, control=control)
         self.user_w = BASELINE
 

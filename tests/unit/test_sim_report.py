@@ -30,8 +30,19 @@ def small_profile(tmp_path: Path) -> Path:
     return path
 
 
-def test_simulate_cloudy_floor_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["simulate", "--scenario", "cloudy-floor", "--json"]) == 0
+def coarse_config(tmp_path: Path) -> Path:
+    """Write a config that steps the simulator every 10 s: a whole day in a tenth of the time.
+
+    What the report says does not depend on the step; the shipped step (``sim.dt_s``) is the
+    one ``test_sim_goals`` judges the goals with."""
+    path = tmp_path / "coarse.yaml"
+    path.write_text("control:\n  max_inverter_power_w: 3000\nsim:\n  dt_s: 10\n", encoding="utf-8")
+    return path
+
+
+def test_simulate_cloudy_floor_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "--scenario", "cloudy-floor", "--json", "--config"]
+    assert main([*args, str(coarse_config(tmp_path))]) == 0
     out = capsys.readouterr().out
     doc = json.loads(out)
     assert list(doc["scenarios"]) == ["cloudy-floor"]
