@@ -530,6 +530,15 @@ def plant_values(step: PlantStep, *, ac_pv: bool = False) -> Dict[VenusItem, flo
     return values
 
 
+class SimulatedClock:
+    """Where ``drive_scenario`` is in its day: the profile's ``time_s`` of the values the fake
+    publishes now. Tests that run the service against a fake faster than real time derive the
+    service's wall clock from it, so the day's recording and ledger see the plant's time."""
+
+    def __init__(self) -> None:
+        self.time_s = 0.0
+
+
 async def drive_scenario(
     gx: FakeGx,
     *,
@@ -538,14 +547,19 @@ async def drive_scenario(
     dt_s: float,
     speed: float,
     tick_s: float = 0.2,
+    start_s: Optional[float] = None,
+    clock: Optional[SimulatedClock] = None,
 ) -> None:
     """Step ``plant`` through ``profile`` on a clock ``speed`` times real time, until cancelled.
 
     Each real tick advances the plant by ``speed * tick_s`` simulated seconds (in steps of
     ``dt_s``) with the fake's current MaxDischargePower, then publishes the new values. The
-    profile starts over when it ends.
+    day starts at ``start_s`` (by default the profile's start) and starts over when it ends.
+    ``clock``, when given, follows the simulated time (set before each tick's values go out).
     """
-    t = profile.start_s
+    t = profile.start_s if start_s is None else start_s
+    if clock is not None:
+        clock.time_s = t
     carry = 0.0
     ac_pv = any(profile.pv_ac_w)  # a PV inverter only where the day has AC PV at all
     while True:
@@ -566,6 +580,8 @@ async def drive_scenario(
             if t >= profile.end_s:
                 t = profile.start_s
         if last is not None:
+            if clock is not None:
+                clock.time_s = t
             for item, value in plant_values(last, ac_pv=ac_pv).items():
                 await gx.set_value(item, value)
         await asyncio.sleep(tick_s)
