@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from typing import Iterator
 
 from venus_prio.model import Band, Decision, Reason, TargetClass
 from venus_prio.recording import LocalDay
@@ -17,6 +20,22 @@ JUNE_1 = 1748736000.0  # 2025-06-01 00:00 UTC
 def utc_day(now: float) -> LocalDay:
     """Return the local day of ``now`` with UTC as the local zone."""
     return LocalDay(time.strftime("%Y-%m-%d", time.gmtime(now)), now % 86400.0)
+
+
+@contextlib.contextmanager
+def local_zone(name: str) -> Iterator[None]:
+    """Make ``name`` (``Europe/Berlin``) the process's local time zone while entered."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = name
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 def service_status(
