@@ -61,7 +61,7 @@ from venus_prio.sim.metrics import Metrics
 from venus_prio.sim.plant import Plant, PlantParams
 from venus_prio.sim.replay import Recording, load_recording, model_error_percent, replay_config
 from venus_prio.sim.runner import run_scenario
-from venus_prio.sim.scenarios import builtin
+from venus_prio.sim.scenarios import Profile, builtin
 from venus_prio.status import DailyBenefit
 from venus_prio.venus import paths
 from venus_prio.venus.mqtt import MqttSource
@@ -102,11 +102,12 @@ def round_trip_config(state_dir: Path, broker: Broker) -> Config:
     )
 
 
-async def record_the_stretch(config: Config, broker: Broker) -> Tuple[DailyBenefit, float]:
-    """Run the fake GX and the service until the fake's clock reaches ``END_S``; return what
-    the service counted and the real seconds it recorded for."""
+async def record_the_stretch(
+    config: Config, broker: Broker, profile: Profile, *, start_s: float, end_s: float
+) -> Tuple[DailyBenefit, float]:
+    """Run the fake GX on ``profile`` from ``start_s`` and the service until the fake's clock
+    reaches ``end_s``; return what the service counted and the real seconds it recorded for."""
     sim = config.sim
-    profile = builtin(SCENARIO, sim.seed)
     plant = Plant(PlantParams.from_sim_config(sim, min_soc=GX_MIN_SOC), start_soc=START_SOC)
     gx = fake_gx_on(broker)
     for item in (paths.MIN_SOC_SETTING, paths.ACTIVE_SOC_LIMIT):
@@ -120,12 +121,12 @@ async def record_the_stretch(config: Config, broker: Broker) -> Tuple[DailyBenef
         dt_s=sim.dt_s,
         speed=SPEED,
         tick_s=TICK_S,
-        start_s=START_S,
+        start_s=start_s,
         clock=clock,
     )
     async with connected(gx), running(drive):
         # The fake's static values (noon, 55 %) are gone once the first tick is out.
-        await eventually(lambda: clock.time_s > START_S, what="the fake's first tick")
+        await eventually(lambda: clock.time_s > start_s, what="the fake's first tick")
         service = Service(
             config=config,
             source=MqttSource(venus=config.venus, control=config.control),
@@ -137,7 +138,7 @@ async def record_the_stretch(config: Config, broker: Broker) -> Tuple[DailyBenef
         task = asyncio.ensure_future(service.run())
         try:
             await eventually(
-                lambda: clock.time_s >= END_S or task.done(), timeout=60.0, what="11:00"
+                lambda: clock.time_s >= end_s or task.done(), timeout=60.0, what="the end"
             )
         finally:
             service.request_stop()
@@ -148,14 +149,13 @@ async def record_the_stretch(config: Config, broker: Broker) -> Tuple[DailyBenef
     return benefit, recorded_s
 
 
-def replayed_stock(recording: Recording, config: Config) -> Tuple[Metrics, Metrics]:
-    """Return stock ESS on the replayed recording and on the same stretch of the built-in day,
-    both on the replay's terms (its start SOC, reserve and capacity)."""
+def replayed_stock(recording: Recording, config: Config, day: Profile) -> Tuple[Metrics, Metrics]:
+    """Return stock ESS on the replayed recording and on the same stretch of ``day``, both on
+    the replay's terms (its start SOC, reserve and capacity)."""
     terms = replay_config(config, recording)
     replayed, _trace = run_scenario(recording.profile, terms, "stock")
     profile = recording.profile
-    direct_profile = stretch(builtin(SCENARIO, config.sim.seed), profile.start_s, profile.end_s)
-    direct, _trace = run_scenario(direct_profile, terms, "stock")
+    direct, _trace = run_scenario(stretch(day, profile.start_s, profile.end_s), terms, "stock")
     return replayed, direct
 
 
@@ -163,7 +163,10 @@ def test_a_recorded_day_replays_to_the_simulators_figures(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
     config = round_trip_config(tmp_path / "state", mosquitto)
-    benefit, recorded_s = run_async(record_the_stretch(config, mosquitto), timeout=90.0)
+    day = builtin(SCENARIO, config.sim.seed)
+    benefit, recorded_s = run_async(
+        record_the_stretch(config, mosquitto, day, start_s=START_S, end_s=END_S), timeout=90.0
+    )
     path = tmp_path / "state" / "recordings" / "2025-06-01.csv"
     recording = load_recording(path)
     assert recording is not None
@@ -176,7 +179,7 @@ def test_a_recorded_day_replays_to_the_simulators_figures(
     assert recording.floor == FLOOR
     assert recording.start_soc == pytest.approx(START_SOC, abs=1.0)
 
-    replayed, direct = replayed_stock(recording, config)
+    replayed, direct = replayed_stock(recording, config, day)
     error = model_error_percent({"stock": replayed}, measured)
     shadow = benefit.stock_throughput_kwh
     assert shadow is not None and measured.throughput_kwh is not None and error is not None

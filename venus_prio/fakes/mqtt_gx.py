@@ -597,11 +597,14 @@ def fake_gx_command(args: argparse.Namespace) -> int:
     variant = sim.override if args.override is None else args.override
     expiry_s = sim.override_expiry_s if args.override_expiry_s is None else args.override_expiry_s
     log.info(
-        "fake GX %s on %s:%s playing %r at %gx speed; hub4 override %s, expiring after %gs",
+        "fake GX %s on %s:%s playing %r from %02d:%02d at %gx speed; hub4 override %s, "
+        "expiring after %gs",
         args.portal_id,
         args.host,
         args.port,
         args.scenario,
+        args.start // 3600,
+        args.start % 3600 // 60,
         args.speed,
         variant,
         expiry_s,
@@ -619,7 +622,9 @@ def fake_gx_command(args: argparse.Namespace) -> int:
         for item in (paths.MIN_SOC_SETTING, paths.ACTIVE_SOC_LIMIT):
             gx.items[item.topic_suffix()].value = sim.reserve_soc
         gx.items[paths.SOC.topic_suffix()].value = round(start_soc, 1)
-        drive = drive_scenario(gx, profile=profile, plant=plant, dt_s=sim.dt_s, speed=args.speed)
+        drive = drive_scenario(
+            gx, profile=profile, plant=plant, dt_s=sim.dt_s, speed=args.speed, start_s=args.start
+        )
         tasks = [asyncio.ensure_future(gx.run()), asyncio.ensure_future(drive)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
