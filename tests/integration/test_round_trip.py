@@ -31,6 +31,11 @@ Where the figures can differ, and by how much (the tolerances below):
   last row for one step, the ledger the last value until the stop): one row at the stretch's
   peak of 2.6 kW would be 1.6 % of its 0.9 kWh. ``COUNTED_REL`` is 2 %; over 5 runs the two
   were within 0.2 %.
+- Gaps. A tick's messages go through Mosquitto, another process: starved of CPU for more than
+  60 ms (3 ticks; the machine is shared), it delivers them after the replay's 60 s hold, and
+  the replay bridges that stretch with no inputs where the direct run has some. Up to
+  ``GAPS_MAX_S`` of gaps are allowed: at this stretch's mean battery power (0.9 kWh in 3 h,
+  300 W) 2 minutes are 10 Wh, 1.1 %, inside ``SAMPLED_REL``.
 
 Wall time: 540 ticks of 20 ms and the service's start, about 13.5 s.
 """
@@ -78,6 +83,7 @@ GX_MIN_SOC = 15.0  # the GX's Minimum SOC: stock ESS's reserve everywhere
 START_SOC = 16.0
 SAMPLED_REL = 0.03
 COUNTED_REL = 0.02
+GAPS_MAX_S = 120.0
 
 
 PRIO_BAND = ControlConfig(max_inverter_power_w=3000.0).prio_band
@@ -171,11 +177,14 @@ def test_a_recorded_day_replays_to_the_simulators_figures(
     recording = load_recording(path)
     assert recording is not None
     profile, measured = recording.profile, recording.measured
-    print(f"recorded {measured.recorded_h:.2f} h in {recorded_s:.1f} s real")
-    # About three hours (the service's connection takes a few ticks), no gap.
+    print(
+        f"recorded {measured.recorded_h:.2f} h in {recorded_s:.1f} s real, "
+        f"{measured.gaps} gap(s) of {measured.gap_h * 3600:.0f} s in all"
+    )
+    # About three hours (the service's connection takes a few ticks), hardly a gap.
     assert START_S < profile.start_s < START_S + 600.0
     assert END_S <= profile.end_s <= END_S + 30 * SAMPLE_S
-    assert measured.gaps == 0 and measured.policy == "stock"
+    assert measured.gap_h * 3600 <= GAPS_MAX_S and measured.policy == "stock"
     assert recording.floor == FLOOR
     assert recording.start_soc == pytest.approx(START_SOC, abs=1.0)
 
