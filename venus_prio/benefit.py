@@ -16,16 +16,16 @@ for the local day:
 Both hold an input for the same ``MAX_HOLD_S`` and count nothing over a longer gap (service down,
 GX unreachable, data stale, loads not published), so a gap weighs the same in both figures.
 At the first current snapshot of a new local date both start again from 0, the shadow from the
-measured SOC; ``day_started`` is that date's local midnight (or the service's start, when it
-started later that day), the ``last_reset`` Home Assistant needs for the one figure that may go
-down within a day (``DailyBenefit.avoided_kwh``).
+measured SOC; ``day_started`` is that date's local midnight (or the moment counting started,
+when the service started later that day or the clock jumped to it), the ``last_reset`` Home
+Assistant needs for the one figure that may go down within a day (``DailyBenefit.avoided_kwh``).
 
 Pure apart from the local time zone (``local_day``, injectable): no I/O, no clock of its own.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Optional
 
 from venus_prio.config import Config
@@ -41,6 +41,11 @@ _WS_PER_KWH = 3_600_000.0
 def iso_local(epoch: float) -> str:
     """Return ``epoch`` as ISO 8601 local time with its UTC offset, to the second."""
     return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+
+
+def _day_after(day: str) -> str:
+    """Return the date after ``day`` (``YYYY-MM-DD``)."""
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 class DayLedger:
@@ -101,10 +106,13 @@ class DayLedger:
     def _start_day(
         self, now: float, day: LocalDay, snapshot: Snapshot, floor: Optional[float]
     ) -> None:
-        first = self._date is None
+        # A service started during the day counts from its start, not from a midnight it missed;
+        # so does a day reached by a clock that jumped (NTP setting a GX's clock after boot,
+        # from 1970 or the last shutdown; or back): only a day that follows the one counted
+        # so far started at its midnight.
+        follows = self._date is not None and _day_after(self._date) == day.date
         self._date = day.date
-        # A service started during the day counts from its start, not from a midnight it missed.
-        self._day_started = iso_local(now if first else now - day.time_s)
+        self._day_started = iso_local(now - day.time_s if follows else now)
         self._throughput_ws = 0.0
         self._held_w = None
         self._shadow = None

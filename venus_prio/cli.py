@@ -103,6 +103,18 @@ def _cmd_ha_cleanup(args: argparse.Namespace) -> int:
     return cleanup(config)
 
 
+def _time_of_day(text: str) -> float:
+    """Return ``HH:MM`` as seconds since midnight (argparse names the option on an error)."""
+    hours, _, minutes = text.partition(":")
+    try:
+        seconds = int(hours) * 3600 + int(minutes or "0") * 60
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HH:MM, got {text!r}") from None
+    if not 0 <= seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected 00:00 to 23:59, got {text!r}")
+    return float(seconds)
+
+
 def _cmd_fake_gx(args: argparse.Namespace) -> int:
     from venus_prio.fakes.mqtt_gx import fake_gx_command  # noqa: PLC0415
 
@@ -173,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--portal-id", default="c0619ab00001")
     p.add_argument("--scenario", default="cloudy-floor")
     p.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    p.add_argument(
+        "--start",
+        type=_time_of_day,
+        default=0.0,
+        metavar="HH:MM",
+        help="the time of day the scenario starts at (default 00:00: night)",
+    )
     p.add_argument("--config", help="config.yaml (the sim section sets the plant)")
     p.add_argument(
         "--override",

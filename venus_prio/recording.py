@@ -20,7 +20,7 @@ A recording is a simulator profile: its first three columns are the profile form
 ``target_w``        the controller's target (W)
 ``actuator``        where venus-prio's cap goes: override | setting | none
 ``reason``          the controller's reason (``PV_PRIORITY``, ``STAND_ASIDE_STALE`` ...)
-``mode``            auto | dry-run | off
+``mode``            auto | dry-run | off (in force: ``--dry-run`` records dry-run)
 ``flash_writes``    setting writes since the service started (cumulative)
 ``override_writes`` override writes since the service started (cumulative)
 ``capacity_kwh``    the battery's capacity as the GX publishes it; empty where it does not
@@ -158,7 +158,9 @@ def row_from(*, snapshot: Snapshot, status: ServiceStatus, time_s: float) -> Rec
         target_w=decision.target_w if decision is not None else None,
         actuator=status.actuator,
         reason=decision.reason.value if decision is not None else "",
-        mode=status.mode,
+        # The mode in force: ``--dry-run`` and ``writes.dry_run`` make "auto" a dry run, and
+        # the replay then compares what was measured with stock ESS, which ran the GX.
+        mode="dry-run" if status.dry_run and status.mode == "auto" else status.mode,
         flash_writes=status.counters.total,
         override_writes=(
             status.override_counters.total if status.override_counters is not None else None

@@ -16,7 +16,7 @@ from typing import IO, Any, Iterator, List
 
 import pytest
 
-from tests.recording_tools import JUNE_1, utc_day
+from tests.recording_tools import JUNE_1, local_zone, utc_day
 from venus_prio.model import Snapshot
 from venus_prio.recorder import (
     FLUSH_S,
@@ -161,17 +161,8 @@ def test_a_clock_going_back_writes_no_row_into_the_wrong_place(tmp_path: Path) -
 
 @pytest.fixture
 def berlin() -> Iterator[None]:
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "Europe/Berlin"
-    time.tzset()
-    try:
+    with local_zone("Europe/Berlin"):
         yield
-    finally:
-        if before is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = before
-        time.tzset()
 
 
 @pytest.mark.parametrize(

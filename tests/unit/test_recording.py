@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from typing import Dict
 
@@ -62,6 +63,15 @@ def test_a_row_holds_what_the_gx_showed_and_what_venus_prio_did() -> None:
         "override_writes": "41",
         "capacity_kwh": "",
     }
+
+
+def test_a_dry_run_from_the_flag_or_config_is_recorded_as_dry_run() -> None:
+    # ``run --dry-run`` and ``writes.dry_run`` leave the mode "auto" but steer nothing: the GX
+    # runs stock ESS, and the replay must compare with that (replay.Measured.policy).
+    flagged = dataclasses.replace(status(Reason.PV_PRIORITY), dry_run=True)
+    assert row_from(snapshot=SNAP, status=flagged, time_s=1.0).mode == "dry-run"
+    off = dataclasses.replace(service_status(mode="off"), dry_run=True)
+    assert row_from(snapshot=SNAP, status=off, time_s=1.0).mode == "off"
 
 
 def test_disconnected_or_stale_rows_keep_no_measured_value() -> None:

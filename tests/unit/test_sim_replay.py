@@ -152,6 +152,20 @@ def row(
     return ",".join([*cells, actuator, reason, mode, "2", writes, ""])
 
 
+def test_a_few_minutes_recorded_give_no_model_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Five minutes at 100 W: 0.008 kWh, where the start SOC's rounding alone is 0.01 kWh.
+    path = write_recording(tmp_path / "2025-06-05.csv", [row(t * 10) for t in range(30)])
+    assert main(["simulate", "--profile", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_error_percent"] == {"2025-06-05": None}
+    assert main(["simulate", "--profile", str(path)]) == 0
+    headline = capsys.readouterr().out.splitlines()[1]
+    assert headline.endswith(
+        "the battery moved 0.01 kWh, too little for a model error (it needs 0.1 kWh)"
+    )
+
+
 def test_measured_figures_integrate_what_was_recorded(tmp_path: Path) -> None:
     rows = [
         row(0, battery="100", grid="50", writes="3"),

@@ -7,6 +7,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
+from tests.recording_tools import stretch
 from venus_prio.config import Config, default_config
 from venus_prio.sim.runner import run_scenario, start_soc_for
 from venus_prio.sim.scenarios import Profile, builtin, load_profile_csv
@@ -15,18 +16,6 @@ from venus_prio.sim.shadow import MAX_HOLD_S, StockShadow
 ROOT = Path(__file__).resolve().parents[2]
 REAL_DAY = ROOT / "tests" / "data" / "real-days" / "real-midc-nwtc-2018-10-14.csv"
 HOUR = 3600
-
-
-def stretch(profile: Profile, start_h: float, end_h: float) -> Profile:
-    """Return the rows of ``profile`` from ``start_h`` to ``end_h`` as a profile of their own."""
-    rows = [i for i, t in enumerate(profile.time_s) if start_h * HOUR <= t < end_h * HOUR]
-    return Profile(
-        name=f"{profile.name}-{start_h:g}-{end_h:g}",
-        time_s=tuple(profile.time_s[i] for i in rows),
-        pv_dc_w=tuple(profile.pv_dc_w[i] for i in rows),
-        load_w=tuple(profile.load_w[i] for i in rows),
-        pv_ac_w=tuple(profile.pv_ac_w[i] for i in rows),
-    )
 
 
 def shadow_for(config: Config, profile: Profile) -> StockShadow:
@@ -60,7 +49,7 @@ def test_shadow_equals_the_simulators_stock_run(
 ) -> None:
     config = default_config()
     whole = builtin(day, config.sim.seed) if day != "real" else load_profile_csv(REAL_DAY)
-    profile = stretch(whole, start_h, end_h)
+    profile = stretch(whole, start_h * HOUR, end_h * HOUR)
     simulated, _trace = run_scenario(profile, config, "stock")
     assert simulated.throughput_kwh > 0.5 and simulated.micro_cycles >= 1  # a stretch with work
 

@@ -530,6 +530,15 @@ def plant_values(step: PlantStep, *, ac_pv: bool = False) -> Dict[VenusItem, flo
     return values
 
 
+class SimulatedClock:
+    """Where ``drive_scenario`` is in its day: the profile's ``time_s`` of the values the fake
+    publishes now. Tests that run the service against a fake faster than real time derive the
+    service's wall clock from it, so the day's recording and ledger see the plant's time."""
+
+    def __init__(self) -> None:
+        self.time_s = 0.0
+
+
 async def drive_scenario(
     gx: FakeGx,
     *,
@@ -538,14 +547,19 @@ async def drive_scenario(
     dt_s: float,
     speed: float,
     tick_s: float = 0.2,
+    start_s: Optional[float] = None,
+    clock: Optional[SimulatedClock] = None,
 ) -> None:
     """Step ``plant`` through ``profile`` on a clock ``speed`` times real time, until cancelled.
 
     Each real tick advances the plant by ``speed * tick_s`` simulated seconds (in steps of
     ``dt_s``) with the fake's current MaxDischargePower, then publishes the new values. The
-    profile starts over when it ends.
+    day starts at ``start_s`` (by default the profile's start) and starts over when it ends.
+    ``clock``, when given, follows the simulated time (set before each tick's values go out).
     """
-    t = profile.start_s
+    t = profile.start_s if start_s is None else start_s
+    if clock is not None:
+        clock.time_s = t
     carry = 0.0
     ac_pv = any(profile.pv_ac_w)  # a PV inverter only where the day has AC PV at all
     while True:
@@ -566,6 +580,8 @@ async def drive_scenario(
             if t >= profile.end_s:
                 t = profile.start_s
         if last is not None:
+            if clock is not None:
+                clock.time_s = t
             for item, value in plant_values(last, ac_pv=ac_pv).items():
                 await gx.set_value(item, value)
         await asyncio.sleep(tick_s)
@@ -581,11 +597,14 @@ def fake_gx_command(args: argparse.Namespace) -> int:
     variant = sim.override if args.override is None else args.override
     expiry_s = sim.override_expiry_s if args.override_expiry_s is None else args.override_expiry_s
     log.info(
-        "fake GX %s on %s:%s playing %r at %gx speed; hub4 override %s, expiring after %gs",
+        "fake GX %s on %s:%s playing %r from %02d:%02d at %gx speed; hub4 override %s, "
+        "expiring after %gs",
         args.portal_id,
         args.host,
         args.port,
         args.scenario,
+        args.start // 3600,
+        args.start % 3600 // 60,
         args.speed,
         variant,
         expiry_s,
@@ -603,7 +622,9 @@ def fake_gx_command(args: argparse.Namespace) -> int:
         for item in (paths.MIN_SOC_SETTING, paths.ACTIVE_SOC_LIMIT):
             gx.items[item.topic_suffix()].value = sim.reserve_soc
         gx.items[paths.SOC.topic_suffix()].value = round(start_soc, 1)
-        drive = drive_scenario(gx, profile=profile, plant=plant, dt_s=sim.dt_s, speed=args.speed)
+        drive = drive_scenario(
+            gx, profile=profile, plant=plant, dt_s=sim.dt_s, speed=args.speed, start_s=args.start
+        )
         tasks = [asyncio.ensure_future(gx.run()), asyncio.ensure_future(drive)]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

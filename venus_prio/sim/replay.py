@@ -12,10 +12,11 @@ is counted over it) and for the last row. Cap writes are the increases of the cu
 counters within the file (a counter that falls is a restart: its new value counts).
 Micro-cycles: the simulator's zigzag counter over the recorded SOC.
 
-Model error: ``|simulated - measured| / measured`` of the battery throughput, in percent, for
-the simulated policy that was in force that day (``Measured.policy``: venus-prio on the actuator
-it steered with when mode was auto, else stock ESS, since dry-run and off leave the GX to stock
-ESS). Throughput is the figure venus-prio claims to reduce, so its error bounds every claim.
+Model error: ``|simulated - measured| / measured`` of the battery throughput, in percent (none
+below ``MIN_ERROR_KWH`` measured), for the simulated policy that was in force that day
+(``Measured.policy``: venus-prio on the actuator it steered with when mode was auto, else stock
+ESS, since dry-run and off leave the GX to stock ESS). Throughput is the figure venus-prio
+claims to reduce, so its error bounds every claim.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ from venus_prio.sim.scenarios import (
 RECORDINGS_DIR = "recordings"
 _WS_PER_KWH = 3_600_000.0
 _MAX_RESERVE = 95.0  # sim.reserve_soc's bound
+# Below this measured throughput a percentage says nothing: the replay starts at the recorded
+# SOC, rounded to 0.1 % (10 Wh of a 10 kWh battery), and a few minutes' recording moves less
+# (a first trial showed "model error 167 %" on 0.004 kWh).
+MIN_ERROR_KWH = 0.1
 _POLICY_OF_ACTUATOR = {"override": VenusPrioOverridePolicy.name, "setting": VenusPrioPolicy.name}
 
 
@@ -225,8 +230,9 @@ def replay_config(config: Config, recording: Recording) -> Config:
 
 
 def model_error_percent(metrics: Dict[str, Metrics], measured: Measured) -> Optional[float]:
-    """Return |simulated - measured| / measured throughput in %, None without a measured one."""
-    if not measured.throughput_kwh:
+    """Return |simulated - measured| / measured throughput in %; None without a measured one,
+    or one below ``MIN_ERROR_KWH``."""
+    if measured.throughput_kwh is None or measured.throughput_kwh < MIN_ERROR_KWH:
         return None
     simulated = metrics[measured.policy].throughput_kwh
     return abs(simulated - measured.throughput_kwh) / measured.throughput_kwh * 100.0

@@ -39,6 +39,7 @@ from venus_prio.sim.policies import (
     VenusPrioOverridePolicy,
 )
 from venus_prio.sim.replay import (
+    MIN_ERROR_KWH,
     Measured,
     Recording,
     load_recording,
@@ -132,8 +133,13 @@ def measured_headline(name: str, metrics: Dict[str, Metrics], measured: Measured
     )
     recorded = f"{name}: {measured.recorded_h:.1f} h recorded{gaps}, {measured.policy} in force"
     error = model_error_percent(metrics, measured)
-    if error is None or measured.throughput_kwh is None:
+    if measured.throughput_kwh is None:
         return f"{recorded}; no battery power recorded: no model error"
+    if error is None:
+        return (
+            f"{recorded}: the battery moved {measured.throughput_kwh:.2f} kWh, too little for a "
+            f"model error (it needs {MIN_ERROR_KWH:g} kWh)"
+        )
     simulated = metrics[measured.policy].throughput_kwh
     return (
         f"{recorded}: the battery moved {measured.throughput_kwh:.2f} kWh, the simulation of "
