@@ -244,21 +244,10 @@ class SettingCap(_Cap):
             baseline, origin = journal.baseline_w, f"the journal {journal_name}"
         else:
             baseline, origin = gx_value, "the value found on the GX"
-        if (
-            journal is not None
-            and not journal.clean
-            and not same_value(gx_value, journal.last_written_w)
-            and not could_be_steering(gx_value, config.control)
-        ):
-            # The previous run did not restore the setting, but this value is none that
-            # venus-prio writes: the user set it while venus-prio was down. It is theirs.
+        if self._set_while_down(gx_value, journal):
+            assert journal is not None
             if config.writes.baseline_w is None:
                 baseline, origin = gx_value, "the user's change while venus-prio was down"
-            log.warning(
-                "The previous run did not restore the baseline, but %g W on the GX is not a "
-                "value venus-prio writes: the user changed it meanwhile",
-                gx_value,
-            )
             # Nothing of venus-prio's stands there: the journal is as good as clean, and what
             # the GX holds is the user's (as after an adoption).
             journal = dataclasses.replace(journal, clean=True, last_written_w=gx_value)
@@ -279,6 +268,24 @@ class SettingCap(_Cap):
         elif journal is not None:
             self.last_written = journal.last_written_w
         log.info("Baseline MaxDischargePower %g W (from %s)", baseline, origin)
+
+    def _set_while_down(self, value: float, journal: Optional[Journal]) -> bool:
+        """Return (warned) whether ``value`` on the GX is the user's, set while venus-prio was
+        down: the previous run did not restore the setting (``journal`` dirty), but this is
+        neither its last value nor one venus-prio ever writes."""
+        if (
+            journal is None
+            or journal.clean
+            or same_value(value, journal.last_written_w)
+            or could_be_steering(value, self._shell.config.control)
+        ):
+            return False
+        log.warning(
+            "The previous run did not restore the baseline, but %g W on the GX is not a "
+            "value venus-prio writes: the user changed it meanwhile",
+            value,
+        )
+        return True
 
     def _note_own(self, value: float, now: float) -> None:
         """Remember a value venus-prio wrote (for an hour: never the user's), unless it is the
@@ -407,6 +414,7 @@ class SettingCap(_Cap):
         shell = self._shell
         journal = shell.journal
         learnt = self.baseline is not None
+        config_baseline = shell.config.writes.baseline_w
         baseline = self.baseline
         if (
             baseline is None
@@ -429,9 +437,14 @@ class SettingCap(_Cap):
         def users_change(shown: float) -> bool:
             # The look before each write: a change the user made while the transport was away
             # (a broker restart, a switch to D-Bus) is theirs and stays (fault campaign seed 1
-            # round 61). Only with a baseline learnt in this run: then every value of ours is
-            # known, and a value from a crashed run is never taken for the user's.
+            # round 61). With a baseline learnt in this run every value of ours is known. With
+            # the baseline of a dirty journal, only a value venus-prio never writes is known to
+            # be the user's, set while it was down (fault campaign seed 7 round 80: the user's
+            # 2781 W, set between a crash and a stop before the GX was seen, overwritten).
             if not learnt:
+                if config_baseline is None and self._set_while_down(shown, journal):
+                    self.baseline = self.last_written = shown
+                    return True
                 return False
             self.observe(shown, shell.now())
             # Still in flight: the GX shows a value from before our last write, which may land

@@ -617,6 +617,35 @@ def test_shutdown_before_the_gx_was_seen_still_restores_a_dirty_journal(tmp_path
     assert (journal.baseline_w, journal.last_written_w, journal.clean) == (BASELINE, BASELINE, True)
 
 
+@pytest.mark.parametrize(
+    ("on_gx", "kept"),
+    [
+        (2781.0, True),  # never one of venus-prio's values: the user's, set while it was down
+        (750.0, False),  # the previous run's own value: handed back
+        (800.0, False),  # a value venus-prio could have written (the journal lags): handed back
+    ],
+)
+def test_shutdown_before_the_gx_was_seen_keeps_a_users_change_made_while_down(
+    tmp_path: Path, on_gx: float, kept: bool
+) -> None:
+    # Fault campaign seed 7 round 80: a run crashed with 750 W on the GX, the user set 2781 W,
+    # and the next run was stopped before it saw the GX: its restore wrote 2500 W over theirs.
+    previous_run(tmp_path, last_written_w=750.0)
+
+    async def scenario() -> MemorySource:
+        source = MemorySource(setting_w=on_gx)
+        service = Service(config=make_config(tmp_path), source=source, clock=Clock())
+        assert await service.restore_baseline()
+        return source
+
+    source = run(scenario)
+    users = on_gx if kept else BASELINE
+    assert source.setting_w == users
+    assert source.writes == ([] if kept else [BASELINE])
+    journal = journal_of(tmp_path)
+    assert (journal.baseline_w, journal.last_written_w, journal.clean) == (users, users, True)
+
+
 def test_an_earlier_value_of_ours_is_never_taken_for_the_users(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
