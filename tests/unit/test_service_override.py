@@ -129,8 +129,9 @@ def test_a_gx_that_resets_the_override_makes_it_fall_back_to_the_setting(
         await tick(clock, source, service)
         status = service.status
         assert status.actuator == "setting" and "resets" in status.actuator_why
-        # Our value was already gone, so nothing to release: the setting steers (0.8 x 1000 - 20).
-        assert source.log == [("override", 1000.0), ("setting", 750.0)]
+        # Seen gone, but only our own release, confirmed, proves it (actuator.py point 4): then
+        # the setting steers (0.8 x 1000 - 20).
+        assert source.log == [("override", 1000.0), ("override", -1.0), ("setting", 750.0)]
         assert not journal_of(tmp_path).clean
         # A day later the override is tried again: the setting's baseline goes back first.
         await tick(clock, source, service, 86400 // 3600)
