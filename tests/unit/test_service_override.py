@@ -167,6 +167,22 @@ def test_a_reset_seen_before_our_refresh_arrived_is_released_before_the_setting_
     run(scenario)
 
 
+def test_entering_dry_run_leaves_a_setting_that_holds_nothing_of_ours(tmp_path: Path) -> None:
+    # Fault campaign seed 8 round 7: venus-prio steered the override, never the setting; the
+    # user set 2270 W while settings was away; entering dry-run wrote the baseline over it.
+    async def scenario() -> None:
+        clock, source, service = start(tmp_path)
+        await tick(clock, source, service, 2)
+        # settings left the GX (its items absent) and the user set 2270 W meanwhile
+        source.store.set(paths.MAX_DISCHARGE_POWER, None)
+        source.setting_w = 2270.0
+        await service.set_mode("dry-run")
+        assert source.setting_w == 2270.0
+        assert source.log == [("override", 1000.0), ("override", -1.0)]
+
+    run(scenario)
+
+
 def test_an_override_without_effect_is_released_before_the_setting_steers(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock, source, service = start(tmp_path, pv=300.0)
