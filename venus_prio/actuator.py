@@ -33,17 +33,19 @@ and does the I/O.
    is then True (the controller stands aside with ``STAND_ASIDE_OVERRIDE_IN_USE``), we hold
    nothing there, so nothing is ever written to it; it clears after ``foreign_clear_s`` of -1/null.
 
-4. Ours until seen gone (every ``actuator.kind``): a write has no acknowledgement, so one of ours
-   may land after a -1/null the GX showed (a reset or expiry overtaking our refresh on the
-   wire; fault campaign seed 1 round 4: our 140 W landed after the reset, stayed beside the
-   setting and outlived the stop). A value we wrote is ours until -1/null is seen *after the GX
-   showed our last write arrive* (it changed to that value; a refresh of the value shown never
-   shows), or until our own release is confirmed by read-back. -1/null seen before that makes
-   ``in_doubt`` True: we hold nothing to steer with, but ``may_hold`` stays True, so falling
-   back and stopping both release it (write -1 unconditionally, confirm by read-back) and
-   ``plan_override`` releases it when the target is the baseline. A value of ours showing while
-   another tool's override episode is on (ours landed after theirs) is in doubt too; their next
-   value replacing it settles it.
+4. Ours until our release is confirmed (every ``actuator.kind``): a write has no
+   acknowledgement, and what the GX shows can come out of order, so no value seen proves that
+   nothing of ours stands there. A reset or an expiry can overtake our refresh on the wire
+   (the GX shows -1, then our refresh lands: issue 18), and after a transport switch the other
+   door can show a -1 from before our write (fault campaign seed 8 round 41). So a value we
+   wrote is ours until our own release (-1) is confirmed by the read-back after it (writes
+   through one connection land in order), until another tool's value replaces it, or until
+   hub4 leaves the GX (its RAM goes with it). Seen gone (reset, expired) makes ``in_doubt``
+   True: we hold nothing to steer with, but ``may_hold`` stays True, so falling back and
+   stopping both release it (-1 written whatever the GX shows, confirmed by read-back) and
+   ``plan_override`` releases it when the target is the baseline. A value of ours showing
+   while another tool's override episode is on (ours landed after theirs) is in doubt too;
+   their next value replacing it settles it. It costs one RAM write per reset or expiry.
 
 5. Never two caps in force: ``hand_back_first`` names the actuator still holding a venus-prio
    value that must be handed back (override: -1 confirmed; setting: the baseline confirmed)
@@ -88,10 +90,8 @@ class ActuatorState:
     # (time, value) of our writes within max(verify_s, OWN_ECHO_S): an echo may show any of them.
     recent: Tuple[Tuple[float, float], ...] = ()
     shown: bool = False  # the GX has shown held_w since we took it
-    # Our last write not yet seen arriving (a change to its value): it may still be on the wire.
-    arrival_due: bool = False
-    # -1/null seen while arrival_due, or our value seen over another tool's: a value of ours may
-    # stand on the override although held_w is None (4. in the module docstring).
+    # Our value seen gone but our release not confirmed, or our value seen over another tool's:
+    # a value of ours may stand on the override although held_w is None (4. in the docstring).
     in_doubt: bool = False
     # Verification (auto).
     retry_at: Optional[float] = None  # the GX reset our value: the setting until then
@@ -148,7 +148,6 @@ def wrote(
             last_write_t=now,
             recent=recent,
             shown=False,
-            arrival_due=False,
             in_doubt=False,
         )
     taking = state.held_w is None
@@ -160,7 +159,6 @@ def wrote(
         last_write_t=now,
         recent=recent,
         shown=state.shown and not taking and same_value(value_w, state.held_w),
-        arrival_due=True,  # a refresh of the value shown never shows arriving: due until gone
         in_doubt=False,  # superseded: whatever lands last is this write
     )
 
@@ -253,15 +251,14 @@ def _released(
 
 
 def _gone(state: ActuatorState, snap: Snapshot) -> ActuatorState:
-    """Our value seen gone; in doubt if our last write was not seen arriving: it may land
-    after this -1 (4. in the module docstring). Not when hub4 left: its RAM went with it."""
+    """Our value seen gone: in doubt until our release is confirmed (4. in the module
+    docstring), unless hub4 left the GX: its RAM went with it."""
     return dataclasses.replace(
         state,
         held_w=None,
         taken_at=None,
         shown=False,
-        arrival_due=False,
-        in_doubt=state.arrival_due and snap.override_present is not False,
+        in_doubt=snap.override_present is not False,
     )
 
 
@@ -273,10 +270,7 @@ def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
             # aside, write nothing), but ours stands there until their next value replaces it.
             return state if state.in_doubt else dataclasses.replace(state, in_doubt=True)
         if same_value(shown, state.held_w):
-            if state.shown:
-                return state
-            # A change to our value: our last write arrived (a refresh never shows arriving).
-            return dataclasses.replace(state, shown=True, arrival_due=False)
+            return state if state.shown else dataclasses.replace(state, shown=True)
         if state.held_w is None and not state.in_doubt:
             # A write of ours landing late, after we saw our value gone: ours until released.
             return dataclasses.replace(state, in_doubt=True)
@@ -288,7 +282,6 @@ def _holding(state: ActuatorState, shown: float, now: float) -> ActuatorState:
         taken_at=None,
         shown=False,
         excess_since=None,
-        arrival_due=False,
         in_doubt=False,
         foreign_w=shown,
         clear_since=None,

@@ -11,9 +11,9 @@ need between steps:
   journal's clean flag, and ``restore``: the one way to put the user's value back, confirmed by
   read-back (stop, ``restore``, switching to the override) or not (entering dry-run).
 - ``OverrideCap``: the hub4 ``/Overrides/MaxDischargePower``. The ``actuator.ActuatorState``
-  (verification, someone else's override, ours until seen gone), the journal's override-held
-  flag, the RAM write counters, ``steer`` (``actuator.plan_override``: refresh, moves) and
-  ``release`` (-1, confirmed by read-back).
+  (verification, someone else's override, ours until our release is confirmed), the journal's
+  override-held flag, the RAM write counters, ``steer`` (``actuator.plan_override``: refresh,
+  moves) and ``release`` (-1, confirmed by read-back).
 
 The decisions stay pure in ``writes.py`` and ``actuator.py``; the service owns the journal file,
 the mode and the lock. The classes reach back to it through ``Shell``: the clock, dry-run, saving
@@ -22,7 +22,7 @@ the journal, the last write for the status, the warning that the GX is unreachab
 Writes have no ack (venus-mqtt.md point 8): a setting write is "in flight" until the GX echoes
 it; until then the old value on the GX is not mistaken for somebody else's change, nor for proof
 that nothing of ours stands there: the restore, and the override's release, write even when the
-GX already shows the value they want (``actuator.py`` point 4: ours until seen gone).
+GX already shows the value they want (``actuator.py`` point 4).
 """
 
 from __future__ import annotations
@@ -387,6 +387,12 @@ class SettingCap(_Cap):
         """
         if confirm:
             return await self._restore_confirmed(why)
+        if not self.held:
+            # Nothing of ours on the setting (venus-prio steered the override, or handed back
+            # already): the GX holds the user's value, which our view may not show yet (fault
+            # campaign seed 8 round 7: the user's 2270 W, set while settings was away,
+            # overwritten with the baseline on entering dry-run).
+            return True
         snap = self._shell.source.snapshot()
         baseline = self.baseline
         if (
@@ -508,9 +514,9 @@ class OverrideCap(_Cap):
             self.act, snap, reason=reason, config=self._shell.config, now=now
         )
         if self.held is not self.act.may_hold:
-            # Seen gone after our last write arrived (expired, reset) or taken by someone else:
-            # nothing of ours stands there. Or a value of ours showing while we held none (a
-            # write of ours that landed late): the stop must release it.
+            # Our release confirmed, another tool's value over ours, or hub4 gone: nothing of
+            # ours stands there. Or a value of ours showing while we held none (a write of ours
+            # that landed late): the stop must release it.
             self.held = self.act.may_hold
             self._shell.save_journal()
 

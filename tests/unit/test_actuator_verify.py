@@ -131,25 +131,29 @@ def test_verification_table(
     assert (state.override_in_use, state.held_w) == in_use_and_held
 
 
-# Ours until seen gone (issue 18): -1 seen before our last write was seen arriving proves nothing.
+# Ours until our release is confirmed (issue 18): no value seen proves that nothing of ours stands
+# there (a -1 may have overtaken our write on the wire, or come late through the other door).
 TAKEN = [(0.0, "write 500", OURS_500), (1.0, "see", OURS_500)]
 
 
 @pytest.mark.parametrize(
     ("steps", "in_doubt"),
     [
-        # Our take arrived (a change to 500), then -1: the GX let it go; nothing of ours left.
-        ([*TAKEN, (5.0, "see", RELEASED)], False),
+        # Our take arrived (a change to 500), then -1: after a transport switch that -1 may be
+        # the other door's, from before our write.
+        ([*TAKEN, (5.0, "see", RELEASED)], True),
         # A refresh never shows arriving: the -1 may have overtaken it on the wire.
         ([*TAKEN, (4.0, "write 500", OURS_500), (5.0, "see", RELEASED)], True),
         # A lower value sent, the -1 seen before it: it may land after.
         ([*TAKEN, (20.0, "write 400", OURS_500), (21.0, "see", RELEASED)], True),
-        # ... seen arriving first: settled.
-        ([*TAKEN, (20.0, "write 400", {"override_w": 400.0}), (21.0, "see", RELEASED)], False),
+        # ... seen arriving first: still ours until released.
+        ([*TAKEN, (20.0, "write 400", {"override_w": 400.0}), (21.0, "see", RELEASED)], True),
         # Expired while we could not refresh, the last refresh unseen: in doubt too.
         ([*TAKEN, (4.0, "write 500", OURS_500), (70.0, "see", RELEASED)], True),
         # Gone, then a write of ours lands late: ours stands there again.
         ([*TAKEN, (5.0, "see", RELEASED), (6.0, "see", OURS_500)], True),
+        # Never ours: -1 seen with nothing written.
+        ([(0.0, "see", RELEASED), (5.0, "see", RELEASED)], False),
         # Another tool's value over ours, then ours landing after theirs: in doubt ...
         ([*TAKEN, (3.0, "see", {"override_w": 1.0}), (4.0, "see", OURS_500)], True),
         # ... until their next value (or -1) replaces it.
@@ -165,7 +169,7 @@ TAKEN = [(0.0, "write 500", OURS_500), (1.0, "see", OURS_500)]
           (6.0, "see", {"override_present": False, "override_w": None})], False),
     ],
 )  # fmt: skip
-def test_ours_until_seen_gone(steps: List[Step], in_doubt: bool) -> None:
+def test_ours_until_our_release_is_confirmed(steps: List[Step], in_doubt: bool) -> None:
     state, _ = play(steps)
     assert state.in_doubt is in_doubt
     assert state.may_hold is (in_doubt or state.held_w is not None)

@@ -129,8 +129,9 @@ def test_a_gx_that_resets_the_override_makes_it_fall_back_to_the_setting(
         await tick(clock, source, service)
         status = service.status
         assert status.actuator == "setting" and "resets" in status.actuator_why
-        # Our value was already gone, so nothing to release: the setting steers (0.8 x 1000 - 20).
-        assert source.log == [("override", 1000.0), ("setting", 750.0)]
+        # Seen gone, but only our own release, confirmed, proves it (actuator.py point 4): then
+        # the setting steers (0.8 x 1000 - 20).
+        assert source.log == [("override", 1000.0), ("override", -1.0), ("setting", 750.0)]
         assert not journal_of(tmp_path).clean
         # A day later the override is tried again: the setting's baseline goes back first.
         await tick(clock, source, service, 86400 // 3600)
@@ -162,6 +163,22 @@ def test_a_reset_seen_before_our_refresh_arrived_is_released_before_the_setting_
         assert service.status.actuator == "setting"
         assert source.log[-2:] == [("override", -1.0), ("setting", 750.0)]
         assert not journal_of(tmp_path).override_held
+
+    run(scenario)
+
+
+def test_entering_dry_run_leaves_a_setting_that_holds_nothing_of_ours(tmp_path: Path) -> None:
+    # Fault campaign seed 8 round 7: venus-prio steered the override, never the setting; the
+    # user set 2270 W while settings was away; entering dry-run wrote the baseline over it.
+    async def scenario() -> None:
+        clock, source, service = start(tmp_path)
+        await tick(clock, source, service, 2)
+        # settings left the GX (its items absent) and the user set 2270 W meanwhile
+        source.store.set(paths.MAX_DISCHARGE_POWER, None)
+        source.setting_w = 2270.0
+        await service.set_mode("dry-run")
+        assert source.setting_w == 2270.0
+        assert source.log == [("override", 1000.0), ("override", -1.0)]
 
     run(scenario)
 
