@@ -734,6 +734,10 @@ class MqttSource(GxSource):
     ) -> None:
         topic = message.topic.value
         payload = bytes(message.payload)
+        item = self._topics.get(topic)
+        if item is not None:
+            self._handle_item(item, topic, payload, session, now)
+            return
         if topic == flashmq.heartbeat_topic(portal_id):
             # Any heartbeat proves the plugin runs; its timestamp is not needed.
             session.heartbeat_at = now
@@ -751,16 +755,18 @@ class MqttSource(GxSource):
                 if not self._ready.is_set():
                     log.info("full publish completed: the GX state is complete")
                 self._full_publish_done(session)
-            return
-        item = self._topics.get(topic)
-        if item is None:
-            return
+
+    def _handle_item(
+        self, item: VenusItem, topic: str, payload: bytes, session: _Session, now: float
+    ) -> None:
+        """Take an N/ of a followed item into the store (most messages: items are looked up
+        first, and compared by identity, as ``_topics`` holds the ``paths`` objects)."""
         try:
             update = flashmq.parse_item_payload(item, payload)
         except PayloadError as exc:
             self._warn_once(topic, payload, str(exc))
             return
-        if item == paths.MAX_DISCHARGE_POWER and not flashmq.plausible_setting_bounds(
+        if item is paths.MAX_DISCHARGE_POWER and not flashmq.plausible_setting_bounds(
             update.minimum, update.maximum
         ):
             self._warn_once(topic, payload, "min/max cannot be this setting's range")
@@ -768,21 +774,21 @@ class MqttSource(GxSource):
         # Evidence of a dump from firmware that ignores the echo: a value we did not ask for.
         # The answer to our own SOC liveness read is not (it once made a half-refreshed state
         # "complete" after a broker restart).
-        if not (item == paths.SOC and session.soc_read_pending) and not self._waiters.get(item):
+        if not (item is paths.SOC and session.soc_read_pending) and not self._waiters.get(item):
             session.values_since_full = True
         if update.absent:
             self.store.set(item, None)
         else:
             self.store.set(item, update.value)
-        if item == paths.SOC and session.soc_read_pending:
+        if item is paths.SOC and session.soc_read_pending:
             # The answer to our R/ read (or a fresher change): the GX is alive.
             session.soc_read_pending = False
             self.store.mark_alive(now)
-        if item == paths.MAX_DISCHARGE_POWER and (
+        if item is paths.MAX_DISCHARGE_POWER and (
             update.minimum is not None or update.maximum is not None
         ):
             self.store.set_bounds(update.minimum, update.maximum)
-        if item == paths.OVERRIDE_MAX_DISCHARGE:
+        if item is paths.OVERRIDE_MAX_DISCHARGE:
             # A 0-byte payload: hub4 left the bus, the path is gone with it.
             session.override_seen = not update.absent
             self.store.set_override_present(not update.absent)
