@@ -774,7 +774,10 @@ class MqttSource(GxSource):
         # Evidence of a dump from firmware that ignores the echo: a value we did not ask for.
         # The answer to our own SOC liveness read is not (it once made a half-refreshed state
         # "complete" after a broker restart).
-        if not (item is paths.SOC and session.soc_read_pending) and not self._waiters.get(item):
+        waiters = self._waiters  # read-backs waiting, by item: usually none
+        if not (item is paths.SOC and session.soc_read_pending) and not (
+            waiters and waiters.get(item)
+        ):
             session.values_since_full = True
         if update.absent:
             self.store.set(item, None)
@@ -792,7 +795,8 @@ class MqttSource(GxSource):
             # A 0-byte payload: hub4 left the bus, the path is gone with it.
             session.override_seen = not update.absent
             self.store.set_override_present(not update.absent)
-        self._answer_waiters(item, update, now)
+        if waiters:
+            self._answer_waiters(item, update, now)
 
     def _answer_waiters(self, item: VenusItem, update: flashmq.ItemUpdate, now: float) -> None:
         """Hand an N/ to the read-backs of ``item``: an answer to an R/ proves the GX is alive."""
