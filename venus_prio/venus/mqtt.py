@@ -23,7 +23,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Type, Union, cast
 
 import aiomqtt
 
@@ -166,10 +166,66 @@ def tls_context(tls: TlsConfig, server_name: Optional[str] = None) -> Optional[s
     return context
 
 
+if TYPE_CHECKING:
+    _MessageQueue = asyncio.Queue[aiomqtt.Message]
+else:
+    _MessageQueue = asyncio.Queue  # not subscriptable at runtime before Python 3.9
+
+
+class DispatchQueue(_MessageQueue):
+    """aiomqtt's queue of incoming messages, which can hand each to a handler at once instead.
+
+    aiomqtt puts every message in its queue from the socket's read callback, and a reader takes
+    it out through ``client.messages``: a task, an ``asyncio.wait`` and three event-loop passes
+    per message, most of what a GX's stream of changes costs. Once ``start_dispatch`` is
+    called, ``put_nowait`` hands each message to the handler right there, in the same order;
+    until then (portal id discovery) and after ``stop_dispatch`` it queues as usual.
+    ``client.messages`` still raises ``MqttError`` when the connection is cut.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._dispatch: Optional[Callable[[aiomqtt.Message], None]] = None
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        dispatch = self._dispatch
+        if dispatch is None:
+            super().put_nowait(item)
+        else:
+            dispatch(item)
+
+    def start_dispatch(self, dispatch: Callable[[aiomqtt.Message], None]) -> None:
+        """Hand the messages queued so far, then every later one, to ``dispatch``."""
+        while not self.empty():
+            dispatch(self.get_nowait())
+        self._dispatch = dispatch
+
+    def stop_dispatch(self) -> None:
+        """Queue the messages again."""
+        self._dispatch = None
+
+
+class HandlingFailed(Exception):
+    """An error in a dispatched message's handling, carried through aiomqtt's disconnect."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 def make_client(
-    endpoint: Endpoint, *, name: str, will: Optional[aiomqtt.Will] = None
+    endpoint: Endpoint,
+    *,
+    name: str,
+    will: Optional[aiomqtt.Will] = None,
+    queue: Optional[DispatchQueue] = None,
 ) -> aiomqtt.Client:
-    """Return an aiomqtt client for ``endpoint`` with a unique client id starting with ``name``."""
+    """Return an aiomqtt client for ``endpoint`` with a unique client id starting with ``name``
+    (``queue``: the queue of incoming messages it is to use)."""
+    queue_type = None
+    if queue is not None:
+        # aiomqtt makes its queue by calling queue_type(maxsize=...): hand it this one.
+        queue_type = cast("Type[asyncio.Queue[aiomqtt.Message]]", lambda maxsize=0: queue)
     return aiomqtt.Client(
         endpoint.host,
         endpoint.port,
@@ -178,6 +234,7 @@ def make_client(
         tls_context=tls_context(endpoint.tls, endpoint.server_name),
         identifier=f"{name}-{secrets.token_hex(4)}",
         will=will,
+        queue_type=queue_type,
     )
 
 
@@ -480,6 +537,7 @@ class MqttSource(GxSource):
         self._warn_once = WarnOnce(log, "ignoring malformed payload")
         # Read-backs waiting for the N/ answer to their R/, per item (setting and override).
         self._waiters: Dict[VenusItem, List[asyncio.Future[Optional[float]]]] = {}
+        self._queue = DispatchQueue()  # the incoming messages of the current client
 
     # -- public --------------------------------------------------------------------------
 
@@ -583,7 +641,8 @@ class MqttSource(GxSource):
     # -- connection ----------------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        return make_client(self._endpoint, name="venus-prio")
+        self._queue = DispatchQueue()
+        return make_client(self._endpoint, name="venus-prio", queue=self._queue)
 
     def _fail_waiters(self) -> None:
         for waiters in self._waiters.values():
@@ -645,9 +704,33 @@ class MqttSource(GxSource):
         raise aiomqtt.MqttError("the session ended")  # not reached: both run until they fail
 
     async def _read(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
-        """Handle every message; raise ``MqttError`` when the connection is cut."""
-        async for message in client.messages:
-            self._handle(message, session, portal_id, self._clock())
+        """Handle every message; raise ``MqttError`` when the connection is cut.
+
+        The messages are handled as aiomqtt receives them (``DispatchQueue``); this waits on
+        ``client.messages`` for the end of the connection. An error in the handling (a bug)
+        ends the session as if it were raised here: aiomqtt carries it as the disconnect's
+        cause.
+        """
+
+        def dispatch(message: aiomqtt.Message) -> None:
+            try:
+                self._handle(message, session, portal_id, self._clock())
+            except Exception as exc:
+                raise HandlingFailed(exc) from exc
+
+        queue = self._queue
+        try:
+            queue.start_dispatch(dispatch)
+            async for message in client.messages:  # none: they are dispatched
+                self._handle(message, session, portal_id, self._clock())
+        except aiomqtt.MqttError as exc:
+            if isinstance(exc.__cause__, HandlingFailed):
+                raise exc.__cause__.error from None
+            raise
+        except HandlingFailed as exc:  # raised by a queued message in start_dispatch
+            raise exc.error from None
+        finally:
+            queue.stop_dispatch()  # a session that ended handles nothing more
 
     async def _keep_time(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
         """Run the timers when they are due. Messages only move deadlines later (a heartbeat,
