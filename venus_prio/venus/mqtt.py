@@ -2,9 +2,9 @@
 
 How it works: ``run`` connects, and for every connection runs one session. The session
 discovers the portal id (once), subscribes narrowly, sends a full keepalive and then runs two
-tasks: one reads the messages as they come (straight from aiomqtt's iterator: the fewest
-event-loop passes per message, which is most of the CPU on a busy GX), the other sleeps until
-the next timer is due. The timers are:
+tasks: one handles the messages as they come (``DispatchQueue``: in aiomqtt's read callback,
+no event-loop pass of their own, as they are most of the CPU on a busy GX) and waits for the
+connection to end, the other sleeps until the next timer is due. The timers are:
 the full-publish wait (retry with a new echo), the suppress-republish keepalive, the heartbeat
 watch (re-send a full keepalive when heartbeats stop) and the periodic ``R/`` read of the SOC
 that proves liveness between heartbeats. Every payload goes through the pure parsers in
