@@ -173,8 +173,17 @@ OWN_ECHO_S = 60.0
 def _recent(
     recent: Tuple[Tuple[float, float], ...], cfg: OverrideConfig, now: float
 ) -> Tuple[Tuple[float, float], ...]:
+    """Return the writes still within the echo window (the same tuple when none expired).
+
+    Oldest first (``wrote`` appends, on the service's monotonic clock), so the expired ones
+    lead: drop them from the front. Every evaluation calls this, and a minute of writes at a
+    write a second is 60 of them: copying them all each time was most of ``observe``'s cost.
+    """
     keep_s = max(cfg.verify_s, OWN_ECHO_S)
-    return tuple((t, v) for t, v in recent if now - t <= keep_s)
+    first = 0
+    while first < len(recent) and now - recent[first][0] > keep_s:
+        first += 1
+    return recent[first:] if first else recent
 
 
 def observe(
@@ -188,7 +197,7 @@ def observe(
     """Return the state after seeing ``snap``; ``reason``: the decision now in force."""
     cfg = config.actuator.override
     recent = _recent(state.recent, cfg, now)
-    if len(recent) != len(state.recent):  # only ever drops: the same length is the same
+    if recent is not state.recent:
         state = dataclasses.replace(state, recent=recent)
     if not snap.connected:
         return state  # nothing shown can be judged; expiry is judged on reconnect

@@ -64,6 +64,14 @@ LocalDayFn = Callable[[float], LocalDay]
 Opener = Callable[[Path, str], IO[Any]]
 
 
+# Local date -> (its text, its midnight): the service asks after every evaluation, several
+# times a second, and the date changes once a day. Keyed on the time zone too (offset and
+# name now, and the process's zone settings), so a zone changed by ``time.tzset`` is not
+# answered from another zone's midnight.
+_MidnightKey = Tuple[int, int, int, str, int, int, Tuple[str, str]]
+_midnights: Dict[_MidnightKey, Tuple[str, float]] = {}
+
+
 def system_local_day(now: float) -> LocalDay:
     """Return the local date of ``now`` and the seconds elapsed since its local midnight.
 
@@ -71,10 +79,26 @@ def system_local_day(now: float) -> LocalDay:
     82800 or 90000 s), so every row is at its real distance from the one before.
     """
     local = time.localtime(now)
-    midnight = time.mktime(
-        (local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1)  # -1: DST as it was
+    key = (
+        local.tm_year,
+        local.tm_yday,
+        local.tm_gmtoff,
+        local.tm_zone,
+        time.timezone,
+        time.altzone,
+        time.tzname,
     )
-    return LocalDay(date=time.strftime("%Y-%m-%d", local), time_s=now - midnight)
+    known = _midnights.get(key)
+    if known is None:
+        midnight = time.mktime(
+            (local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1)  # -1: DST as it was
+        )
+        known = (time.strftime("%Y-%m-%d", local), midnight)
+        if len(_midnights) >= 16:  # a few days and zones: never grows without bound
+            _midnights.clear()
+        _midnights[key] = known
+    date, midnight = known
+    return LocalDay(date=date, time_s=now - midnight)
 
 
 def open_file(path: Path, mode: str) -> IO[Any]:

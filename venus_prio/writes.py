@@ -20,6 +20,7 @@ the counters once a write went out. Pure: ``now`` is an argument.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -41,7 +42,16 @@ class WriteState:
 
     def writes_in(self, now: float, window_s: float) -> int:
         """Return how many writes went out in the last ``window_s`` seconds."""
-        return sum(1 for t in self.recent if now - t < window_s)
+        # Oldest first, so the writes inside the window are the newest ones: find where they
+        # start by bisection (the budget check runs on every planned write and the day's list
+        # can hold thousands), then settle the edge with the exact test ``now - t < window_s``.
+        recent = self.recent
+        first = bisect.bisect_right(recent, now - window_s)
+        while first > 0 and now - recent[first - 1] < window_s:
+            first -= 1
+        while first < len(recent) and now - recent[first] >= window_s:
+            first += 1
+        return len(recent) - first
 
 
 @dataclass(frozen=True)
@@ -168,7 +178,12 @@ def record_write(
     state: WriteState, write: Write, *, previous_w: Optional[float], now: float
 ) -> WriteState:
     """Return the state after ``write`` went out at ``now``."""
-    recent = (*(t for t in state.recent if now - t < DAY_S), now)
+    # Oldest first: the writes older than a day lead (copying the whole day, thousands of
+    # override writes on a cloudy day, for every write made the history quadratic).
+    old, first = state.recent, 0
+    while first < len(old) and now - old[first] >= DAY_S:
+        first += 1
+    recent = (*old[first:], now)
     increase = previous_w is not None and write.value_w > _as_cap(previous_w)
     return WriteState(
         recent=recent,

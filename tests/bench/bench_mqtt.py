@@ -10,8 +10,15 @@ It starts its own Mosquitto on a free loopback port and, in this process, a repl
 venus-prio does not subscribe to, as on a real GX, plus the ones it does). The first full
 keepalive makes the replayer dump them all; after that it publishes ``--rate`` changes per
 second for ``--duration`` seconds, ``--subscribed-share`` of them on subscribed topics, and
-every ``--event-period`` a PV rise and a PV drop that make the controller write. The replayer
-answers R/ and applies W/ like the fake GX always does, and honours the hub4 override.
+every ``--event-period`` a PV rise and a PV drop that make the controller write. Once a second,
+on top of that, it publishes new AC loads and grid power (``/Ac/Consumption/L1/Power``,
+``/Ac/Grid/L1/Power``), as systemcalc does: they wake nothing, but they feed the day recording
+and the stock-ESS shadow. The replayer answers R/ and applies W/ like the fake GX always does,
+and honours the hub4 override.
+
+The service runs as shipped: recording on (``record:`` at its defaults, into the run's temporary
+state dir; the run checks that rows were written) and so the stock-ESS shadow stepping on every
+evaluation.
 
 ``--actuator`` pins venus-prio's ``actuator.kind``: ``setting`` (the default: the persisted
 setting, under a write budget lifted to 3,600 an hour so every PV event is written) or
@@ -74,6 +81,7 @@ SOC = 12.0  # floor 10 %: PV_PRIORITY, the limit follows the PV
 PV_HIGH = 2000.0  # setting: 0.8 * 2000 - 20 -> 1550 W; override: 1.05 * 2000 -> 2100 W
 PV_LOW = 400.0  # setting: 0.8 * 400 - 20 -> 300 W; override: 1.05 * 400 -> 420 W
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+AC_PERIOD_S = 1.0  # AC loads and grid power: systemcalc publishes them about once a second
 
 # Services and paths of a GX with a Multi, a BMS, two MPPTs, a grid meter and a tank: the
 # shape of the N/ tree, not its exact content.
@@ -128,6 +136,8 @@ def service_config(port: int, workdir: Path, kind: str) -> Dict[str, object]:
         "actuator": {"kind": kind},  # the override's own keys stay the shipped defaults
         "venus": {"transport": "mqtt", "host": HOST, "port": port, "portal_id": PID},
         "homeassistant": {"enabled": False},  # same subscriptions as the bare subscriber
+        # As shipped: the day recording (and with it the stock-ESS shadow) on, at the defaults.
+        "record": {"enabled": True},
         "state_dir": str(workdir / "state"),
         "log_level": "INFO",
     }
@@ -251,10 +261,13 @@ async def replay(
     fixed = {paths.SERIAL.topic_suffix()}
     other = [s for s in gx.items if f"N/{PID}/{s}" not in subscribed and s not in fixed]
     noisy = [paths.BATTERY_POWER, paths.SOC]  # not DC loads: they would move the PV share
+    # Reported once a second by systemcalc on a real GX, for the recording and the shadow.
+    ac_load, grid = paths.AC_LOAD.items[0], paths.GRID.items[0]
     stream = Stream(drops=[])
     assert stream.drops is not None
     start = stream.start = loop.time()
     next_event = start + event_period / 2
+    next_ac = start + AC_PERIOD_S / 4
     pv_low = False
     n = 0
     while True:
@@ -272,6 +285,12 @@ async def replay(
                     stream.drops.append(loop.time())
             await gx.set_value(paths.PV_DC, PV_LOW if pv_low else PV_HIGH)
             stream.published += 1
+        if now >= next_ac:
+            next_ac += AC_PERIOD_S
+            load = float(rng.randint(200, 900))
+            await gx.set_value(ac_load, load)
+            await gx.set_value(grid, load - float(rng.randint(0, 600)))
+            stream.published += 2
         if rng.random() < share:
             item = rng.choice(noisy)
             if item is paths.SOC:
@@ -322,6 +341,7 @@ class Figures:
     drops: int
     stream_writes: Dict[str, int]  # suffix -> writes applied in the stream phase
     load: Tuple[float, float]  # 1-minute load average before and after
+    recorded_rows: int  # rows the service's day recording holds after the run
 
     def ratio(self) -> float:
         return self.cpu["service"] / max(self.cpu["bare"], 1e-9)
@@ -408,6 +428,9 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Figures:
             t.cancel()
         await asyncio.wait({task, spy_task})
     counts = json.loads(count_file.read_text(encoding="utf-8"))
+    rows = recorded_rows(workdir / "state" / "recordings")
+    if not rows:
+        raise RuntimeError("the service recorded nothing: the benchmark must run as shipped")
     assert stream.drops is not None
     stream_writes: Dict[str, int] = {}
     for w in gx.writes:
@@ -423,7 +446,16 @@ async def bench(args: argparse.Namespace, workdir: Path, port: int) -> Figures:
         drops=stream.all_drops,
         stream_writes=stream_writes,
         load=(load_before, os.getloadavg()[0]),
+        recorded_rows=rows,
     )
+
+
+def recorded_rows(directory: Path) -> int:
+    """Return the rows in the day recordings under ``directory`` (headers not counted)."""
+    lines = 0
+    for path in directory.glob("*.csv"):
+        lines += len(path.read_text(encoding="utf-8").splitlines()) - 1
+    return lines
 
 
 def report(args: argparse.Namespace, run: Figures) -> None:
@@ -457,7 +489,8 @@ def report(args: argparse.Namespace, run: Figures) -> None:
     override = run.stream_writes.get(paths.OVERRIDE_MAX_DISCHARGE.topic_suffix(), 0)
     out.write(
         f"writes applied by the replayer in the stream phase: {setting} to the setting, "
-        f"{override} to the override ({(setting + override) / args.duration:.2f} per s)\n"
+        f"{override} to the override ({(setting + override) / args.duration:.2f} per s); "
+        f"{run.recorded_rows} rows recorded\n"
     )
 
 

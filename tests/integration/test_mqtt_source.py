@@ -538,3 +538,35 @@ def test_override_presence_is_learnt_again_after_each_reconnect(
                 assert source.snapshot().override_present is present
 
     run_async(scenario())
+
+
+class BrokenHandling(MqttSource):
+    """A source whose message handling has a bug on the DC PV topic."""
+
+    def _handle(self, message: aiomqtt.Message, *args: object) -> None:
+        if message.topic.value.endswith(paths.PV_DC.topic_suffix()):
+            raise RuntimeError("bug in the handling")
+        super()._handle(message, *args)  # type: ignore[arg-type]
+
+
+def test_an_error_in_the_handling_ends_the_source_as_raised(
+    mosquitto: Broker, fake_gx: FakeGxFactory
+) -> None:
+    # Messages are handled in aiomqtt's read callback (DispatchQueue): a bug there must still
+    # end the source with its own error, not pass for a broken connection and reconnect.
+    async def scenario() -> None:
+        async with fake_gx() as gx:
+            source = BrokenHandling(venus=venus_config(mosquitto), control=control_config())
+            task = asyncio.ensure_future(source.run())
+            try:
+                await source.wait_ready(5.0)  # the dump carries the PV: it may end the source first
+                await gx.set_value(paths.PV_DC, 1234.0)
+                done, _ = await asyncio.wait({task}, timeout=5.0)
+                assert task in done
+                with pytest.raises(RuntimeError, match="bug in the handling"):
+                    task.result()
+            finally:
+                task.cancel()
+                await asyncio.wait({task})
+
+    run_async(scenario())

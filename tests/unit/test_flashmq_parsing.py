@@ -8,7 +8,7 @@ import ssl
 from typing import Optional
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from venus_prio.config import BrokerConfig, SimConfig, TlsConfig, VenusConfig
@@ -26,6 +26,7 @@ from venus_prio.sim.plant import Plant, PlantParams
 from venus_prio.venus import flashmq, paths
 from venus_prio.venus.flashmq import ItemUpdate, PayloadError
 from venus_prio.venus.mqtt import Endpoint, resolve_endpoint, tls_context
+from venus_prio.venus.source import InputStore
 
 PID = "c0619ab00001"
 
@@ -96,6 +97,50 @@ def test_any_bytes_parse_or_raise_payload_error(payload: bytes) -> None:
     except PayloadError:
         return
     assert update.value is None or math.isfinite(update.value)
+
+
+def _plain_parse(item: paths.VenusItem, payload: bytes) -> ItemUpdate:
+    """``parse_item_payload`` by its definition: json.loads on the bytes, all keys read."""
+    if not payload:
+        return ItemUpdate(value=None, absent=True)
+    try:
+        obj = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("not JSON") from exc
+    if not isinstance(obj, dict) or "value" not in obj:
+        raise PayloadError("not an object with a value")
+    return ItemUpdate(
+        value=InputStore.coerce(item, obj["value"]),
+        minimum=flashmq._bound(obj, "min"),
+        maximum=flashmq._bound(obj, "max"),
+    )
+
+
+@settings(max_examples=500)
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.binary(max_size=40).map(lambda tail: b"{" + tail),
+        st.text(max_size=12).map(lambda v: json.dumps({"value": v}).encode()),
+        st.sampled_from(["utf-8-sig", "utf-16", "utf-16-le", "utf-32"]).map(
+            '{"value": 5, "min": -1}'.encode
+        ),
+        st.floats().map(lambda v: json.dumps({"value": v, "min": 0.0}).encode()),
+    )
+)
+@example(b'{"value": 5, "x": "\xff"}')  # not UTF-8: not JSON either way
+@example(b'{"value": 5, "max": 100}')
+@example(b'{"value": 5, "max": "x"}')
+def test_the_fast_decoding_parses_as_json_loads_on_bytes(payload: bytes) -> None:
+    # parse_item_payload decodes UTF-8 itself where json.loads would detect UTF-8, and skips
+    # the bounds when there are none: the same result, or the same error, as the plain way.
+    try:
+        expected = _plain_parse(paths.SOC, payload)
+    except (PayloadError, ValueError, OverflowError):
+        with pytest.raises(PayloadError):
+            flashmq.parse_item_payload(paths.SOC, payload)
+        return
+    assert flashmq.parse_item_payload(paths.SOC, payload) == expected
 
 
 _json_values = st.recursive(

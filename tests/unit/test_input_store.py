@@ -1,4 +1,5 @@
-"""InputStore: the AC loads, grid and AC PV of the snapshot, summed over the phases."""
+"""InputStore: the AC loads, grid and AC PV of the snapshot, summed over the phases; the snapshot
+kept until something in it changes."""
 
 from __future__ import annotations
 
@@ -128,3 +129,32 @@ def test_every_sum_is_in_the_snapshot() -> None:
     snap = store.snapshot()
     for phase_sum in paths.PHASE_SUMS:
         assert getattr(snap, phase_sum.field) == 10.0 * len(phase_sum.items)
+
+
+def test_the_snapshot_is_kept_until_something_in_it_changes() -> None:
+    store = store_with([(paths.SOC, 50.0), (paths.PV_DC, 800.0)])
+    first = store.snapshot()
+    assert store.snapshot() is first
+    store.set(paths.SOC, 50.0)  # the same value: nothing changed
+    assert store.snapshot() is first
+    store.set(paths.SOC, 51.0)
+    assert store.snapshot().soc == 51.0
+    store.set(LOAD1, 300.0)  # a phase: the sum changes too
+    assert store.snapshot().ac_load_w == 300.0
+    store.mark_alive(7.0)
+    assert store.snapshot().alive_at == 7.0
+    store.set_connected(True)
+    assert store.snapshot().connected is True
+    store.set_override_present(False)
+    assert store.snapshot().override_present is False
+    store.set_bounds(-1.0, 5000.0)
+    assert (store.snapshot().max_discharge_min, store.snapshot().max_discharge_max) == (
+        -1.0,
+        5000.0,
+    )
+    # The attributes are public: assigning one directly must not leave a stale snapshot.
+    store.alive_at = 9.0
+    assert store.snapshot().alive_at == 9.0
+    store.forget_values()
+    snap = store.snapshot()
+    assert (snap.soc, snap.ac_load_w, snap.max_discharge_max) == (None, None, None)

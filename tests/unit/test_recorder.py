@@ -180,6 +180,28 @@ def test_dst_days_count_elapsed_seconds_since_local_midnight(
     assert system_local_day(last + 1).date != day
 
 
+def _plain_local_day(now: float) -> LocalDay:
+    """``system_local_day`` by its definition, with nothing remembered between calls."""
+    local = time.localtime(now)
+    midnight = time.mktime((local.tm_year, local.tm_mon, local.tm_mday, 0, 0, 0, 0, 0, -1))
+    return LocalDay(time.strftime("%Y-%m-%d", local), now - midnight)
+
+
+def _set_zone(zone: str) -> None:
+    os.environ["TZ"] = zone
+    time.tzset()
+
+
+def test_the_remembered_midnights_follow_the_day_and_the_zone(berlin: None) -> None:
+    # system_local_day remembers each date's midnight: across days, DST changes and a zone
+    # switched by tzset it must answer as the plain computation does.
+    moments = [1743289200.0 + k * 1799.0 for k in range(-60, 120)]  # around 30 March 2025
+    for zone in ("Europe/Berlin", "UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata"):
+        _set_zone(zone)
+        for now in moments:
+            assert system_local_day(now) == _plain_local_day(now), (zone, now)
+
+
 def test_a_25_hour_day_is_one_file_with_rising_times(berlin: None, tmp_path: Path) -> None:
     rec = Recorder(directory=tmp_path, interval_s=600.0, keep_days=14)
     run(rec, 1761429600.0, 25 * 3600 + 60, step=60.0)

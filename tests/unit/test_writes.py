@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from venus_prio.config import WritesConfig
 from venus_prio.model import Snapshot, TargetClass, Write
 from venus_prio.writes import (
+    DAY_S,
+    HOUR_S,
     WriteState,
     baseline_to_write,
     classify_value,
@@ -111,6 +113,32 @@ def test_counters_hour_day_total() -> None:
         state = record_write(state, _w(100.0), previous_w=200.0, now=t)
     c = counters(state, 90_000.0)
     assert (c.hour, c.day, c.total) == (1, 2, 4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(
+        st.one_of(st.just(0.0), st.just(3600.0), st.floats(min_value=0, max_value=40_000)),
+        max_size=60,
+    ),
+    window=st.sampled_from([HOUR_S, DAY_S, 0.1, 1e-9]),
+    since_last=st.one_of(st.just(0.0), st.just(3600.0), st.floats(min_value=0, max_value=1e5)),
+)
+def test_the_history_counts_and_forgets_exactly_as_defined(
+    gaps: List[float], window: float, since_last: float
+) -> None:
+    # writes_in bisects and record_write drops from the front (the history is oldest first):
+    # both must agree with the plain definitions, edges included (gaps of exactly an hour).
+    state = WriteState()
+    times: List[float] = []
+    now = 1_000.1
+    for gap in gaps:
+        now += gap
+        state = record_write(state, _w(100.0), previous_w=None, now=now)
+        times = [t for t in times if now - t < DAY_S] + [now]
+        assert state.recent == tuple(times)
+    now += since_last
+    assert state.writes_in(now, window) == sum(1 for t in times if now - t < window)
 
 
 @pytest.mark.parametrize(

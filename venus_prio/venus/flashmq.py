@@ -43,6 +43,9 @@ class ItemUpdate:
     maximum: Optional[float] = None
 
 
+_ABSENT = ItemUpdate(value=None, absent=True)  # frozen: one for every 0-byte payload
+
+
 def n_topic(portal_id: str, suffix: str) -> str:
     """Return the notification topic ``N/<id>/<suffix>``."""
     return f"N/{portal_id}/{suffix}"
@@ -118,6 +121,10 @@ def write_payload(value: float) -> bytes:
 
 def _load_json(payload: bytes) -> Any:
     try:
+        if payload[:1] == b"{" and payload[1:2] != b"\x00":
+            # What json.loads would detect for these bytes (no BOM, no UTF-16/32 zero byte),
+            # decoded here: its detection is Python code, run on every N/ message.
+            return json.loads(payload.decode("utf-8", "surrogatepass"))
         return json.loads(payload)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise PayloadError("not JSON") from exc
@@ -141,7 +148,7 @@ def _bound(obj: Dict[str, Any], key: str) -> Optional[float]:
 def parse_item_payload(item: VenusItem, payload: bytes) -> ItemUpdate:
     """Parse an N/ payload for ``item``; raise ``PayloadError`` for anything malformed."""
     if len(payload) == 0:
-        return ItemUpdate(value=None, absent=True)
+        return _ABSENT
     obj = _load_json(payload)
     if not isinstance(obj, dict):
         raise PayloadError(f"not a JSON object: {type(obj).__name__}")
@@ -151,6 +158,8 @@ def parse_item_payload(item: VenusItem, payload: bytes) -> ItemUpdate:
         value = InputStore.coerce(item, obj["value"])
     except (ValueError, OverflowError) as exc:
         raise PayloadError(str(exc)) from exc
+    if "min" not in obj and "max" not in obj:  # only settings carry bounds
+        return ItemUpdate(value)
     return ItemUpdate(value=value, minimum=_bound(obj, "min"), maximum=_bound(obj, "max"))
 
 

@@ -2,9 +2,9 @@
 
 How it works: ``run`` connects, and for every connection runs one session. The session
 discovers the portal id (once), subscribes narrowly, sends a full keepalive and then runs two
-tasks: one reads the messages as they come (straight from aiomqtt's iterator: the fewest
-event-loop passes per message, which is most of the CPU on a busy GX), the other sleeps until
-the next timer is due. The timers are:
+tasks: one handles the messages as they come (``DispatchQueue``: in aiomqtt's read callback,
+no event-loop pass of their own, as they are most of the CPU on a busy GX) and waits for the
+connection to end, the other sleeps until the next timer is due. The timers are:
 the full-publish wait (retry with a new echo), the suppress-republish keepalive, the heartbeat
 watch (re-send a full keepalive when heartbeats stop) and the periodic ``R/`` read of the SOC
 that proves liveness between heartbeats. Every payload goes through the pure parsers in
@@ -23,7 +23,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Set, Type, Union, cast
 
 import aiomqtt
 
@@ -166,10 +166,66 @@ def tls_context(tls: TlsConfig, server_name: Optional[str] = None) -> Optional[s
     return context
 
 
+if TYPE_CHECKING:
+    _MessageQueue = asyncio.Queue[aiomqtt.Message]
+else:
+    _MessageQueue = asyncio.Queue  # not subscriptable at runtime before Python 3.9
+
+
+class DispatchQueue(_MessageQueue):
+    """aiomqtt's queue of incoming messages, which can hand each to a handler at once instead.
+
+    aiomqtt puts every message in its queue from the socket's read callback, and a reader takes
+    it out through ``client.messages``: a task, an ``asyncio.wait`` and three event-loop passes
+    per message, most of what a GX's stream of changes costs. Once ``start_dispatch`` is
+    called, ``put_nowait`` hands each message to the handler right there, in the same order;
+    until then (portal id discovery) and after ``stop_dispatch`` it queues as usual.
+    ``client.messages`` still raises ``MqttError`` when the connection is cut.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self._dispatch: Optional[Callable[[aiomqtt.Message], None]] = None
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        dispatch = self._dispatch
+        if dispatch is None:
+            super().put_nowait(item)
+        else:
+            dispatch(item)
+
+    def start_dispatch(self, dispatch: Callable[[aiomqtt.Message], None]) -> None:
+        """Hand the messages queued so far, then every later one, to ``dispatch``."""
+        while not self.empty():
+            dispatch(self.get_nowait())
+        self._dispatch = dispatch
+
+    def stop_dispatch(self) -> None:
+        """Queue the messages again."""
+        self._dispatch = None
+
+
+class HandlingFailed(Exception):
+    """An error in a dispatched message's handling, carried through aiomqtt's disconnect."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
 def make_client(
-    endpoint: Endpoint, *, name: str, will: Optional[aiomqtt.Will] = None
+    endpoint: Endpoint,
+    *,
+    name: str,
+    will: Optional[aiomqtt.Will] = None,
+    queue: Optional[DispatchQueue] = None,
 ) -> aiomqtt.Client:
-    """Return an aiomqtt client for ``endpoint`` with a unique client id starting with ``name``."""
+    """Return an aiomqtt client for ``endpoint`` with a unique client id starting with ``name``
+    (``queue``: the queue of incoming messages it is to use)."""
+    queue_type = None
+    if queue is not None:
+        # aiomqtt makes its queue by calling queue_type(maxsize=...): hand it this one.
+        queue_type = cast("Type[asyncio.Queue[aiomqtt.Message]]", lambda maxsize=0: queue)
     return aiomqtt.Client(
         endpoint.host,
         endpoint.port,
@@ -178,6 +234,7 @@ def make_client(
         tls_context=tls_context(endpoint.tls, endpoint.server_name),
         identifier=f"{name}-{secrets.token_hex(4)}",
         will=will,
+        queue_type=queue_type,
     )
 
 
@@ -480,6 +537,7 @@ class MqttSource(GxSource):
         self._warn_once = WarnOnce(log, "ignoring malformed payload")
         # Read-backs waiting for the N/ answer to their R/, per item (setting and override).
         self._waiters: Dict[VenusItem, List[asyncio.Future[Optional[float]]]] = {}
+        self._queue = DispatchQueue()  # the incoming messages of the current client
 
     # -- public --------------------------------------------------------------------------
 
@@ -583,7 +641,8 @@ class MqttSource(GxSource):
     # -- connection ----------------------------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
-        return make_client(self._endpoint, name="venus-prio")
+        self._queue = DispatchQueue()
+        return make_client(self._endpoint, name="venus-prio", queue=self._queue)
 
     def _fail_waiters(self) -> None:
         for waiters in self._waiters.values():
@@ -645,9 +704,33 @@ class MqttSource(GxSource):
         raise aiomqtt.MqttError("the session ended")  # not reached: both run until they fail
 
     async def _read(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
-        """Handle every message; raise ``MqttError`` when the connection is cut."""
-        async for message in client.messages:
-            self._handle(message, session, portal_id, self._clock())
+        """Handle every message; raise ``MqttError`` when the connection is cut.
+
+        The messages are handled as aiomqtt receives them (``DispatchQueue``); this waits on
+        ``client.messages`` for the end of the connection. An error in the handling (a bug)
+        ends the session as if it were raised here: aiomqtt carries it as the disconnect's
+        cause.
+        """
+
+        def dispatch(message: aiomqtt.Message) -> None:
+            try:
+                self._handle(message, session, portal_id, self._clock())
+            except Exception as exc:
+                raise HandlingFailed(exc) from exc
+
+        queue = self._queue
+        try:
+            queue.start_dispatch(dispatch)
+            async for message in client.messages:  # none: they are dispatched
+                self._handle(message, session, portal_id, self._clock())
+        except aiomqtt.MqttError as exc:
+            if isinstance(exc.__cause__, HandlingFailed):
+                raise exc.__cause__.error from None
+            raise
+        except HandlingFailed as exc:  # raised by a queued message in start_dispatch
+            raise exc.error from None
+        finally:
+            queue.stop_dispatch()  # a session that ended handles nothing more
 
     async def _keep_time(self, client: aiomqtt.Client, session: _Session, portal_id: str) -> None:
         """Run the timers when they are due. Messages only move deadlines later (a heartbeat,
@@ -734,6 +817,10 @@ class MqttSource(GxSource):
     ) -> None:
         topic = message.topic.value
         payload = bytes(message.payload)
+        item = self._topics.get(topic)
+        if item is not None:
+            self._handle_item(item, topic, payload, session, now)
+            return
         if topic == flashmq.heartbeat_topic(portal_id):
             # Any heartbeat proves the plugin runs; its timestamp is not needed.
             session.heartbeat_at = now
@@ -751,16 +838,18 @@ class MqttSource(GxSource):
                 if not self._ready.is_set():
                     log.info("full publish completed: the GX state is complete")
                 self._full_publish_done(session)
-            return
-        item = self._topics.get(topic)
-        if item is None:
-            return
+
+    def _handle_item(
+        self, item: VenusItem, topic: str, payload: bytes, session: _Session, now: float
+    ) -> None:
+        """Take an N/ of a followed item into the store (most messages: items are looked up
+        first, and compared by identity, as ``_topics`` holds the ``paths`` objects)."""
         try:
             update = flashmq.parse_item_payload(item, payload)
         except PayloadError as exc:
             self._warn_once(topic, payload, str(exc))
             return
-        if item == paths.MAX_DISCHARGE_POWER and not flashmq.plausible_setting_bounds(
+        if item is paths.MAX_DISCHARGE_POWER and not flashmq.plausible_setting_bounds(
             update.minimum, update.maximum
         ):
             self._warn_once(topic, payload, "min/max cannot be this setting's range")
@@ -768,25 +857,29 @@ class MqttSource(GxSource):
         # Evidence of a dump from firmware that ignores the echo: a value we did not ask for.
         # The answer to our own SOC liveness read is not (it once made a half-refreshed state
         # "complete" after a broker restart).
-        if not (item == paths.SOC and session.soc_read_pending) and not self._waiters.get(item):
+        waiters = self._waiters  # read-backs waiting, by item: usually none
+        if not (item is paths.SOC and session.soc_read_pending) and not (
+            waiters and waiters.get(item)
+        ):
             session.values_since_full = True
         if update.absent:
             self.store.set(item, None)
         else:
             self.store.set(item, update.value)
-        if item == paths.SOC and session.soc_read_pending:
+        if item is paths.SOC and session.soc_read_pending:
             # The answer to our R/ read (or a fresher change): the GX is alive.
             session.soc_read_pending = False
             self.store.mark_alive(now)
-        if item == paths.MAX_DISCHARGE_POWER and (
+        if item is paths.MAX_DISCHARGE_POWER and (
             update.minimum is not None or update.maximum is not None
         ):
             self.store.set_bounds(update.minimum, update.maximum)
-        if item == paths.OVERRIDE_MAX_DISCHARGE:
+        if item is paths.OVERRIDE_MAX_DISCHARGE:
             # A 0-byte payload: hub4 left the bus, the path is gone with it.
             session.override_seen = not update.absent
             self.store.set_override_present(not update.absent)
-        self._answer_waiters(item, update, now)
+        if waiters:
+            self._answer_waiters(item, update, now)
 
     def _answer_waiters(self, item: VenusItem, update: flashmq.ItemUpdate, now: float) -> None:
         """Hand an N/ to the read-backs of ``item``: an answer to an R/ proves the GX is alive."""

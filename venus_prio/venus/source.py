@@ -25,6 +25,7 @@ from typing import (
     List,
     Optional,
     Protocol,
+    Tuple,
     TypeVar,
     runtime_checkable,
 )
@@ -155,6 +156,12 @@ class InputStore:
         self.override_present: Optional[bool] = None
         self.connected = False
         self.changed = Wakeup()
+        # The last snapshot, until anything in it changes: the service takes one at every
+        # evaluation and again to account for it, and most messages change nothing it holds.
+        # ``set`` drops it; the public attributes are compared (``_snapshot_key``), so
+        # assigning one directly cannot leave a stale snapshot behind.
+        self._snapshot: Optional[Snapshot] = None
+        self._snapshot_key: Tuple[object, ...] = ()
 
     @staticmethod
     def coerce(item: VenusItem, value: Any) -> Optional[float]:
@@ -174,6 +181,7 @@ class InputStore:
         """Store an already coerced value; wake the service if it changed and it decides on it."""
         if self._values.get(item.field) != value:
             self._values[item.field] = value
+            self._snapshot = None
             if item.wakes:
                 self.changed.set()
             phase_sum = self._sum_of.get(item.field)
@@ -200,6 +208,7 @@ class InputStore:
             if self._values[key] is not None:
                 self._values[key] = None
                 self.changed.set()
+        self._snapshot = None
         for phase_sum in paths.PHASE_SUMS:
             self._add_up(phase_sum)
         self.setting_min = self.setting_max = None
@@ -227,6 +236,21 @@ class InputStore:
         return self._values.get(item.field)
 
     def snapshot(self) -> Snapshot:
+        """Return the values as a ``Snapshot`` (the same object until one of them changes)."""
+        key = (
+            self.alive_at,
+            self.connected,
+            self.override_present,
+            self.setting_min,
+            self.setting_max,
+        )
+        snap = self._snapshot
+        if snap is None or key != self._snapshot_key:
+            snap = self._snapshot = self._build_snapshot()
+            self._snapshot_key = key
+        return snap
+
+    def _build_snapshot(self) -> Snapshot:
         def code(item: VenusItem) -> Optional[int]:
             value = self._values[item.field]
             return None if value is None else int(value)
