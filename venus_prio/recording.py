@@ -128,6 +128,21 @@ def format_row(row: RecordRow) -> str:
     return ",".join(_cell(v, d) for v, d in zip(astuple(row), _ROW_DECIMALS)) + "\n"
 
 
+# The measured columns and the Snapshot field each is read from: empty while not current.
+MEASURED_COLUMNS: Tuple[Tuple[str, str], ...] = (
+    ("pv_dc_w", "pv_dc_w"),
+    ("load_w", "ac_load_w"),
+    ("pv_ac_w", "pv_ac_w"),
+    ("soc", "soc"),
+    ("battery_w", "battery_power_w"),
+    ("grid_w", "grid_w"),
+    ("dc_system_w", "dc_system_w"),
+    ("setting_w", "max_discharge_w"),
+    ("override_w", "override_w"),
+    ("capacity_kwh", "battery_kwh"),
+)
+
+
 def is_current(snapshot: Snapshot, decision: Optional[Decision], *, connected: bool) -> bool:
     """Return True when the snapshot's measurements are of now: connected and not stale.
 
@@ -169,15 +184,5 @@ def row_from(*, snapshot: Snapshot, status: ServiceStatus, time_s: float) -> Rec
     if not current:
         return state
     return dataclasses.replace(
-        state,
-        pv_dc_w=snapshot.pv_dc_w,
-        load_w=snapshot.ac_load_w,
-        pv_ac_w=snapshot.pv_ac_w,
-        soc=snapshot.soc,
-        battery_w=snapshot.battery_power_w,
-        grid_w=snapshot.grid_w,
-        dc_system_w=snapshot.dc_system_w,
-        setting_w=snapshot.max_discharge_w,
-        override_w=snapshot.override_w,
-        capacity_kwh=snapshot.battery_kwh,
+        state, **{column: getattr(snapshot, field) for column, field in MEASURED_COLUMNS}
     )
