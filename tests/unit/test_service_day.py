@@ -324,6 +324,9 @@ def test_a_dst_day_starts_and_ends_at_local_midnight_with_its_offset(
 # -- the recordings directory fails while the service steers -----------------------------------
 
 
+FLUSH_WAIT_S = 10.0  # a worker thread's write of a few rows, on a machine as busy as CI's
+
+
 def unwritable(recordings: Path) -> None:
     recordings.write_text("a file where the directory should be")  # stops root too
 
@@ -332,6 +335,20 @@ def full_disk(recordings: Path) -> None:
     recordings.mkdir()
     # The kernel's own full device: every write to today's file fails with ENOSPC.
     os.symlink("/dev/full", recordings / "2025-06-01.csv")
+
+
+async def flushed_with_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Wait until the recording task's flush, run in a worker thread, has warned.
+
+    The flush is off the event loop by design, so its end is not a point the loop reaches by
+    itself: a fixed sleep here is a race with the thread on a loaded machine (it failed once in
+    a loaded ``make test``). The warning is the one thing the service shows of a failed flush.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FLUSH_WAIT_S
+    while "recording paused" not in caplog.text:
+        assert loop.time() < deadline, f"no warning of the failed flush in {FLUSH_WAIT_S} s"
+        await asyncio.sleep(0.001)
 
 
 @pytest.mark.parametrize(
@@ -363,9 +380,8 @@ def test_a_recording_that_cannot_be_written_is_one_warning_and_steering_goes_on(
             for i in range(steps):
                 rig.set(pv_w=2000.0 - 150.0 * i)
                 await rig.step(61.0)
-                await asyncio.sleep(0.01)  # the recording task's turn
                 if i == 0:  # the first flush failed while the service runs: steering goes on
-                    assert "recording paused" in caplog.text
+                    await flushed_with_warning(caplog)
         finally:
             rig.service.request_stop()
             assert await asyncio.wait_for(task, 5.0) == 0
