@@ -239,3 +239,37 @@ def test_another_tools_override_found_after_a_crash_is_not_taken_for_ours(
         assert source.writes == []
 
     run(scenario)
+
+
+def test_a_journal_saved_before_the_baseline_is_learnt_keeps_the_previous_runs_setting(
+    tmp_path: Path,
+) -> None:
+    # Fault campaign seed 8 round 59 (--actuator auto): a run killed while its 750 W held the
+    # setting left a dirty journal (baseline 2500 W) that also said it held the override. The
+    # restart found the override released while settings was away from the GX and journaled
+    # that before it had learnt the baseline: the journal lost the previous run's setting (no
+    # baseline, clean), and once settings came back 750 W was "the value found on the GX",
+    # taken for the user's baseline and left there at the stop.
+    ours = 750.0
+    journal = Journal(
+        portal_id=None, baseline_w=BASELINE, last_written_w=ours, clean=False, override_held=True
+    )
+    save_journal(journal_path(tmp_path), journal)
+
+    async def scenario() -> None:
+        clock = Clock()
+        source = MemorySource(setting_w=ours)
+        gx_state(source, clock, soc=25.0)
+        source.store.set(paths.MAX_DISCHARGE_POWER, None)  # settings is not on the GX yet
+        service = Service(config=make_config(tmp_path, kind="auto"), source=source, clock=clock)
+        await service.evaluate()  # the override shows -1: ours no longer stands there
+        saved = load_journal(journal_path(tmp_path))
+        assert saved is not None and not saved.override_held
+        assert (saved.baseline_w, saved.last_written_w, saved.clean) == (BASELINE, ours, False)
+        source.store.set(paths.MAX_DISCHARGE_POWER, ours)  # settings is back
+        clock.t += 1.0
+        await service.evaluate()
+        assert await service.restore_baseline()
+        assert source.setting_w == BASELINE
+
+    run(scenario)
