@@ -484,6 +484,20 @@ class Service:
             updated=time.time(),
             override_held=self._override.held,
         )
+        previous = self._journal
+        if self._setting.baseline is None and previous is not None:
+            # The setting is not seen yet (settings away from the GX): what the previous run
+            # left there stands until ``_learn_baseline`` reads it. Saving the override's or the
+            # mode's change must not lose it (fault campaign seed 8 round 59: a dirty journal
+            # overwritten as clean without a baseline, then venus-prio's 750 W on the GX taken
+            # for the user's baseline).
+            journal = dataclasses.replace(
+                journal,
+                portal_id=previous.portal_id,
+                baseline_w=previous.baseline_w,
+                last_written_w=previous.last_written_w,
+                clean=previous.clean,
+            )
         try:
             save_journal(self._journal_path, journal)
         except OSError as exc:

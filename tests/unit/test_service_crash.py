@@ -210,6 +210,28 @@ def test_the_journal_is_saved_only_when_a_restart_needs_it(tmp_path: Path) -> No
     ]
 
 
+def left_holding_the_override(
+    tmp_path: Path, *, last_written_w: Optional[float], clean: bool
+) -> None:
+    """Leave the journal of a run killed while it held the override (baseline ``BASELINE``)."""
+    journal = Journal(
+        portal_id=None,
+        baseline_w=BASELINE,
+        last_written_w=last_written_w,
+        clean=clean,
+        override_held=True,
+    )
+    save_journal(journal_path(tmp_path), journal)
+
+
+def gx_at_restart(*, setting_w: float) -> Tuple[Clock, MemorySource]:
+    """Return the clock and the GX the restarted run finds (SOC 25 %, the setting ``setting_w``)."""
+    clock = Clock()
+    source = MemorySource(setting_w=setting_w)
+    gx_state(source, clock, soc=25.0)
+    return clock, source
+
+
 @pytest.mark.parametrize(("foreign", "writes"), [(1.0, []), (4321.0, []), (730.0, [-1.0])])
 def test_another_tools_override_found_after_a_crash_is_not_taken_for_ours(
     tmp_path: Path, foreign: float, writes: List[float]
@@ -219,15 +241,10 @@ def test_another_tools_override_found_after_a_crash_is_not_taken_for_ours(
     # and the restart took that value for its own and wrote over it. A value venus-prio never
     # writes is the other tool's: stand aside, write nothing. One it could have written (a step
     # of override.step_w) cannot be told apart: still taken for ours, and released on stop.
-    journal = Journal(
-        portal_id=None, baseline_w=BASELINE, last_written_w=None, clean=True, override_held=True
-    )
-    save_journal(journal_path(tmp_path), journal)
+    left_holding_the_override(tmp_path, last_written_w=None, clean=True)
 
     async def scenario() -> None:
-        clock = Clock()
-        source = MemorySource(setting_w=BASELINE)
-        gx_state(source, clock, soc=25.0)
+        clock, source = gx_at_restart(setting_w=BASELINE)
         source.set_override(foreign)
         service = Service(config=make_config(tmp_path, kind="auto"), source=source, clock=clock)
         decision = await service.evaluate()
@@ -237,5 +254,34 @@ def test_another_tools_override_found_after_a_crash_is_not_taken_for_ours(
         assert await service.restore_baseline()
         assert source.override_writes == writes
         assert source.writes == []
+
+    run(scenario)
+
+
+def test_a_journal_saved_before_the_baseline_is_learnt_keeps_the_previous_runs_setting(
+    tmp_path: Path,
+) -> None:
+    # Fault campaign seed 8 round 59 (--actuator auto): a run killed while its 750 W held the
+    # setting left a dirty journal (baseline 2500 W) that also said it held the override. The
+    # restart found the override released while settings was away from the GX and journaled
+    # that before it had learnt the baseline: the journal lost the previous run's setting (no
+    # baseline, clean), and once settings came back 750 W was "the value found on the GX",
+    # taken for the user's baseline and left there at the stop.
+    ours = 750.0
+    left_holding_the_override(tmp_path, last_written_w=ours, clean=False)
+
+    async def scenario() -> None:
+        clock, source = gx_at_restart(setting_w=ours)
+        source.store.set(paths.MAX_DISCHARGE_POWER, None)  # settings is not on the GX yet
+        service = Service(config=make_config(tmp_path, kind="auto"), source=source, clock=clock)
+        await service.evaluate()  # the override shows -1: ours no longer stands there
+        saved = load_journal(journal_path(tmp_path))
+        assert saved is not None and not saved.override_held
+        assert (saved.baseline_w, saved.last_written_w, saved.clean) == (BASELINE, ours, False)
+        source.store.set(paths.MAX_DISCHARGE_POWER, ours)  # settings is back
+        clock.t += 1.0
+        await service.evaluate()
+        assert await service.restore_baseline()
+        assert source.setting_w == BASELINE
 
     run(scenario)
