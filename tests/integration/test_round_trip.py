@@ -81,6 +81,7 @@ TICK_S = 0.02  # real seconds per fake tick
 SAMPLE_S = SPEED * TICK_S  # simulated seconds between the fake's publishes: 20 s
 GX_MIN_SOC = 15.0  # the GX's Minimum SOC: stock ESS's reserve everywhere
 START_SOC = 16.0
+LAG_SAMPLES = 5  # the fake's publishes the service may not have seen when the stop comes
 SAMPLED_REL = 0.03
 COUNTED_REL = 0.02
 GAPS_MAX_S = 120.0
@@ -183,7 +184,10 @@ def test_a_recorded_day_replays_to_the_simulators_figures(
     )
     # About three hours (the service's connection takes a few ticks), hardly a gap.
     assert START_S < profile.start_s < START_S + 600.0
-    assert END_S <= profile.end_s <= END_S + 30 * SAMPLE_S
+    # The stop is asked once the fake's clock reached END_S; the service may not have evaluated
+    # the fake's last few publishes by then (on a loaded machine a 20 ms tick or two: a loaded
+    # make test ended the recording at END_S - 20 s). The ledger stops with it, so (b) holds.
+    assert END_S - LAG_SAMPLES * SAMPLE_S <= profile.end_s <= END_S + 30 * SAMPLE_S
     assert measured.gap_h * 3600 <= GAPS_MAX_S and measured.policy == "stock"
     assert recording.floor == FLOOR
     assert recording.start_soc == pytest.approx(START_SOC, abs=1.0)
