@@ -880,10 +880,11 @@ class Round:
             ]
             text = inc.text()
             logged = [float(a or b) for a, b in WROTE.findall(text)]
+            restored = [float(v) for v in RESTORED.findall(text)]
             problems = align(
                 logged,
                 window,
-                restores=[float(v) for v in RESTORED.findall(text)],
+                restore=restored[-1] if restored else None,
                 killed=inc.how == "sigkill",
                 broker_stops=self.broker_stops,
             )
@@ -937,7 +938,7 @@ def align(
     logged: Sequence[float],
     received: Sequence[Tuple[str, ReceivedWrite]],
     *,
-    restores: Sequence[float],
+    restore: Optional[float],
     killed: bool,
     broker_stops: Sequence[float],
 ) -> List[str]:
@@ -945,14 +946,11 @@ def align(
 
     A logged write may be missing only when the broker was killed between the neighbouring
     received writes (QoS 0: a publish in the dying broker's buffers is gone). A received write
-    that matches no logged one is allowed only as a restore's value, once per restore the
-    process logged (``write_confirmed`` logs the attempts it could not confirm, not the one it
-    could), or as the last one of a SIGKILLed process (killed between the write and its log line).
-    A process may restore more than once (handing the setting back to switch to the override,
-    then at the stop, the user's new value by then: fault campaign seed 8 round 59).
+    that matches no logged one is allowed only as the restore's value (``write_confirmed`` logs
+    the attempts it could not confirm, not the one it could) or as the last one of a SIGKILLed
+    process (killed between the write and its log line).
     """
     problems: List[str] = []
-    unmatched_restores = list(restores)
     at = 0
     previous_t = -math.inf
     for index, (door, record) in enumerate(received):
@@ -963,11 +961,9 @@ def align(
             if lost and not any(previous_t <= t <= record.at for t in broker_stops):
                 problems.append(f"logged writes {lost} never reached the GX")
             at = match + 1
-        elif any(_same(restore, value) for restore in unmatched_restores):
-            unmatched_restores.pop(
-                next(j for j, r in enumerate(unmatched_restores) if _same(r, value))
-            )
-        elif killed and index == len(received) - 1:
+        elif (restore is not None and _same(restore, value)) or (
+            killed and index == len(received) - 1
+        ):
             pass
         else:
             problems.append(f"the GX received {value!r} W over {door} that venus-prio never logged")

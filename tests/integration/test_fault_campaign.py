@@ -8,13 +8,12 @@ dbus-daemon, and fails with each violation and the line that replays its round.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, List
 
 import pytest
 
-from tests.faults.campaign import FAULTS, OVERRIDE_FAULTS, Lab, Options, align, run_campaign
+from tests.faults.campaign import FAULTS, OVERRIDE_FAULTS, Lab, Options, run_campaign
 from tests.integration.conftest import Broker
-from venus_prio.fakes.writelog import ReceivedWrite
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip rewriting
     from tests.integration.dbus_fixtures import DbusDaemon
@@ -42,23 +41,3 @@ def test_fault_campaign_keeps_every_invariant(
     kinds = {kind for r in result.rounds for kind, n in r.faults.items() if n}
     assert len(kinds) >= len(possible) - 2, kinds
     assert sum(r.writes for r in result.rounds) >= ROUNDS
-
-
-def test_align_allows_one_unlogged_write_per_logged_restore() -> None:
-    # Seed 8 round 59: one process handed the setting back (2500 W, its confirmed write has no
-    # line of its own) to switch to the override, and at the stop restored the user's 1798 W.
-    # Both restores are allowed; a third unlogged 2500 W is not.
-    def received(*values: float) -> List[Tuple[str, ReceivedWrite]]:
-        return [
-            ("mqtt", ReceivedWrite("settings", "/x", v, accepted=True, at=float(i), wall=0.0))
-            for i, v in enumerate(values)
-        ]
-
-    restores = [2500.0, 1798.0]
-    ok = align([350.0], received(2500.0, 350.0, 1798.0), restores=restores, **NO_FAULTS)
-    assert ok == []
-    twice = align([350.0], received(2500.0, 350.0, 2500.0), restores=restores, **NO_FAULTS)
-    assert twice == ["the GX received 2500.0 W over mqtt that venus-prio never logged"]
-
-
-NO_FAULTS: Dict[str, Any] = {"killed": False, "broker_stops": ()}
